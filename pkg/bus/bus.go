@@ -1,0 +1,433 @@
+// Package bus is Terroir's Kafka layer, on franz-go: one client per
+// geography (each geography may be its own cluster), topics named
+// terroir.<geo>.<stream>, records keyed by request ID with their metadata
+// in headers, and payloads sealed under envelope encryption whenever their
+// event type carries customer content. On top of it: a consumer-group
+// runner (handle, mark, commit; bounded retries, then the dead-letter
+// topic), request/reply that reaches exactly the waiting instance,
+// materialised compacted tables, and topic provisioning.
+package bus
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"maps"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.uber.org/zap"
+
+	"github.com/terroir-ai/terroir/pkg/events"
+	"github.com/terroir-ai/terroir/pkg/keys"
+)
+
+// Record headers. Every record carries its event type and version; the
+// others are set when known.
+const (
+	HeaderRequestID    = "terroir-request-id"
+	HeaderResource     = "terroir-resource"
+	HeaderHomeGeo      = "terroir-home-geo"
+	HeaderDeployment   = "terroir-deployment"
+	HeaderEventType    = "terroir-event-type"
+	HeaderEventVersion = "terroir-event-version"
+	HeaderReplyTo      = "terroir-reply-to"
+	HeaderKeyID        = "terroir-key-id"
+	HeaderSeq          = "terroir-seq"
+	HeaderFinal        = "terroir-final"
+)
+
+// Meta is the metadata of a record, carried in its headers.
+type Meta struct {
+	// Key is the record key; it defaults to RequestID.
+	Key        string
+	RequestID  string
+	Resource   string
+	HomeGeo    string
+	Deployment string
+	// ReplyTo is where replies go: "<topic>/<partition>/<instance>".
+	ReplyTo string
+	// Type is the event type; Publish sets it from the event.
+	Type events.Type
+	// KeyID names the data key that sealed the payload; set by the bus.
+	KeyID string
+	// Seq and Final order the records of a reply stream.
+	Seq   int
+	Final bool
+}
+
+// Config configures a Bus.
+type Config struct {
+	// Namespace is the first part of topic names; default "terroir".
+	Namespace string
+	// Brokers lists the bootstrap servers of each geography the bus joins.
+	Brokers map[string][]string
+	// InstanceID names this process; replies find it by this name.
+	InstanceID string
+	// Topics, when set, are provisioned in every geography at start-up.
+	Topics *TopicDefs
+	// Replication is the replication factor of provisioned topics; default 1.
+	Replication int16
+	// KeyWrapper holds the key-encryption keys; required.
+	KeyWrapper keys.KeyWrapper
+	// Logger defaults to a no-op logger.
+	Logger *zap.Logger
+	// Registerer, when set, receives the bus metrics.
+	Registerer prometheus.Registerer
+	// ClientOpts are added to every franz-go client (tests, TLS, SASL).
+	ClientOpts []kgo.Opt
+}
+
+// Bus is a connection to the Kafka cluster of every configured geography.
+type Bus struct {
+	ns       string
+	instance string
+	log      *zap.Logger
+	cfg      Config
+	prod     map[string]*kgo.Client
+	adm      map[string]*kadm.Client
+	keyStore *KeyStore
+	keys     *keys.Manager
+	metrics  *metrics
+
+	closeOnce sync.Once
+}
+
+// New connects to every geography, provisions topics when cfg.Topics is
+// set, and starts materialising the data-key tables.
+func New(ctx context.Context, cfg Config) (*Bus, error) {
+	if len(cfg.Brokers) == 0 {
+		return nil, errors.New("bus: no geography configured")
+	}
+	if cfg.KeyWrapper == nil {
+		return nil, errors.New("bus: a key wrapper is required")
+	}
+	if cfg.InstanceID == "" {
+		return nil, errors.New("bus: an instance ID is required")
+	}
+	if cfg.Namespace == "" {
+		cfg.Namespace = DefaultNamespace
+	}
+	if cfg.Replication == 0 {
+		cfg.Replication = 1
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	b := &Bus{
+		ns: cfg.Namespace, instance: cfg.InstanceID, log: cfg.Logger.Named("bus"), cfg: cfg,
+		prod: map[string]*kgo.Client{}, adm: map[string]*kadm.Client{},
+		metrics: newMetrics(cfg.Registerer),
+	}
+	for _, g := range b.Geos() {
+		cl, err := kgo.NewClient(b.clientOpts(g,
+			kgo.ProducerLinger(0), // latency over batching: a reply waits on every hop
+			kgo.RequiredAcks(kgo.AllISRAcks()),
+			kgo.RecordPartitioner(partitioner{ns: cfg.Namespace}),
+			kgo.ProducerBatchCompression(kgo.NoCompression()),
+		)...)
+		if err != nil {
+			b.Close()
+			return nil, fmt.Errorf("bus: client for %s: %w", g, err)
+		}
+		b.prod[g] = cl
+		b.adm[g] = kadm.NewClient(cl)
+		if cfg.Topics != nil {
+			if err := Provision(ctx, b.adm[g], cfg.Namespace, g, cfg.Topics, cfg.Replication); err != nil {
+				b.Close()
+				return nil, fmt.Errorf("bus: %w", err)
+			}
+		}
+	}
+	ks, err := newKeyStore(b)
+	if err != nil {
+		b.Close()
+		return nil, err
+	}
+	b.keyStore = ks
+	b.keys, err = keys.NewManager(cfg.KeyWrapper, ks)
+	if err != nil {
+		b.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+func (b *Bus) clientOpts(geo string, extra ...kgo.Opt) []kgo.Opt {
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(b.cfg.Brokers[geo]...),
+		kgo.ClientID("terroir-" + b.instance),
+		kgo.WithLogger(kzapLogger{b.log.With(zap.String("geo", geo))}),
+	}
+	opts = append(opts, b.cfg.ClientOpts...)
+	return append(opts, extra...)
+}
+
+// Geos returns the geographies the bus is connected to, sorted.
+func (b *Bus) Geos() []string { return slices.Sorted(maps.Keys(b.cfg.Brokers)) }
+
+// Namespace returns the topic namespace.
+func (b *Bus) Namespace() string { return b.ns }
+
+// InstanceID returns the name of this process on the bus.
+func (b *Bus) InstanceID() string { return b.instance }
+
+// Topic returns the topic of stream in geo.
+func (b *Bus) Topic(geo, stream string) string { return TopicName(b.ns, geo, stream) }
+
+// KeyStore returns the Kafka-backed store of wrapped data keys.
+func (b *Bus) KeyStore() *KeyStore { return b.keyStore }
+
+// Keys returns the data-key manager (for shredding and key lookups).
+func (b *Bus) Keys() *keys.Manager { return b.keys }
+
+// Admin returns the admin client of geo.
+func (b *Bus) Admin(geo string) (*kadm.Client, error) {
+	a, ok := b.adm[geo]
+	if !ok {
+		return nil, fmt.Errorf("bus: not connected to geography %q", geo)
+	}
+	return a, nil
+}
+
+// Ready checks that every geography's cluster answers and that the data-key
+// tables have caught up with their topics.
+func (b *Bus) Ready(ctx context.Context) error {
+	for _, g := range b.Geos() {
+		if err := b.prod[g].Ping(ctx); err != nil {
+			return fmt.Errorf("kafka of %s: %w", g, err)
+		}
+	}
+	return b.keyStore.Sync(ctx)
+}
+
+// Close flushes pending records and closes every client. It is idempotent.
+func (b *Bus) Close() {
+	b.closeOnce.Do(func() {
+		if b.keyStore != nil {
+			b.keyStore.Close()
+		}
+		for _, cl := range b.prod {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = cl.Flush(ctx)
+			cancel()
+			cl.Close()
+		}
+	})
+}
+
+// Publish seals ev as its event type requires and produces it to stream in
+// geo, waiting for the write to be acknowledged by all in-sync replicas.
+// Payloads of content-bearing types are always encrypted: Resource and
+// HomeGeo must be set, since the data key belongs to the resource's home
+// geography.
+func (b *Bus) Publish(ctx context.Context, geo, stream string, meta Meta, ev events.Event) error {
+	rec, err := b.record(ctx, b.Topic(geo, stream), meta, ev)
+	if err != nil {
+		return err
+	}
+	return b.produce(ctx, geo, stream, rec)
+}
+
+// Tombstone produces a record with a nil value for key, which deletes the
+// key from a compacted stream.
+func (b *Bus) Tombstone(ctx context.Context, geo, stream, key string) error {
+	return b.produce(ctx, geo, stream, &kgo.Record{Topic: b.Topic(geo, stream), Key: []byte(key)})
+}
+
+func (b *Bus) produce(ctx context.Context, geo, stream string, rec *kgo.Record) error {
+	cl, ok := b.prod[geo]
+	if !ok {
+		return fmt.Errorf("publishing to %s: not connected to geography %q", stream, geo)
+	}
+	start := time.Now()
+	if err := cl.ProduceSync(ctx, rec).FirstErr(); err != nil {
+		b.metrics.produceErrors.WithLabelValues(geo, stream).Inc()
+		return fmt.Errorf("publishing to %s: %w", rec.Topic, err)
+	}
+	b.metrics.produced.WithLabelValues(geo, stream).Inc()
+	b.metrics.produceSeconds.WithLabelValues(geo, stream).Observe(time.Since(start).Seconds())
+	return nil
+}
+
+// record builds the Kafka record of ev: headers from meta and the payload
+// sealed according to the event type's registered protection.
+func (b *Bus) record(ctx context.Context, topic string, meta Meta, ev events.Event) (*kgo.Record, error) {
+	if ev == nil {
+		return nil, errors.New("publishing: nil event")
+	}
+	meta.Type = ev.EventType()
+	spec, ok := events.Lookup(meta.Type)
+	if !ok {
+		return nil, fmt.Errorf("publishing to %s: event type %s is not registered", topic, meta.Type)
+	}
+	plain, err := json.Marshal(ev)
+	if err != nil {
+		return nil, fmt.Errorf("encoding %s: %w", meta.Type, err)
+	}
+	value := plain
+	switch spec.Protection {
+	case events.Plain:
+		meta.KeyID = ""
+	case events.ResourceKey, events.AbuseKey:
+		if meta.Resource == "" || meta.HomeGeo == "" || meta.RequestID == "" {
+			return nil, fmt.Errorf("publishing %s to %s: request ID, resource and home geography are required to encrypt it", meta.Type, topic)
+		}
+		var k *keys.DataKey
+		if spec.Protection == events.AbuseKey {
+			k, err = b.keys.AbuseKey(ctx, meta.HomeGeo)
+		} else {
+			k, err = b.keys.ForResource(ctx, meta.HomeGeo, meta.Resource)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("publishing %s to %s: %w", meta.Type, topic, err)
+		}
+		value = k.Seal(plain, keys.AAD(meta.RequestID, meta.Resource, meta.Type.String()))
+		clear(plain)
+		meta.KeyID = k.ID
+	default:
+		return nil, fmt.Errorf("publishing %s: unknown protection %v", meta.Type, spec.Protection)
+	}
+	key := meta.Key
+	if key == "" {
+		key = meta.RequestID
+	}
+	return &kgo.Record{Topic: topic, Key: []byte(key), Value: value, Headers: meta.headers()}, nil
+}
+
+func (m Meta) headers() []kgo.RecordHeader {
+	h := make([]kgo.RecordHeader, 0, 10)
+	add := func(k, v string) {
+		if v != "" {
+			h = append(h, kgo.RecordHeader{Key: k, Value: []byte(v)})
+		}
+	}
+	add(HeaderEventType, m.Type.Name)
+	add(HeaderEventVersion, strconv.Itoa(m.Type.Version))
+	add(HeaderRequestID, m.RequestID)
+	add(HeaderResource, m.Resource)
+	add(HeaderHomeGeo, m.HomeGeo)
+	add(HeaderDeployment, m.Deployment)
+	add(HeaderReplyTo, m.ReplyTo)
+	add(HeaderKeyID, m.KeyID)
+	if m.Seq != 0 || m.Final || m.ReplyTo != "" {
+		add(HeaderSeq, strconv.Itoa(m.Seq))
+	}
+	if m.Final {
+		add(HeaderFinal, "1")
+	}
+	return h
+}
+
+// MetaOf reads the metadata headers of a record.
+func MetaOf(r *kgo.Record) Meta {
+	m := Meta{Key: string(r.Key)}
+	for _, h := range r.Headers {
+		v := string(h.Value)
+		switch h.Key {
+		case HeaderEventType:
+			m.Type.Name = v
+		case HeaderEventVersion:
+			m.Type.Version, _ = strconv.Atoi(v)
+		case HeaderRequestID:
+			m.RequestID = v
+		case HeaderResource:
+			m.Resource = v
+		case HeaderHomeGeo:
+			m.HomeGeo = v
+		case HeaderDeployment:
+			m.Deployment = v
+		case HeaderReplyTo:
+			m.ReplyTo = v
+		case HeaderKeyID:
+			m.KeyID = v
+		case HeaderSeq:
+			m.Seq, _ = strconv.Atoi(v)
+		case HeaderFinal:
+			m.Final = v == "1"
+		}
+	}
+	return m
+}
+
+// Delivery is one consumed record with its metadata.
+type Delivery struct {
+	Geo    string
+	Stream string
+	Meta   Meta
+	Record *kgo.Record
+	bus    *Bus
+}
+
+func (b *Bus) delivery(r *kgo.Record) *Delivery {
+	geo, stream, _ := SplitTopic(b.ns, r.Topic)
+	return &Delivery{Geo: geo, Stream: stream, Meta: MetaOf(r), Record: r, bus: b}
+}
+
+// Payload returns the plaintext JSON payload, opening it with the data key
+// named in its headers when the event type is sealed. A payload that
+// cannot be opened (unknown type, missing or shredded key, tampering) is a
+// permanent error.
+func (d *Delivery) Payload(ctx context.Context) ([]byte, error) {
+	spec, ok := events.Lookup(d.Meta.Type)
+	if !ok {
+		return nil, Permanent(fmt.Errorf("record %s/%d@%d: event type %s is not registered", d.Record.Topic, d.Record.Partition, d.Record.Offset, d.Meta.Type))
+	}
+	if spec.Protection == events.Plain {
+		return d.Record.Value, nil
+	}
+	if d.Meta.KeyID == "" {
+		return nil, Permanent(fmt.Errorf("record %s/%d@%d: %s payload without a key ID", d.Record.Topic, d.Record.Partition, d.Record.Offset, d.Meta.Type))
+	}
+	k, err := d.bus.keys.ByID(ctx, d.Meta.KeyID)
+	if err != nil {
+		return nil, Permanent(fmt.Errorf("record %s/%d@%d: %w", d.Record.Topic, d.Record.Partition, d.Record.Offset, err))
+	}
+	if k.Resource != d.Meta.Resource && spec.Protection == events.ResourceKey {
+		return nil, Permanent(fmt.Errorf("record %s/%d@%d: data key %s does not belong to its resource", d.Record.Topic, d.Record.Partition, d.Record.Offset, k.ID))
+	}
+	pt, err := k.Open(d.Record.Value, keys.AAD(d.Meta.RequestID, d.Meta.Resource, d.Meta.Type.String()))
+	if err != nil {
+		return nil, Permanent(err)
+	}
+	return pt, nil
+}
+
+// Decode opens the payload and unmarshals it into v.
+func (d *Delivery) Decode(ctx context.Context, v any) error {
+	pt, err := d.Payload(ctx)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(pt, v); err != nil {
+		return Permanent(fmt.Errorf("decoding %s from %s/%d@%d: %w", d.Meta.Type, d.Record.Topic, d.Record.Partition, d.Record.Offset, err))
+	}
+	return nil
+}
+
+// partitioner places records by the hash of their key (Kafka's murmur2, as
+// the Java client does), except on reply topics, where the requester chose
+// the partition it reads.
+type partitioner struct{ ns string }
+
+func (p partitioner) ForTopic(topic string) kgo.TopicPartitioner {
+	if _, stream, ok := SplitTopic(p.ns, topic); ok && stream == StreamReplies {
+		return kgo.ManualPartitioner().ForTopic(topic)
+	}
+	return kgo.StickyKeyPartitioner(nil).ForTopic(topic)
+}
+
+// ReplyPartition is the partition of a replies topic with the given number
+// of partitions that an instance reads: a hash of its instance ID.
+func ReplyPartition(instance string, partitions int) int32 {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(instance))
+	return int32(h.Sum32() % uint32(partitions))
+}
