@@ -262,7 +262,9 @@ func TestKafkaKeyStoreContract(t *testing.T) {
 // surface: the store is what the bus's key manager was built on.
 type kafkaStore struct{ b *bus.Bus }
 
-func (s kafkaStore) Put(ctx context.Context, k keys.WrappedKey) error { return s.b.KeyStore().Put(ctx, k) }
+func (s kafkaStore) Put(ctx context.Context, k keys.WrappedKey) error {
+	return s.b.KeyStore().Put(ctx, k)
+}
 func (s kafkaStore) Get(ctx context.Context, id string) (keys.WrappedKey, error) {
 	return s.b.KeyStore().Get(ctx, id)
 }
@@ -333,9 +335,6 @@ func TestRequestReplyReachesOnlyTheWaitingInstance(t *testing.T) {
 		t.Run(fmt.Sprintf("stream=%v", stream), func(t *testing.T) {
 			var wg sync.WaitGroup
 			for i, inst := range []*bus.Bus{instA, instB} {
-				for geo := range []string{"eu", "us"} {
-					_ = geo
-				}
 				rq, err := inst.NewRequester(t.Context(), "eu")
 				if err != nil {
 					t.Fatal(err)
