@@ -1,0 +1,339 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/terroir-ai/terroir/pkg/keys"
+	"github.com/terroir-ai/terroir/scripts/devstack/stack"
+)
+
+// launcher is the name the launcher's own lines are prefixed with.
+const launcher = "devstack"
+
+// errUsage marks bad command-line flags (exit status 2).
+var errUsage = errors.New("usage error")
+
+// config is what the flags say.
+type config struct {
+	dir         string
+	kafkaAddr   string
+	redisAddr   string
+	services    bool
+	smoke       bool
+	timeout     time.Duration
+	stopTimeout time.Duration
+}
+
+func parseFlags(args []string, out io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("devstack", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.StringVar(&c.dir, "dir", "", "folder to start looking for go.work from (default: the working directory)")
+	fs.StringVar(&c.kafkaAddr, "kafka", "127.0.0.1:9092", "address of the embedded Kafka broker (port 0 picks a free port)")
+	fs.StringVar(&c.redisAddr, "redis", "127.0.0.1:6390", "address of Redis")
+	fs.BoolVar(&c.services, "services", true, "build and start the services (false: only the broker, Redis and the keyring)")
+	fs.BoolVar(&c.smoke, "smoke", false, "start the stack, wait until every service's /readyz answers 200, then stop; exit 0 only if all were ready and stopped cleanly")
+	fs.DurationVar(&c.timeout, "timeout", 90*time.Second, "with -smoke, how long to wait for every service to be ready")
+	fs.DurationVar(&c.stopTimeout, "stop-timeout", 20*time.Second, "how long services get to stop after SIGTERM before they are killed")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: devstack [flags]\n\nRuns the Terroir dev stack; Ctrl-C stops everything.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return c, err
+		}
+		return c, fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	}
+	if c.dir == "" {
+		wd, err := os.Getwd()
+		if err != nil {
+			return c, fmt.Errorf("finding the working directory: %w", err)
+		}
+		c.dir = wd
+	}
+	return c, nil
+}
+
+// run starts the stack as the flags in args say, writes everything to
+// stdout, and returns when the stack has stopped: after ctx ends, after a
+// service exits on its own, or, with -smoke, after the readiness check.
+func run(ctx context.Context, args []string, stdout io.Writer) error {
+	cfg, err := parseFlags(args, stdout)
+	if err != nil {
+		return err
+	}
+	root, err := stack.FindRoot(cfg.dir)
+	if err != nil {
+		return fmt.Errorf("finding the repository root: %w", err)
+	}
+	out := stack.NewOutput(stdout, useColor(stdout))
+	state := filepath.Join(root, ".terroir")
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		return fmt.Errorf("creating state directory: %w", err)
+	}
+
+	broker, err := stack.StartBroker(cfg.kafkaAddr, filepath.Join(state, "kafka"), out)
+	if err != nil {
+		return err
+	}
+	out.Printf(launcher, "Kafka broker listening on %s (data in %s)", broker.Addr(), filepath.Join(state, "kafka"))
+
+	redis, err := stack.StartRedis(ctx, stack.RedisConfig{
+		Addr: cfg.redisAddr,
+		Dir:  filepath.Join(state, "redis"),
+		Out:  out,
+	})
+	if err != nil {
+		broker.Close()
+		return interrupted(ctx, cfg, err)
+	}
+	if !redis.Embedded() {
+		out.Printf(launcher, "redis-server answering on %s (data in %s)", redis.Addr(), filepath.Join(state, "redis"))
+	}
+
+	err = runWithInfra(ctx, cfg, root, out, broker.Addr(), redis)
+
+	out.Printf(launcher, "stopping Redis")
+	if rerr := redis.Close(); rerr != nil {
+		err = errors.Join(err, fmt.Errorf("stopping Redis: %w", rerr))
+	}
+	out.Printf(launcher, "stopping Kafka broker")
+	broker.Close()
+	if err != nil {
+		return err
+	}
+	out.Printf(launcher, "stopped cleanly")
+	return nil
+}
+
+// runWithInfra does everything between starting and stopping the broker
+// and Redis.
+func runWithInfra(ctx context.Context, cfg config, root string, out *stack.Output, kafkaAddr string, redis *stack.Redis) error {
+	state := filepath.Join(root, ".terroir")
+	keyFile := filepath.Join(state, "keys", "keyring.json")
+	if err := os.MkdirAll(filepath.Dir(keyFile), 0o700); err != nil {
+		return fmt.Errorf("creating keyring directory: %w", err)
+	}
+	if err := keys.EnsureKeyFile(keyFile, []string{"eu", "us"}); err != nil {
+		return fmt.Errorf("creating dev keyring %s: %w", keyFile, err)
+	}
+	out.Printf(launcher, "dev keyring %s", keyFile)
+
+	var services []stack.Service
+	if cfg.services {
+		services = stack.Services()
+	}
+	group := stack.NewGroup(len(services))
+	if len(services) > 0 {
+		if err := buildServices(ctx, root, out, services); err != nil {
+			return interrupted(ctx, cfg, err)
+		}
+		env := map[string]string{
+			"TERROIR_KAFKA_BROKERS": kafkaAddr,
+			"TERROIR_REDIS_ADDR":    redis.Addr(),
+			"TERROIR_KEY_FILE":      keyFile,
+			"TERROIR_TOPICS_FILE":   filepath.Join(root, "deployments", "topics.yaml"),
+		}
+		if os.Getenv("TERROIR_LOG_FORMAT") == "" {
+			env["TERROIR_LOG_FORMAT"] = "console"
+		}
+		if err := startServices(root, filepath.Join(state, "bin"), out, group, services, env); err != nil {
+			return errors.Join(err, stopServices(cfg, out, group))
+		}
+	}
+
+	if cfg.smoke {
+		return smoke(ctx, cfg, out, group, services)
+	}
+	printBanner(out, root, kafkaAddr, redis, services)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		out.Printf(launcher, "stopping")
+	case p := <-group.Exited():
+		runErr = fmt.Errorf("%s exited on its own (%s)", p.Name(), p.ExitStatus())
+		out.Printf(launcher, "%s; stopping the stack", runErr)
+	case <-redis.Done():
+		runErr = fmt.Errorf("redis-server exited on its own (%s)", redis.ExitStatus())
+		out.Printf(launcher, "%s; stopping the stack", runErr)
+	}
+	return errors.Join(runErr, stopServices(cfg, out, group))
+}
+
+// interrupted turns an error caused by Ctrl-C into a clean stop, except in a
+// smoke test, which then did not pass.
+func interrupted(ctx context.Context, cfg config, err error) error {
+	if ctx.Err() != nil && !cfg.smoke {
+		return nil
+	}
+	return err
+}
+
+func buildServices(ctx context.Context, root string, out *stack.Output, services []stack.Service) error {
+	goCmd, err := exec.LookPath("go")
+	if err != nil {
+		return fmt.Errorf("building services: finding the go command: %w", err)
+	}
+	binDir := filepath.Join(root, ".terroir", "bin")
+	names := make([]string, len(services))
+	for i, s := range services {
+		names[i] = s.Name
+	}
+	out.Printf(launcher, "building %s into %s", strings.Join(names, ", "), binDir)
+	start := time.Now()
+	if err := stack.Build(ctx, goCmd, root, binDir, names); err != nil {
+		return err
+	}
+	out.Printf(launcher, "built %d services in %s", len(names), time.Since(start).Round(100*time.Millisecond))
+	return nil
+}
+
+func startServices(root, binDir string, out *stack.Output, group *stack.Group, services []stack.Service, env map[string]string) error {
+	base := os.Environ()
+	for _, s := range services {
+		set := map[string]string{"TERROIR_ADMIN_ADDR": s.AdminAddr}
+		for k, v := range env {
+			set[k] = v
+		}
+		p, err := group.Add(stack.ProcSpec{
+			Name: s.Name,
+			Path: filepath.Join(binDir, s.Name),
+			Dir:  root,
+			Env:  stack.MergeEnv(base, set),
+			Out:  out.Writer(s.Name),
+		})
+		if err != nil {
+			return err
+		}
+		out.Printf(launcher, "started %s (pid %d, admin http://%s)", s.Name, p.Pid(), s.AdminAddr)
+	}
+	return nil
+}
+
+func stopServices(cfg config, out *stack.Output, group *stack.Group) error {
+	if len(group.Procs()) == 0 {
+		return nil
+	}
+	out.Printf(launcher, "sending SIGTERM to %d services (up to %s to stop)", len(group.Procs()), cfg.stopTimeout)
+	err := group.Stop(cfg.stopTimeout, func(p *stack.Proc) {
+		out.Printf(launcher, "%s did not stop within %s: killing it", p.Name(), cfg.stopTimeout)
+	})
+	for _, p := range group.Procs() {
+		out.Printf(launcher, "%s stopped (%s)", p.Name(), p.ExitStatus())
+	}
+	return err
+}
+
+// smoke waits until every service is ready, prints a table, and stops the
+// services. It fails unless all were ready and all stopped cleanly.
+func smoke(ctx context.Context, cfg config, out *stack.Output, group *stack.Group, services []stack.Service) error {
+	out.Printf(launcher, "smoke test: waiting up to %s for every /readyz to answer 200", cfg.timeout)
+	pollCtx, cancel := context.WithTimeout(ctx, cfg.timeout)
+	defer cancel()
+	var exitErr error
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		select {
+		case p := <-group.Exited():
+			exitErr = fmt.Errorf("%s exited during the smoke test (%s)", p.Name(), p.ExitStatus())
+			out.Printf(launcher, "%s", exitErr)
+			cancel()
+		case <-pollCtx.Done():
+		}
+	}()
+	client := &http.Client{Timeout: 2 * time.Second}
+	results := stack.WaitReady(pollCtx, client, services, 250*time.Millisecond)
+	cancel()
+	<-watched
+
+	var notReady []string
+	var b strings.Builder
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SERVICE\tREADY\tLAST ANSWER")
+	for _, r := range results {
+		state := "ready"
+		if !r.Ready {
+			state = "not ready"
+			notReady = append(notReady, r.Name)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", r.Name, state, r.Last)
+	}
+	_ = tw.Flush()
+	out.Raw("\n" + b.String() + "\n")
+
+	var errs []error
+	if ctx.Err() != nil {
+		errs = append(errs, errors.New("smoke test interrupted"))
+	}
+	if exitErr != nil {
+		errs = append(errs, exitErr)
+	}
+	if len(notReady) > 0 {
+		errs = append(errs, fmt.Errorf("smoke test failed: not ready within %s: %s", cfg.timeout, strings.Join(notReady, ", ")))
+	}
+	if err := stopServices(cfg, out, group); err != nil {
+		errs = append(errs, fmt.Errorf("smoke test failed: services did not stop cleanly: %w", err))
+	}
+	if len(errs) == 0 {
+		out.Printf(launcher, "smoke test passed: all %d services ready and stopped cleanly", len(services))
+	}
+	return errors.Join(errs...)
+}
+
+func printBanner(out *stack.Output, root, kafkaAddr string, redis *stack.Redis, services []stack.Service) {
+	var b strings.Builder
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "\nTerroir dev stack is running")
+	if len(services) > 0 {
+		fmt.Fprintf(tw, "  REST API\thttp://%s\n", envOr("TERROIR_HTTP_ADDR", "127.0.0.1:8080"))
+		fmt.Fprintf(tw, "  review console\thttps://%s\n", envOr("TERROIR_CONSOLE_ADDR", "127.0.0.1:8443"))
+		for _, s := range services {
+			fmt.Fprintf(tw, "  admin %s\thttp://%s\n", s.Name, s.AdminAddr)
+		}
+	}
+	fmt.Fprintf(tw, "  Kafka\t%s\n", kafkaAddr)
+	if redis.Embedded() {
+		fmt.Fprintf(tw, "  Redis\t%s (embedded, in memory only)\n", redis.Addr())
+	} else {
+		fmt.Fprintf(tw, "  Redis\t%s\n", redis.Addr())
+	}
+	fmt.Fprintf(tw, "  state\t%s\n", filepath.Join(root, ".terroir"))
+	_ = tw.Flush()
+	b.WriteString("Ctrl-C stops everything.\n\n")
+	out.Raw(b.String())
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+// useColor reports whether w is a terminal that should get coloured
+// prefixes (never when NO_COLOR is set or TERM is dumb).
+func useColor(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok || os.Getenv("NO_COLOR") != "" || os.Getenv("TERM") == "dumb" {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}

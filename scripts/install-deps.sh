@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs the system packages Terroir's tests need when they are missing:
+# redis-server (tests talk to a real Redis). Uses apt-get as root, or sudo.
+set -euo pipefail
+
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -eq 0 ]; then sudo=""; elif command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
+	echo "install-deps: missing ${missing[*]} and cannot install it (not root, no sudo)" >&2
+	exit 1
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+	echo "install-deps: missing ${missing[*]}; install it with your package manager" >&2
+	exit 1
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# The Debian package starts a system Redis on 6379; tests start their own.
+command -v redis-server >/dev/null 2>&1
