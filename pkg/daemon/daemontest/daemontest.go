@@ -26,20 +26,19 @@ type Service struct {
 	done     chan error
 }
 
-// Start runs run with an environment pointing at fresh test
-// infrastructure (plus extra variables) and waits until /readyz answers
-// 200. The service is stopped when t ends if Stop was not called.
-func Start(t *testing.T, run daemon.RunFunc, extra map[string]string) *Service {
+// Env returns the environment of a service under test: fresh test
+// infrastructure (kfake cluster, redis-server, keyring, namespace, free
+// admin port), overridden by extra.
+func Env(t *testing.T, extra map[string]string) map[string]string {
 	t.Helper()
 	c := bustest.New(t)
 	env := map[string]string{
 		"TERROIR_GEOS":            "eu,us",
 		"TERROIR_KAFKA_BROKERS":   strings.Join(c.Brokers, ","),
 		"TERROIR_KAFKA_NAMESPACE": bustest.Namespace(),
-		"TERROIR_REDIS_ADDR":      redistest.Start(t),
 		"TERROIR_KEY_FILE":        c.KeyFile,
 		"TERROIR_TOPICS_FILE":     bustest.TopicsFile(t),
-		"TERROIR_ADMIN_ADDR":      freeAddr(t),
+		"TERROIR_ADMIN_ADDR":      FreeAddr(t),
 		"TERROIR_LOG_FORMAT":      "console",
 		"TERROIR_LOG_LEVEL":       "warn",
 		"TERROIR_DRAIN_TIMEOUT":   "5s",
@@ -47,17 +46,17 @@ func Start(t *testing.T, run daemon.RunFunc, extra map[string]string) *Service {
 	for k, v := range extra {
 		env[k] = v
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &Service{AdminURL: "http://" + env["TERROIR_ADMIN_ADDR"], Env: env, cancel: cancel, done: make(chan error, 1)}
-	go func() { s.done <- run(ctx, func(k string) string { return env[k] }) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-s.done:
-		case <-time.After(30 * time.Second):
-			t.Error("service did not stop")
-		}
-	})
+	if env["TERROIR_REDIS_ADDR"] == "" {
+		env["TERROIR_REDIS_ADDR"] = redistest.Start(t)
+	}
+	return env
+}
+
+// Start runs run with Env(t, extra) and waits until /readyz answers 200.
+// The service is stopped when t ends if Stop was not called.
+func Start(t *testing.T, run daemon.RunFunc, extra map[string]string) *Service {
+	t.Helper()
+	s := Launch(t, run, Env(t, extra))
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		code, body := s.Get(t, "/readyz")
@@ -74,6 +73,23 @@ func Start(t *testing.T, run daemon.RunFunc, extra map[string]string) *Service {
 		}
 		time.Sleep(20 * time.Millisecond) // polling with a deadline
 	}
+}
+
+// Launch runs run with env in the background without waiting for it.
+func Launch(t *testing.T, run daemon.RunFunc, env map[string]string) *Service {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Service{AdminURL: "http://" + env["TERROIR_ADMIN_ADDR"], Env: env, cancel: cancel, done: make(chan error, 1)}
+	go func() { s.done <- run(ctx, func(k string) string { return env[k] }) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-s.done:
+		case <-time.After(30 * time.Second):
+			t.Error("service did not stop")
+		}
+	})
+	return s
 }
 
 // Get fetches an admin path, returning status and body (0 when the server
@@ -123,7 +139,8 @@ func CheckLifecycle(t *testing.T, run daemon.RunFunc) {
 	}
 }
 
-func freeAddr(t *testing.T) string {
+// FreeAddr returns a loopback address with a port free at the time of the call.
+func FreeAddr(t *testing.T) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
