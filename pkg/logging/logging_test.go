@@ -28,7 +28,6 @@ func TestContentFieldCarriesNoText(t *testing.T) {
 	}
 }
 
-
 func TestNewRejectsBadSettings(t *testing.T) {
 	t.Parallel()
 	if _, err := logging.New("svc", "xml", "info"); err == nil {
