@@ -390,8 +390,12 @@ func (d *Delivery) Payload(ctx context.Context) ([]byte, error) {
 	if err != nil {
 		return nil, Permanent(fmt.Errorf("record %s/%d@%d: %w", d.Record.Topic, d.Record.Partition, d.Record.Offset, err))
 	}
-	if k.Resource != d.Meta.Resource && spec.Protection == events.ResourceKey {
-		return nil, Permanent(fmt.Errorf("record %s/%d@%d: data key %s does not belong to its resource", d.Record.Topic, d.Record.Partition, d.Record.Offset, k.ID))
+	owner := d.Meta.Resource
+	if spec.Protection == events.AbuseKey {
+		owner = keys.AbuseResource
+	}
+	if k.Resource != owner || k.Geo != d.Meta.HomeGeo {
+		return nil, Permanent(fmt.Errorf("record %s/%d@%d: data key %s does not belong to its resource and home geography", d.Record.Topic, d.Record.Partition, d.Record.Offset, k.ID))
 	}
 	pt, err := k.Open(d.Record.Value, keys.AAD(d.Meta.RequestID, d.Meta.Resource, d.Meta.Type.String()))
 	if err != nil {

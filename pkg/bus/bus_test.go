@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/terroir-ai/terroir/pkg/bus"
 	"github.com/terroir-ai/terroir/pkg/bus/bustest"
@@ -439,4 +440,66 @@ func TestRequestTimesOutAndCancels(t *testing.T) {
 		t.Fatalf("request ID reusable after Close: %v", err)
 	}
 	rq.Close()
+}
+
+// TestShreddingRemovesTheWrappedKeyFromTheLog checks crypto-shredding at
+// the Kafka level: after the tombstone and a compaction, no record of the
+// keys topic holds the resource's wrapped data key any more.
+func TestShreddingRemovesTheWrappedKeyFromTheLog(t *testing.T) {
+	t.Parallel()
+	c := bustest.New(t)
+	if c.Fake == nil {
+		t.Skip("compaction on demand needs the in-process kfake cluster; a real broker compacts on its own schedule")
+	}
+	ns := bustest.Namespace()
+	b := c.Bus(t, bustest.Options{Namespace: ns, Geos: []string{"eu"}})
+	victim, err := b.Keys().ForResource(t.Context(), "eu", "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bystander, err := b.Keys().ForResource(t.Context(), "eu", "globex")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Compaction never touches the last batch of a partition; later
+	// writes push the tombstone's predecessors out of it.
+	if err := b.Keys().Shred(t.Context(), "eu", "acme"); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []string{"later1", "later2"} {
+		if _, err := b.Keys().ForResource(t.Context(), "eu", r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Fake.Compact()
+
+	values := map[string][][]byte{}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.Brokers...), kgo.ConsumeTopics(bus.TopicName(ns, "eu", bus.StreamKeys)),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	for values["eu/later2/"] == nil && ctx.Err() == nil {
+		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
+			id := string(r.Key)
+			values[id] = append(values[id], r.Value)
+			if strings.HasPrefix(id, "eu/later2/") {
+				values["eu/later2/"] = [][]byte{nil}
+			}
+		})
+	}
+	if ctx.Err() != nil {
+		t.Fatal("did not read the keys topic to its end")
+	}
+	for _, v := range values[victim.ID] {
+		if v != nil {
+			t.Fatalf("the shredded key's wrapped value is still in the log")
+		}
+	}
+	if len(values[bystander.ID]) == 0 || values[bystander.ID][len(values[bystander.ID])-1] == nil {
+		t.Fatal("compaction took another resource's key")
+	}
 }
