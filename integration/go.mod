@@ -5,7 +5,6 @@ go 1.26.0
 require (
 	github.com/compose-spec/compose-go/v2 v2.16.2
 	github.com/moby/patternmatcher v0.6.1
-	github.com/terroir-ai/terroir/pkg v0.0.0
 )
 
 require (

@@ -273,8 +273,10 @@ func (c *Consumer) deadLetter(ctx context.Context, d *Delivery, attempts int, ca
 	}
 }
 
-// Close leaves the group and closes the clients without committing. It is
-// idempotent; Run calls it after draining.
+// Close leaves the group and closes the clients. Leaving revokes the
+// partitions, and the revoke callback commits what was marked, so records
+// already handled are not redelivered. It is idempotent; Run calls it after
+// draining.
 func (c *Consumer) Close() {
 	c.closeOnce.Do(func() {
 		for _, cl := range c.clients {
