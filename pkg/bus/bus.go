@@ -376,9 +376,9 @@ func (b *Bus) delivery(r *kgo.Record) *Delivery {
 // cannot be opened (unknown type, missing or shredded key, tampering) is a
 // permanent error.
 func (d *Delivery) Payload(ctx context.Context) ([]byte, error) {
-	spec, ok := events.Lookup(d.Meta.Type)
+	spec, ok := events.LookupReceived(d.Meta.Type)
 	if !ok {
-		return nil, Permanent(fmt.Errorf("record %s/%d@%d: event type %s is not registered", d.Record.Topic, d.Record.Partition, d.Record.Offset, d.Meta.Type))
+		return nil, Permanent(fmt.Errorf("record %s/%d@%d: event type %s is neither registered nor the next version of one", d.Record.Topic, d.Record.Partition, d.Record.Offset, d.Meta.Type))
 	}
 	if spec.Protection == events.Plain {
 		return d.Record.Value, nil

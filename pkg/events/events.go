@@ -86,6 +86,20 @@ func Lookup(t Type) (Spec, bool) {
 	return Spec{}, false
 }
 
+// LookupReceived returns the spec a consumer applies to a received type:
+// the registered one, or for the next version of a registered type (a
+// producer upgraded before this consumer) the current version's, whose
+// protection a new version never weakens.
+func LookupReceived(t Type) (Spec, bool) {
+	if s, ok := Lookup(t); ok {
+		return s, true
+	}
+	if s, ok := Lookup(Type{Name: t.Name, Version: t.Version - 1}); ok {
+		return Spec{Type: t, Protection: s.Protection}, true
+	}
+	return Spec{}, false
+}
+
 // Accepts reports whether a consumer built for want also accepts got:
 // the same name at the current or the next version (so producers can be
 // upgraded before consumers).
