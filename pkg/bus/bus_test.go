@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/terroir-ai/terroir/pkg/bus"
 	"github.com/terroir-ai/terroir/pkg/bus/bustest"
@@ -474,25 +473,8 @@ func TestShreddingRemovesTheWrappedKeyFromTheLog(t *testing.T) {
 	c.Fake.Compact()
 
 	values := map[string][][]byte{}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.Brokers...), kgo.ConsumeTopics(bus.TopicName(ns, "eu", bus.StreamKeys)),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	for values["eu/later2/"] == nil && ctx.Err() == nil {
-		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
-			id := string(r.Key)
-			values[id] = append(values[id], r.Value)
-			if strings.HasPrefix(id, "eu/later2/") {
-				values["eu/later2/"] = [][]byte{nil}
-			}
-		})
-	}
-	if ctx.Err() != nil {
-		t.Fatal("did not read the keys topic to its end")
+	for _, r := range readTopic(t, c.Brokers, bus.TopicName(ns, "eu", bus.StreamKeys)) {
+		values[string(r.Key)] = append(values[string(r.Key)], r.Value)
 	}
 	for _, v := range values[victim.ID] {
 		if v != nil {

@@ -161,12 +161,7 @@ func TestPoisonRecordIsDeadLettered(t *testing.T) {
 // every record again, and the idempotent handler keeps one effect each.
 func TestKilledConsumerRedeliversAndEffectsStayOnce(t *testing.T) {
 	t.Parallel()
-	c := bustest.New(t, kfake.GroupMinSessionTimeout(500*time.Millisecond))
-	ns := bustest.Namespace()
-	b := c.Bus(t, bustest.Options{Namespace: ns, Geos: []string{"eu"}})
-	addr := redistest.Start(t)
-	rdb := redis.NewClient(&redis.Options{Addr: addr})
-	t.Cleanup(func() { _ = rdb.Close() })
+	c, ns, b, addr, rdb := childSetup(t)
 	const (
 		group = "effects"
 		n     = 5
@@ -215,12 +210,7 @@ func TestKilledConsumerRedeliversAndEffectsStayOnce(t *testing.T) {
 // starts from there and, between them, every record is handled.
 func TestSIGTERMDrainsAndCommits(t *testing.T) {
 	t.Parallel()
-	c := bustest.New(t, kfake.GroupMinSessionTimeout(500*time.Millisecond))
-	ns := bustest.Namespace()
-	b := c.Bus(t, bustest.Options{Namespace: ns, Geos: []string{"eu"}})
-	addr := redistest.Start(t)
-	rdb := redis.NewClient(&redis.Options{Addr: addr})
-	t.Cleanup(func() { _ = rdb.Close() })
+	c, ns, b, addr, rdb := childSetup(t)
 	const (
 		group = "drain"
 		total = 3000
@@ -306,6 +296,19 @@ func TestSIGTERMDrainsAndCommits(t *testing.T) {
 	if limit := total - childCount + 100; parentCount > limit {
 		t.Errorf("successor handled %d records, more than %d: it redid the child's work", parentCount, limit)
 	}
+}
+
+// childSetup gives a test with a child consumer its cluster (dropping dead
+// group members fast), namespace, bus, and a Redis for effects.
+func childSetup(t *testing.T) (*bustest.Cluster, string, *bus.Bus, string, *redis.Client) {
+	t.Helper()
+	c := bustest.New(t, kfake.GroupMinSessionTimeout(500*time.Millisecond))
+	ns := bustest.Namespace()
+	b := c.Bus(t, bustest.Options{Namespace: ns, Geos: []string{"eu"}})
+	addr := redistest.Start(t)
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { _ = rdb.Close() })
+	return c, ns, b, addr, rdb
 }
 
 // runConsumer runs a consumer group and returns the function that stops it
