@@ -7,7 +7,7 @@ GO      ?= go
 MODULES := pkg services/ingress services/contentsafety services/inference \
            services/batch services/finetuning services/assistants services/review \
            integration scripts
-TESTFLAGS ?= -count=1 -timeout 15m
+TESTFLAGS ?= -race -count=1 -timeout 15m
 
 .PHONY: run smoke devstack test vet fmt-check build bench deps
 
