@@ -411,9 +411,25 @@ func (d *Delivery) Decode(ctx context.Context, v any) error {
 		return err
 	}
 	if err := json.Unmarshal(pt, v); err != nil {
-		return Permanent(fmt.Errorf("decoding %s from %s/%d@%d: %w", d.Meta.Type, d.Record.Topic, d.Record.Partition, d.Record.Offset, err))
+		return Permanent(fmt.Errorf("decoding %s from %s/%d@%d: %s", d.Meta.Type, d.Record.Topic, d.Record.Partition, d.Record.Offset, describeJSONError(err)))
 	}
 	return nil
+}
+
+// describeJSONError says where and why a payload failed to decode without
+// quoting it: encoding/json's own messages can carry bytes of the payload,
+// and this error travels into logs and dead-letter headers.
+func describeJSONError(err error) string {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn):
+		return "malformed JSON at byte " + strconv.FormatInt(syn.Offset, 10)
+	case errors.As(err, &typ):
+		return "field " + typ.Field + " holds a JSON " + typ.Value + ", want " + typ.Type.String()
+	default:
+		return "payload does not decode into its event type"
+	}
 }
 
 // partitioner places records by the hash of their key (Kafka's murmur2, as

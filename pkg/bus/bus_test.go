@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/terroir-ai/terroir/pkg/bus"
 	"github.com/terroir-ai/terroir/pkg/bus/bustest"
@@ -483,5 +484,54 @@ func TestShreddingRemovesTheWrappedKeyFromTheLog(t *testing.T) {
 	}
 	if len(values[bystander.ID]) == 0 || values[bystander.ID][len(values[bystander.ID])-1] == nil {
 		t.Fatal("compaction took another resource's key")
+	}
+}
+
+// TestDecodeErrorsQuoteNoContent feeds payloads that fail to decode and
+// checks that the error, which reaches logs and dead-letter headers, says
+// where and why without quoting the payload.
+func TestDecodeErrorsQuoteNoContent(t *testing.T) {
+	t.Parallel()
+	c := bustest.New(t)
+	b := c.Bus(t, bustest.Options{Geos: []string{"eu"}})
+	raw, err := kgo.NewClient(kgo.SeedBrokers(c.Brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	cases := map[string]string{
+		"malformed": `{"request_id":"Zq"Zsecret-canary`,
+		"wrong type": `{"request_id":"x","total_tokens":"Zsecret-canary"}`,
+	}
+	errs := make(chan error, len(cases))
+	consume(t, b, bus.ConsumerConfig{Group: "decode-errors", Streams: []string{bus.StreamUsage}, MaxAttempts: 1,
+		Handler: func(ctx context.Context, d *bus.Delivery) error {
+			var u events.UsageRecord
+			err := d.Decode(ctx, &u)
+			errs <- err
+			return err
+		}})
+	for name, payload := range cases {
+		rec := &kgo.Record{Topic: b.Topic("eu", bus.StreamUsage), Key: []byte(name), Value: []byte(payload),
+			Headers: []kgo.RecordHeader{{Key: bus.HeaderEventType, Value: []byte("usage.record")}, {Key: bus.HeaderEventVersion, Value: []byte("1")}}}
+		if err := raw.ProduceSync(t.Context(), rec).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range cases {
+		select {
+		case err := <-errs:
+			if err == nil || !bus.IsPermanent(err) {
+				t.Fatalf("bad payload: %v", err)
+			}
+			if strings.Contains(err.Error(), "Z") || strings.Contains(err.Error(), "canary") {
+				t.Errorf("decode error quotes the payload: %v", err)
+			}
+			if !strings.Contains(err.Error(), "byte") && !strings.Contains(err.Error(), "total_tokens") {
+				t.Errorf("decode error does not say where: %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("bad payload not delivered")
+		}
 	}
 }

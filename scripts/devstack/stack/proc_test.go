@@ -14,7 +14,7 @@ func shSpec(t *testing.T, out *Output, name, script string) ProcSpec {
 	t.Helper()
 	sh, err := exec.LookPath("sh")
 	if err != nil {
-		t.Skip("no sh on PATH")
+		t.Fatal("sh is not on PATH: the process tests run shell scripts as stand-in services")
 	}
 	return ProcSpec{Name: name, Path: sh, Args: []string{"-c", script}, Dir: t.TempDir(), Env: os.Environ(), Out: out.Writer(name)}
 }

@@ -21,7 +21,7 @@ func TestStartRedis(t *testing.T) {
 			t.Parallel()
 			if !tc.embedded {
 				if _, err := exec.LookPath("redis-server"); err != nil {
-					t.Skip("redis-server not on PATH")
+					t.Fatal("redis-server is not installed (apt-get install redis-server; `make test` does this)")
 				}
 			}
 			var buf syncBuffer

@@ -14,7 +14,7 @@ func TestBuildNamesServiceThatFails(t *testing.T) {
 	t.Parallel()
 	goCmd, err := exec.LookPath("go")
 	if err != nil {
-		t.Skip("no go command on PATH")
+		t.Fatal("the go command is not on PATH: the build test runs it")
 	}
 	root := t.TempDir()
 	write := func(path, text string) {
