@@ -500,7 +500,7 @@ func TestDecodeErrorsQuoteNoContent(t *testing.T) {
 	}
 	defer raw.Close()
 	cases := map[string]string{
-		"malformed": `{"request_id":"Zq"Zsecret-canary`,
+		"malformed":  `{"request_id":"Zq"Zsecret-canary`,
 		"wrong type": `{"request_id":"x","total_tokens":"Zsecret-canary"}`,
 	}
 	errs := make(chan error, len(cases))
