@@ -110,9 +110,11 @@ type Daemon struct {
 	// Redis has a client per geography when Config.UseRedis is set.
 	Redis   map[string]*redis.Client
 	Control *control.State
+	// ControlPublisher writes control changes with read-your-writes.
+	ControlPublisher *control.Publisher
 
 	admin   *admin.Server
-	control []*bus.Table
+	control map[string]*bus.Table
 	parts   []part
 }
 
@@ -164,16 +166,18 @@ func (d *Daemon) connect(ctx context.Context) error {
 		return err
 	}
 	d.Control = control.NewState(d.Log)
+	d.control = map[string]*bus.Table{}
 	for _, g := range cfg.Geos {
 		t, err := d.Bus.NewTable(g, bus.StreamControl, d.Control.Apply)
 		if err != nil {
 			return err
 		}
-		d.control = append(d.control, t)
+		d.control[g] = t
 		if cfg.UseRedis {
 			d.Redis[g] = redis.NewClient(&redis.Options{Addr: cfg.RedisAddrs[g]})
 		}
 	}
+	d.ControlPublisher = control.NewPublisher(d.Bus, d.control)
 	return nil
 }
 

@@ -133,18 +133,18 @@ func TestControlViewFollowsTheTopic(t *testing.T) {
 	d := <-got
 	spec, _ := json.Marshal(map[string]string{"location": "eu"})
 	change := events.ControlChange{Kind: events.ControlResource, ID: "acme", Actor: "operator", At: time.Now().UTC(), Spec: spec}
-	key := control.Key(events.ControlResource, "acme")
+	key := control.Key(events.ControlResource, "", "acme")
 	if err := d.Bus.Publish(t.Context(), "eu", bus.StreamControl, bus.Meta{Key: key}, change); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, func() bool { _, ok := d.Control.Get(events.ControlResource, "acme"); return ok })
-	if l := d.Control.List(events.ControlResource); len(l) != 1 || l[0].ID != "acme" {
+	waitUntil(t, func() bool { _, ok := d.Control.Get(events.ControlResource, "", "acme"); return ok })
+	if l := d.Control.List(events.ControlResource, ""); len(l) != 1 || l[0].ID != "acme" {
 		t.Fatalf("List = %+v", l)
 	}
 	if err := d.Bus.Tombstone(t.Context(), "eu", bus.StreamControl, key); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, func() bool { _, ok := d.Control.Get(events.ControlResource, "acme"); return !ok })
+	waitUntil(t, func() bool { _, ok := d.Control.Get(events.ControlResource, "", "acme"); return !ok })
 }
 
 func waitUntil(t *testing.T, cond func() bool) {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -133,6 +134,13 @@ func runWithInfra(ctx context.Context, cfg config, root string, out *stack.Outpu
 		return fmt.Errorf("creating dev keyring %s: %w", keyFile, err)
 	}
 	out.Printf(launcher, "dev keyring %s", keyFile)
+	token, tokenFile := os.Getenv("TERROIR_OPERATOR_TOKEN"), filepath.Join(state, "operator-token")
+	if token == "" {
+		var err error
+		if token, err = stack.EnsureOperatorToken(tokenFile); err != nil {
+			return err
+		}
+	}
 
 	var services []stack.Service
 	if cfg.services {
@@ -148,6 +156,12 @@ func runWithInfra(ctx context.Context, cfg config, root string, out *stack.Outpu
 			"TERROIR_REDIS_ADDR":    redis.Addr(),
 			"TERROIR_KEY_FILE":      keyFile,
 			"TERROIR_TOPICS_FILE":   filepath.Join(root, "deployments", "topics.yaml"),
+			"TERROIR_CATALOG_FILE":  filepath.Join(root, "deployments", "catalog.yaml"),
+		}
+		if os.Getenv("TERROIR_OPERATOR_TOKEN") == "" {
+			// A file rather than the variable: only ingress reads it, and
+			// the token stays out of every process's environment.
+			env["TERROIR_OPERATOR_TOKEN_FILE"] = tokenFile
 		}
 		if os.Getenv("TERROIR_LOG_FORMAT") == "" {
 			env["TERROIR_LOG_FORMAT"] = "console"
@@ -158,9 +172,9 @@ func runWithInfra(ctx context.Context, cfg config, root string, out *stack.Outpu
 	}
 
 	if cfg.smoke {
-		return smoke(ctx, cfg, out, group, services)
+		return smoke(ctx, cfg, out, group, services, token)
 	}
-	printBanner(out, root, kafkaAddr, redis, services)
+	printBanner(out, root, kafkaAddr, redis, services, token)
 
 	var runErr error
 	select {
@@ -242,7 +256,7 @@ func stopServices(cfg config, out *stack.Output, group *stack.Group) error {
 
 // smoke waits until every service is ready, prints a table, and stops the
 // services. It fails unless all were ready and all stopped cleanly.
-func smoke(ctx context.Context, cfg config, out *stack.Output, group *stack.Group, services []stack.Service) error {
+func smoke(ctx context.Context, cfg config, out *stack.Output, group *stack.Group, services []stack.Service, token string) error {
 	out.Printf(launcher, "smoke test: waiting up to %s for every /readyz to answer 200", cfg.timeout)
 	pollCtx, cancel := context.WithTimeout(ctx, cfg.timeout)
 	defer cancel()
@@ -279,6 +293,16 @@ func smoke(ctx context.Context, cfg config, out *stack.Output, group *stack.Grou
 	out.Raw("\n" + b.String() + "\n")
 
 	var errs []error
+	if len(notReady) == 0 && exitErr == nil && slices.ContainsFunc(services, func(s stack.Service) bool { return s.Name == "ingress" }) {
+		mctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := stack.CheckManagement(mctx, client, "http://"+envOr("TERROIR_HTTP_ADDR", "127.0.0.1:8080"), token, fmt.Sprintf("smoke-%d", os.Getpid()))
+		cancel()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("smoke test failed: management API: %w", err))
+		} else {
+			out.Printf(launcher, "management API: created a resource, issued its keys, read it with an app key, deleted it")
+		}
+	}
 	if ctx.Err() != nil {
 		errs = append(errs, errors.New("smoke test interrupted"))
 	}
@@ -297,12 +321,13 @@ func smoke(ctx context.Context, cfg config, out *stack.Output, group *stack.Grou
 	return errors.Join(errs...)
 }
 
-func printBanner(out *stack.Output, root, kafkaAddr string, redis *stack.Redis, services []stack.Service) {
+func printBanner(out *stack.Output, root, kafkaAddr string, redis *stack.Redis, services []stack.Service, token string) {
 	var b strings.Builder
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "\nTerroir dev stack is running")
 	if len(services) > 0 {
 		fmt.Fprintf(tw, "  REST API\thttp://%s\n", envOr("TERROIR_HTTP_ADDR", "127.0.0.1:8080"))
+		fmt.Fprintf(tw, "  operator token\t%s (Authorization: Bearer …, for /mgmt/)\n", token)
 		fmt.Fprintf(tw, "  review console\thttps://%s\n", envOr("TERROIR_CONSOLE_ADDR", "127.0.0.1:8443"))
 		for _, s := range services {
 			fmt.Fprintf(tw, "  admin %s\thttp://%s\n", s.Name, s.AdminAddr)

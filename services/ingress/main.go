@@ -5,15 +5,21 @@
 // for their replies.
 //
 // Configuration is read from TERROIR_* environment variables (see the
-// repository README); its admin endpoints listen on 127.0.0.1:9101 by
-// default, and it keeps no state of its own in Redis.
+// repository README and config.go); the API listens on 127.0.0.1:8080 and
+// its admin endpoints on 127.0.0.1:9101 by default. It keeps no state of
+// its own in Redis: API keys live hashed on the control topic.
 package main
 
 import (
 	"context"
+	"net/http"
 	"os"
 
+	"github.com/terroir-ai/terroir/pkg/catalog"
+	"github.com/terroir-ai/terroir/pkg/config"
 	"github.com/terroir-ai/terroir/pkg/daemon"
+	"github.com/terroir-ai/terroir/services/ingress/edge"
+	"github.com/terroir-ai/terroir/services/ingress/mgmt"
 )
 
 const (
@@ -25,5 +31,35 @@ const (
 func main() { os.Exit(daemon.Main(service, run)) }
 
 func run(ctx context.Context, getenv func(string) string) error {
-	return daemon.Serve(ctx, getenv, service, defaultAdminAddr, useRedis)
+	env := config.New(getenv)
+	common := daemon.LoadConfig(env, service, defaultAdminAddr)
+	cfg := loadConfig(env)
+	if err := env.Err(); err != nil {
+		return err
+	}
+	cat, err := catalog.Load(cfg.CatalogFile)
+	if err != nil {
+		return err
+	}
+	d, err := daemon.Start(ctx, common)
+	if err != nil {
+		return err
+	}
+	if cfg.OperatorToken == "" {
+		d.Log.Warn("TERROIR_OPERATOR_TOKEN is not set: the management API refuses every operator call")
+	}
+	api, err := mgmt.New(mgmt.Config{
+		State: d.Control, Publisher: d.ControlPublisher, Keys: d.Bus.Keys(), Catalog: cat,
+		Geos: common.Geos, OperatorToken: cfg.OperatorToken, PublicURL: cfg.PublicURL,
+		MaxBody: cfg.MgmtMaxBody, Log: d.Log,
+	})
+	if err != nil {
+		return err
+	}
+	srv, err := edge.Listen(edge.Config{Addr: cfg.HTTPAddr, Log: d.Log, Routes: map[string]http.Handler{"/mgmt/": api.Handler()}})
+	if err != nil {
+		return err
+	}
+	d.Go("http", func(ctx context.Context) error { return srv.Run(ctx, common.DrainTimeout) })
+	return d.Run(ctx)
 }

@@ -136,18 +136,25 @@ func (c *Cluster) Bus(t testing.TB, o Options) *bus.Bus {
 // directory to the repository root.
 func TopicsFile(t testing.TB) string {
 	t.Helper()
+	return RepoFile(t, "deployments/topics.yaml")
+}
+
+// RepoFile finds a file of the repository, by its slash-separated path
+// from the root, walking up from the working directory.
+func RepoFile(t testing.TB, rel string) string {
+	t.Helper()
 	dir, err := os.Getwd()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for {
-		p := filepath.Join(dir, "deployments", "topics.yaml")
+		p := filepath.Join(dir, filepath.FromSlash(rel))
 		if _, err := os.Stat(p); err == nil {
 			return p
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			t.Fatal("deployments/topics.yaml not found above the working directory")
+			t.Fatalf("%s not found above the working directory", rel)
 		}
 		dir = parent
 	}

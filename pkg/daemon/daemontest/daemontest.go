@@ -28,16 +28,24 @@ type Service struct {
 
 // Env returns the environment of a service under test: fresh test
 // infrastructure (kfake cluster, redis-server, keyring, namespace, free
-// admin port), overridden by extra.
+// admin and HTTP ports, the repository's topics and catalog), overridden
+// by extra.
 func Env(t *testing.T, extra map[string]string) map[string]string {
 	t.Helper()
-	c := bustest.New(t)
+	return EnvOn(t, bustest.New(t), extra)
+}
+
+// EnvOn is Env on a given cluster (one with a data directory, say).
+func EnvOn(t *testing.T, c *bustest.Cluster, extra map[string]string) map[string]string {
+	t.Helper()
 	env := map[string]string{
 		"TERROIR_GEOS":            "eu,us",
 		"TERROIR_KAFKA_BROKERS":   strings.Join(c.Brokers, ","),
 		"TERROIR_KAFKA_NAMESPACE": bustest.Namespace(),
 		"TERROIR_KEY_FILE":        c.KeyFile,
 		"TERROIR_TOPICS_FILE":     bustest.TopicsFile(t),
+		"TERROIR_CATALOG_FILE":    bustest.RepoFile(t, "deployments/catalog.yaml"),
+		"TERROIR_HTTP_ADDR":       FreeAddr(t),
 		"TERROIR_ADMIN_ADDR":      FreeAddr(t),
 		"TERROIR_LOG_FORMAT":      "console",
 		"TERROIR_LOG_LEVEL":       "warn",
@@ -56,7 +64,13 @@ func Env(t *testing.T, extra map[string]string) map[string]string {
 // The service is stopped when t ends if Stop was not called.
 func Start(t *testing.T, run daemon.RunFunc, extra map[string]string) *Service {
 	t.Helper()
-	s := Launch(t, run, Env(t, extra))
+	return StartEnv(t, run, Env(t, extra))
+}
+
+// StartEnv runs run with env and waits until /readyz answers 200.
+func StartEnv(t *testing.T, run daemon.RunFunc, env map[string]string) *Service {
+	t.Helper()
+	s := Launch(t, run, env)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		code, body := s.Get(t, "/readyz")

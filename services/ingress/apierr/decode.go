@@ -1,0 +1,180 @@
+package apierr
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"reflect"
+	"slices"
+	"strings"
+)
+
+// Decode reads r's body, at most limit bytes, strictly into v: malformed
+// JSON, trailing data, wrong types and unknown fields are 400 errors that
+// name the field; a body over limit is a 413.
+func Decode(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			return TooLarge(limit)
+		}
+		return Invalid("body", "reading the request body failed")
+	}
+	return DecodeBytes(raw, v)
+}
+
+// DecodeBytes is Decode on a body already read.
+func DecodeBytes(raw []byte, v any) error {
+	if len(bytes.TrimSpace(raw)) == 0 {
+		return Invalid("body", "the request body is empty; expected a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil && dec.More() {
+		return Invalid("body", "the request body must hold exactly one JSON object")
+	}
+	if err == nil {
+		return nil
+	}
+	if se, ok := errors.AsType[*json.SyntaxError](err); ok {
+		return Invalid("body", "the request body is not valid JSON (at byte %d)", se.Offset)
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return Invalid("body", "the request body is not valid JSON (it ends early)")
+	}
+	if te, ok := errors.AsType[*json.UnmarshalTypeError](err); ok {
+		param := te.Field
+		if param == "" {
+			return Invalid("body", "the request body must be %s, not %s", strings.Replace(jsonKind(te.Type), "an ", "a JSON ", 1), te.Value)
+		}
+		return Invalid(param, "%s must be %s, not %s", param, jsonKind(te.Type), te.Value)
+	}
+	if strings.HasPrefix(err.Error(), "json: unknown field ") {
+		if p := UnknownField(raw, reflect.TypeOf(v)); p != "" {
+			return Invalid(p, "unknown field %s", p)
+		}
+		return Invalid("body", "%s", strings.TrimPrefix(err.Error(), "json: "))
+	}
+	return Invalid("body", "the request body could not be read as JSON")
+}
+
+func jsonKind(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "a boolean"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64, reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.Map, reflect.Struct:
+		return "an object"
+	}
+	return "a " + t.Kind().String()
+}
+
+// UnknownField returns the dotted path of the first field of raw (in key
+// order) that t does not have, or "" when there is none.
+func UnknownField(raw []byte, t reflect.Type) string {
+	var v any
+	if json.Unmarshal(raw, &v) != nil {
+		return ""
+	}
+	return unknownIn(v, t, "")
+}
+
+func unknownIn(v any, t reflect.Type, path string) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch x := v.(type) {
+	case map[string]any:
+		keys := make([]string, 0, len(x))
+		for k := range x {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			var ft reflect.Type
+			switch t.Kind() {
+			case reflect.Map:
+				ft = t.Elem()
+			case reflect.Struct:
+				f, ok := fieldByJSONName(t, k)
+				if !ok {
+					return join(path, k)
+				}
+				ft = f
+			default:
+				return ""
+			}
+			if p := unknownIn(x[k], ft, join(path, k)); p != "" {
+				return p
+			}
+		}
+	case []any:
+		if t.Kind() == reflect.Slice || t.Kind() == reflect.Array {
+			for i, e := range x {
+				if p := unknownIn(e, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); p != "" {
+					return p
+				}
+			}
+		}
+	}
+	return ""
+}
+
+func join(path, k string) string {
+	if path == "" {
+		return k
+	}
+	return path + "." + k
+}
+
+// fieldByJSONName finds the field encoding/json would decode key into:
+// exact tag or name match first, then case-insensitive.
+func fieldByJSONName(t reflect.Type, key string) (reflect.Type, bool) {
+	var fold reflect.Type
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "-" {
+			continue
+		}
+		if f.Anonymous && name == "" {
+			ft := f.Type
+			for ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			if ft.Kind() == reflect.Struct {
+				if et, ok := fieldByJSONName(ft, key); ok {
+					return et, true
+				}
+				continue
+			}
+		}
+		if name == "" {
+			name = f.Name
+		}
+		if name == key {
+			return f.Type, true
+		}
+		if fold == nil && strings.EqualFold(name, key) {
+			fold = f.Type
+		}
+	}
+	return fold, fold != nil
+}

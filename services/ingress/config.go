@@ -1,0 +1,55 @@
+package main
+
+import (
+	"errors"
+	"os"
+	"strings"
+
+	"github.com/terroir-ai/terroir/pkg/config"
+)
+
+// Config is ingress's own configuration, beside the shared one.
+type Config struct {
+	// HTTPAddr is where the REST API listens (TERROIR_HTTP_ADDR,
+	// default 127.0.0.1:8080).
+	HTTPAddr string
+	// PublicURL is the API's base URL as apps reach it, shown as each
+	// resource's endpoint; "{name}" stands for the resource name
+	// (TERROIR_PUBLIC_URL, default http://127.0.0.1:8080/).
+	PublicURL string
+	// OperatorToken authenticates the management API
+	// (TERROIR_OPERATOR_TOKEN, or the first line of the file
+	// TERROIR_OPERATOR_TOKEN_FILE names); at least 16 characters. Unset,
+	// the management API refuses operators.
+	OperatorToken string
+	// CatalogFile is the model catalog (TERROIR_CATALOG_FILE, default
+	// deployments/catalog.yaml).
+	CatalogFile string
+	// MgmtMaxBody bounds management request bodies, in bytes
+	// (TERROIR_MGMT_MAX_BODY_BYTES, default 4 MiB).
+	MgmtMaxBody int64
+}
+
+func loadConfig(env *config.Env) Config {
+	c := Config{
+		HTTPAddr:    env.String("TERROIR_HTTP_ADDR", "127.0.0.1:8080"),
+		PublicURL:   env.String("TERROIR_PUBLIC_URL", "http://127.0.0.1:8080/"),
+		CatalogFile: env.String("TERROIR_CATALOG_FILE", "deployments/catalog.yaml"),
+		MgmtMaxBody: int64(env.Int("TERROIR_MGMT_MAX_BODY_BYTES", 4<<20, 1<<10, 64<<20)),
+	}
+	c.OperatorToken = env.Lookup("TERROIR_OPERATOR_TOKEN")
+	if f := env.Lookup("TERROIR_OPERATOR_TOKEN_FILE"); f != "" {
+		if c.OperatorToken != "" {
+			env.Fail("TERROIR_OPERATOR_TOKEN_FILE", errors.New("set either TERROIR_OPERATOR_TOKEN or TERROIR_OPERATOR_TOKEN_FILE, not both"))
+		}
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			env.Fail("TERROIR_OPERATOR_TOKEN_FILE", err)
+		}
+		c.OperatorToken, _, _ = strings.Cut(strings.TrimSpace(string(raw)), "\n")
+	}
+	if c.OperatorToken != "" && len(c.OperatorToken) < 16 {
+		env.Fail("TERROIR_OPERATOR_TOKEN", errors.New("the operator token must be at least 16 characters"))
+	}
+	return c
+}

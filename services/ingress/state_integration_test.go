@@ -1,0 +1,165 @@
+package main
+
+import (
+	"bytes"
+	"io/fs"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/terroir-ai/terroir/pkg/bus/bustest"
+	"github.com/terroir-ai/terroir/pkg/daemon/daemontest"
+)
+
+// TestSecondInstanceSeesTheSameState makes changes of every kind on one
+// instance, then starts a second: materialised from the compacted control
+// topics, it shows the same state, and a change made while it runs
+// reaches it within a second.
+func TestSecondInstanceSeesTheSameState(t *testing.T) {
+	t.Parallel()
+	a, s := startIngress(t)
+	a.op("PUT", "/mgmt/resources/acme", resourceBody("eu"), http.StatusCreated)
+	a.op("PUT", "/mgmt/resources/globex", resourceBody("us"), http.StatusCreated)
+	a.op("PUT", "/mgmt/resources/gone", resourceBody("us"), http.StatusCreated)
+	a.op("PUT", "/mgmt/resources/acme/blocklists/names", map[string]any{"properties": map[string]any{
+		"blocklistItems": []any{map[string]any{"pattern": "Initech"}}}}, http.StatusCreated)
+	a.op("PUT", "/mgmt/resources/acme/contentFilterPolicies/strict", map[string]any{"properties": map[string]any{
+		"customBlocklists": []any{map[string]any{"blocklistName": "names", "source": "Completion"}}}}, http.StatusCreated)
+	dep := deploymentBody("terroir-ngram", "DataZoneStandard")
+	dep["properties"].(map[string]any)["raiPolicyName"] = "strict"
+	a.op("PUT", "/mgmt/resources/acme/deployments/chat", dep, http.StatusCreated)
+	a.op("PUT", "/mgmt/resources/globex/deployments/embed", deploymentBody("terroir-embed", "Standard"), http.StatusCreated)
+	a.op("PUT", "/mgmt/policies/residency", map[string]any{"properties": map[string]any{"assignedTo": []string{"*"},
+		"rules": map[string]any{"allowedSkus": []string{"Standard", "DataZoneStandard"}}}}, http.StatusCreated)
+	a.op("PATCH", "/mgmt/resources/acme", map[string]any{"properties": map[string]any{"abuseMonitoring": map[string]any{"optOutApproved": true, "contentLogging": false}}}, http.StatusOK)
+	key1 := a.op("POST", "/mgmt/resources/globex/listKeys", nil, http.StatusOK).body["key1"].(string)
+	a.op("DELETE", "/mgmt/resources/gone", nil, http.StatusNoContent)
+
+	b := startAnother(t, s)
+	paths := []string{
+		"/mgmt/resources", "/mgmt/resources/acme", "/mgmt/resources/acme/deployments", "/mgmt/resources/globex/deployments",
+		"/mgmt/resources/acme/contentFilterPolicies", "/mgmt/resources/acme/blocklists", "/mgmt/policies",
+		"/mgmt/audit?limit=1000",
+	}
+	for _, p := range paths {
+		want, got := a.op("GET", p, nil, http.StatusOK), b.op("GET", p, nil, http.StatusOK)
+		if !bytes.Equal(want.raw, got.raw) {
+			t.Errorf("%s differs on the second instance:\nfirst:  %s\nsecond: %s", p, want.raw, got.raw)
+		}
+	}
+	b.op("GET", "/mgmt/resources/gone", nil, http.StatusNotFound)
+	if r := b.do("GET", "/mgmt/resources/globex", key1, nil); r.status != http.StatusOK {
+		t.Fatalf("second instance refuses a key issued before it started: %d", r.status)
+	}
+
+	// Changes made while it runs, of each kind, reach it within a second.
+	changed := deploymentBody("terroir-ngram", "Standard")
+	changed["sku"].(map[string]any)["capacity"] = 77
+	a.op("PUT", "/mgmt/resources/globex/deployments/chat", changed, http.StatusCreated)
+	took := waitFor(t, time.Second, "new deployment on the second instance", func() bool {
+		return b.do("GET", "/mgmt/resources/globex/deployments/chat", operatorToken, nil).status == http.StatusOK
+	})
+	t.Logf("a new deployment reached the running second instance in %v", took)
+	a.op("DELETE", "/mgmt/policies/residency", nil, http.StatusNoContent)
+	waitFor(t, time.Second, "policy deletion on the second instance", func() bool {
+		return b.do("GET", "/mgmt/policies/residency", operatorToken, nil).status == http.StatusNotFound
+	})
+	a.op("DELETE", "/mgmt/resources/globex", nil, http.StatusNoContent)
+	waitFor(t, time.Second, "resource deletion on the second instance", func() bool {
+		return b.do("GET", "/mgmt/resources/globex", operatorToken, nil).status == http.StatusNotFound &&
+			b.do("GET", "/mgmt/resources/globex", key1, nil).status == http.StatusUnauthorized
+	})
+	// And the second instance writes as well as it reads.
+	b.op("PUT", "/mgmt/resources/initech", resourceBody("eu"), http.StatusCreated)
+	waitFor(t, time.Second, "a write of the second instance on the first", func() bool {
+		return a.do("GET", "/mgmt/resources/initech", operatorToken, nil).status == http.StatusOK
+	})
+}
+
+// TestNoPlaintextAPIKeyAtRest issues and regenerates keys, then searches
+// every file the broker wrote, every key and value in Redis and Redis's
+// snapshot, and the metrics for them. The resource's contact address,
+// which is stored in the clear, is found the same way: the search would
+// see a key if one were there.
+func TestNoPlaintextAPIKeyAtRest(t *testing.T) {
+	t.Parallel()
+	dataDir := t.TempDir()
+	c := bustest.New(t, kfake.DataDir(dataDir), kfake.SyncWrites())
+	env := daemontest.EnvOn(t, c, map[string]string{"TERROIR_OPERATOR_TOKEN": operatorToken})
+	s := daemontest.StartEnv(t, run, env)
+	a := api{t: t, base: "http://" + env["TERROIR_HTTP_ADDR"]}
+	marker := "contact-" + bustest.Namespace() + "@contoso.example"
+	body := resourceBody("eu")
+	body["properties"].(map[string]any)["contact"] = map[string]any{"email": marker}
+	a.op("PUT", "/mgmt/resources/acme", body, http.StatusCreated)
+	keys := a.op("POST", "/mgmt/resources/acme/listKeys", nil, http.StatusOK)
+	regen := a.op("POST", "/mgmt/resources/acme/regenerateKey", map[string]string{"keyName": "key1"}, http.StatusOK)
+	secrets := []string{keys.body["key1"].(string), keys.body["key2"].(string), regen.body["key1"].(string)}
+	if r := a.do("GET", "/mgmt/resources/acme", secrets[2], nil); r.status != http.StatusOK {
+		t.Fatalf("issued key does not work: %d", r.status)
+	}
+
+	// Redis: every key and value, and a snapshot on disk.
+	rdb := redis.NewClient(&redis.Options{Addr: env["TERROIR_REDIS_ADDR"]})
+	t.Cleanup(func() { _ = rdb.Close() })
+	ctx := t.Context()
+	if err := rdb.Set(ctx, "probe", marker, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	var redisDump bytes.Buffer
+	iter := rdb.Scan(ctx, 0, "*", 0).Iterator()
+	for iter.Next(ctx) {
+		v, _ := rdb.Dump(ctx, iter.Val()).Result()
+		redisDump.WriteString(iter.Val() + "\x00" + v + "\x00")
+	}
+	if err := iter.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.Save(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	dir, err := rdb.ConfigGet(ctx, "dir").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	snapshot, err := os.ReadFile(filepath.Join(dir["dir"], "dump.rdb"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, metrics := s.Get(t, "/metrics")
+
+	places := map[string][]byte{"redis keys and values": redisDump.Bytes(), "redis snapshot": snapshot, "metrics": []byte(metrics)}
+	files := 0
+	err = filepath.WalkDir(dataDir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		raw, err := os.ReadFile(path)
+		places["broker file "+strings.TrimPrefix(path, dataDir)] = raw
+		files++
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	markerFound := map[string]bool{}
+	for where, raw := range places {
+		for _, k := range secrets {
+			if bytes.Contains(raw, []byte(k)) {
+				t.Errorf("plaintext API key found in %s", where)
+			}
+		}
+		if bytes.Contains(raw, []byte(marker)) {
+			markerFound[strings.Fields(where)[0]] = true
+		}
+	}
+	if !markerFound["broker"] || !markerFound["redis"] {
+		t.Fatalf("the search cannot see plaintext: marker found in %v of %d broker files", markerFound, files)
+	}
+}
