@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"os"
-	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -16,14 +15,8 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
 	"github.com/terroir-ai/terroir/pkg/events"
+	"github.com/terroir-ai/terroir/pkg/events/eventstest"
 )
-
-// schemaDir is the repository's schemas/events folder, seen from this
-// package's directory (where go test runs).
-const schemaDir = "../../schemas/events"
-
-// schemaIDBase is the prefix of every event schema's $id.
-const schemaIDBase = "https://terroir.dev/schemas/events/"
 
 // loadedSchema is one schema file, both as a document and compiled.
 type loadedSchema struct {
@@ -31,51 +24,13 @@ type loadedSchema struct {
 	schema *jsonschema.Schema
 }
 
-// loadSchema reads and compiles the schema of t with format and content
-// assertions on, so date-time and base64 values are checked too. Each call
-// uses its own compiler, which keeps parallel subtests independent.
 func loadSchema(t *testing.T, typ events.Type) loadedSchema {
 	t.Helper()
-	path := filepath.Join(schemaDir, typ.String()+".json")
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatalf("opening schema of %s: %v", typ, err)
-	}
-	defer f.Close()
-	raw, err := jsonschema.UnmarshalJSON(f)
-	if err != nil {
-		t.Fatalf("parsing %s: %v", path, err)
-	}
-	doc, ok := raw.(map[string]any)
-	if !ok {
-		t.Fatalf("%s: top level is %T, want an object", path, raw)
-	}
-	id, _ := doc["$id"].(string)
-	if want := schemaIDBase + typ.String() + ".json"; id != want {
-		t.Fatalf("%s: $id = %q, want %q", path, id, want)
-	}
-	c := jsonschema.NewCompiler()
-	c.DefaultDraft(jsonschema.Draft2020)
-	c.AssertFormat()
-	c.AssertContent()
-	if err := c.AddResource(id, doc); err != nil {
-		t.Fatalf("adding %s: %v", path, err)
-	}
-	sch, err := c.Compile(id)
-	if err != nil {
-		t.Fatalf("compiling %s: %v", path, err)
-	}
+	doc, sch := eventstest.Load(t, typ)
 	return loadedSchema{doc: doc, schema: sch}
 }
 
-// validateJSON validates encoded JSON against sch.
-func validateJSON(sch *jsonschema.Schema, b []byte) error {
-	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(b))
-	if err != nil {
-		return err
-	}
-	return sch.Validate(inst)
-}
+func validateJSON(sch *jsonschema.Schema, b []byte) error { return eventstest.Validate(sch, b) }
 
 func TestEverySchemaIsWellFormed(t *testing.T) {
 	t.Parallel()
@@ -156,6 +111,7 @@ func TestSchemaExamplesValidate(t *testing.T) {
 
 func TestNoOrphanSchemas(t *testing.T) {
 	t.Parallel()
+	schemaDir := eventstest.Dir(t)
 	entries, err := os.ReadDir(schemaDir)
 	if err != nil {
 		t.Fatalf("reading %s: %v", schemaDir, err)
@@ -328,6 +284,15 @@ func TestSchemasRejectInvalidPayloads(t *testing.T) {
 		{"control deployment without resource", all[events.TypeControlChange][0], func(m map[string]any) { delete(m, "resource") }},
 		{"control api key without resource", all[events.TypeControlChange][1], func(m map[string]any) { delete(m, "resource") }},
 		{"control unknown kind", all[events.TypeControlChange][0], func(m map[string]any) { m["kind"] = "secret" }},
+		{"control api key in the clear", all[events.TypeControlChange][1], func(m map[string]any) {
+			m["spec"].(map[string]any)["hash"] = "0123456789abcdef0123456789abcdef"
+		}},
+		{"control deployment unknown sku", all[events.TypeControlChange][0], func(m map[string]any) {
+			m["spec"].(map[string]any)["sku"] = "Gold"
+		}},
+		{"control policy without assignment", all[events.TypeControlChange][3], func(m map[string]any) {
+			delete(m["spec"].(map[string]any), "assignedTo")
+		}},
 		{"datakey other algorithm", all[events.TypeDataKey][0], func(m map[string]any) { m["algorithm"] = "AES-128-GCM" }},
 		{"datakey without wrapped key", all[events.TypeDataKey][0], func(m map[string]any) { delete(m, "wrapped") }},
 		{"datakey deletion keeps wrapped key", all[events.TypeDataKey][1], func(m map[string]any) {
@@ -551,7 +516,8 @@ func samples() map[events.Type][]events.Event {
 				Resource: "contoso-eu",
 				Actor:    "mgmt:operator@contoso.example",
 				At:       at,
-				Spec:     json.RawMessage(`{"name":"chat","sku":{"name":"Standard","capacity":10},"properties":{"model":{"format":"OpenAI","name":"terroir-ngram-small","version":"1"}}}`),
+				Spec: json.RawMessage(`{"name":"chat","resource":"contoso-eu","model":"terroir-ngram","modelVersion":"1",` +
+					`"sku":"Standard","capacity":10,"filterPolicy":"default","createdAt":"2025-03-14T08:00:00Z"}`),
 			},
 			events.ControlChange{
 				Kind:     events.ControlAPIKey,
@@ -559,7 +525,7 @@ func samples() map[events.Type][]events.Event {
 				Resource: "contoso-eu",
 				Actor:    "mgmt:operator@contoso.example",
 				At:       at,
-				Spec:     json.RawMessage(`{"name":"key1","hash":"sha256:` + hash("key1") + `"}`),
+				Spec:     json.RawMessage(`{"name":"key1","hash":"sha256:` + hash("key1") + `","createdAt":"2025-03-14T08:00:05Z"}`),
 			},
 			events.ControlChange{
 				Kind:     events.ControlDeployment,
@@ -574,7 +540,7 @@ func samples() map[events.Type][]events.Event {
 				ID:    "default",
 				Actor: "mgmt:platform-admin",
 				At:    at,
-				Spec:  json.RawMessage(`{"allowed_models":["terroir-ngram-small"],"curated_only":true}`),
+				Spec:  json.RawMessage(`{"name":"default","assignedTo":["*"],"allowedModels":["terroir-ngram"],"curatedOnly":true}`),
 			},
 		},
 		events.TypeDataKey: {

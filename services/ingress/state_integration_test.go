@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"encoding/json"
 	"io/fs"
 	"net/http"
 	"os"
@@ -11,10 +13,15 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/terroir-ai/terroir/pkg/bus"
 	"github.com/terroir-ai/terroir/pkg/bus/bustest"
 	"github.com/terroir-ai/terroir/pkg/daemon/daemontest"
+	"github.com/terroir-ai/terroir/pkg/events"
+	"github.com/terroir-ai/terroir/pkg/events/eventstest"
 )
 
 // TestSecondInstanceSeesTheSameState makes changes of every kind on one
@@ -162,4 +169,83 @@ func TestNoPlaintextAPIKeyAtRest(t *testing.T) {
 	if !markerFound["broker"] || !markerFound["redis"] {
 		t.Fatalf("the search cannot see plaintext: marker found in %v of %d broker files", markerFound, files)
 	}
+}
+
+// TestControlRecordsMatchTheirSchemaAndStayHome reads back every record
+// the management API wrote: each validates against control.change.v1, a
+// resource's objects are only on its home geography's control topic, and
+// deployment policies are on every geography's.
+func TestControlRecordsMatchTheirSchemaAndStayHome(t *testing.T) {
+	t.Parallel()
+	a, s := startIngress(t)
+	a.op("PUT", "/mgmt/resources/acme", resourceBody("eu"), http.StatusCreated)
+	a.op("PUT", "/mgmt/resources/globex", resourceBody("us"), http.StatusCreated)
+	for _, r := range []string{"acme", "globex"} {
+		a.op("POST", "/mgmt/resources/"+r+"/listKeys", nil, http.StatusOK)
+		a.op("PUT", "/mgmt/resources/"+r+"/blocklists/b", map[string]any{"properties": map[string]any{
+			"blocklistItems": []any{map[string]any{"pattern": "[0-9]{4}", "isRegex": true}}}}, http.StatusCreated)
+		a.op("PUT", "/mgmt/resources/"+r+"/contentFilterPolicies/p", map[string]any{"properties": map[string]any{
+			"customBlocklists": []any{map[string]any{"blocklistName": "b", "source": "Prompt"}}}}, http.StatusCreated)
+		a.op("PUT", "/mgmt/resources/"+r+"/deployments/d", deploymentBody("terroir-ngram", "Standard"), http.StatusCreated)
+		a.op("DELETE", "/mgmt/resources/"+r+"/deployments/d", nil, http.StatusNoContent)
+	}
+	a.op("PUT", "/mgmt/policies/all", map[string]any{"properties": map[string]any{"assignedTo": []string{"*"}}}, http.StatusCreated)
+	a.op("DELETE", "/mgmt/resources/globex", nil, http.StatusNoContent)
+
+	_, sch := eventstest.Load(t, events.TypeControlChange)
+	home := map[string]string{"acme": "eu", "globex": "us"}
+	policyGeos := map[string]bool{}
+	for _, geo := range []string{"eu", "us"} {
+		topic := bus.TopicName(s.Env["TERROIR_KAFKA_NAMESPACE"], geo, bus.StreamControl)
+		recs := readTopic(t, strings.Split(s.Env["TERROIR_KAFKA_BROKERS"], ","), topic)
+		if len(recs) == 0 {
+			t.Fatalf("%s is empty", topic)
+		}
+		for _, r := range recs {
+			if err := eventstest.Validate(sch, r.Value); err != nil {
+				t.Errorf("%s offset %d does not match control.change.v1: %v", topic, r.Offset, err)
+			}
+			var c events.ControlChange
+			if err := json.Unmarshal(r.Value, &c); err != nil {
+				t.Fatal(err)
+			}
+			if c.Resource != "" && home[c.Resource] != geo {
+				t.Errorf("%s/%s of resource %s (home %s) is on the %s control topic", c.Kind, c.ID, c.Resource, home[c.Resource], geo)
+			}
+			if c.Kind == events.ControlDeploymentPolicy {
+				policyGeos[geo] = true
+			}
+		}
+	}
+	if !policyGeos["eu"] || !policyGeos["us"] {
+		t.Errorf("the deployment policy is not on every geography: %v", policyGeos)
+	}
+}
+
+// readTopic reads every record of topic, from its start to its current
+// end, with a client of its own.
+func readTopic(t *testing.T, brokers []string, topic string) []*kgo.Record {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := int64(0)
+	ends.Each(func(o kadm.ListedOffset) { want += o.Offset })
+	var out []*kgo.Record
+	for int64(len(out)) < want {
+		f := cl.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			t.Fatalf("read %d of %d records of %s: %v", len(out), want, topic, err)
+		}
+		out = append(out, f.Records()...)
+	}
+	return out
 }
