@@ -21,10 +21,15 @@ import (
 	"github.com/moby/patternmatcher/ignorefile"
 )
 
-// keyringSecretFile is where the compose stack reads the keyring from,
-// relative to the repository root. It is never committed and never sent to
-// an image build.
-const keyringSecretFile = "deployments/secrets/keyring.json"
+// Secret files of the compose stack, relative to the repository root. They
+// are never committed and never sent to an image build.
+const (
+	// keyringSecretFile is the keyring every service mounts.
+	keyringSecretFile = "deployments/secrets/keyring.json"
+	// operatorTokenSecretFile is the management API's operator token,
+	// mounted by ingress.
+	operatorTokenSecretFile = "deployments/secrets/operator-token"
+)
 
 // serviceSpec is what the stack must provide for one Terroir service.
 type serviceSpec struct {
@@ -38,6 +43,10 @@ type serviceSpec struct {
 	// published lists the container ports the stack publishes on the host,
 	// each on the same host port.
 	published []string
+	// secrets maps the variable naming each secret file the service reads
+	// (beyond the keyring, which every service reads) to the file the
+	// secret must come from.
+	secrets map[string]string
 }
 
 // terroirServices returns the seven services of the stack.
@@ -48,6 +57,7 @@ func terroirServices() []serviceSpec {
 			adminPort: "9101",
 			listeners: map[string]string{"TERROIR_HTTP_ADDR": "8080"},
 			published: []string{"8080", "9101"},
+			secrets:   map[string]string{"TERROIR_OPERATOR_TOKEN_FILE": operatorTokenSecretFile},
 		},
 		{name: "contentsafety", adminPort: "9102"},
 		{name: "inference", adminPort: "9103"},
@@ -118,7 +128,7 @@ func checkRepository(root string) []string {
 	case pm == nil:
 		ps.add(".dockerignore is missing: the build context would carry the keyring and .git")
 	default:
-		for _, p := range []string{".git", ".terroir/keys/keyring.json", keyringSecretFile} {
+		for _, p := range []string{".git", ".terroir/keys/keyring.json", ".terroir/operator-token", keyringSecretFile, operatorTokenSecretFile} {
 			excluded, err := pm.MatchesOrParentMatches(p)
 			if err != nil {
 				ps.add("matching %s against .dockerignore: %v", p, err)
@@ -128,11 +138,13 @@ func checkRepository(root string) []string {
 		}
 	}
 
-	ignored, err := gitignores(filepath.Join(root, ".gitignore"), keyringSecretFile)
-	if err != nil {
-		ps.add("%v", err)
-	} else if !ignored {
-		ps.add(".gitignore does not ignore %s", keyringSecretFile)
+	for _, f := range []string{keyringSecretFile, operatorTokenSecretFile} {
+		ignored, err := gitignores(filepath.Join(root, ".gitignore"), f)
+		if err != nil {
+			ps.add("%v", err)
+		} else if !ignored {
+			ps.add(".gitignore does not ignore %s", f)
+		}
 	}
 	return ps.list
 }
@@ -234,7 +246,10 @@ func checkService(p *types.Project, root string, spec serviceSpec) []string {
 			ps.add("does not publish container port %s on host port %s", port, port)
 		}
 	}
-	checkKeyring(p, s, env, root, ps)
+	checkSecret(p, s, env, root, "TERROIR_KEY_FILE", keyringSecretFile, ps)
+	for _, variable := range sortedKeys(spec.secrets) {
+		checkSecret(p, s, env, root, variable, spec.secrets[variable], ps)
+	}
 	return ps.list
 }
 
@@ -518,16 +533,16 @@ func checkListenAddr(env map[string]string, variable, port string, ps *problems)
 	}
 }
 
-// checkKeyring checks that the keyring secret is mounted where
-// TERROIR_KEY_FILE points and comes from the deployment's secrets directory.
-func checkKeyring(p *types.Project, s types.ServiceConfig, env map[string]string, root string, ps *problems) {
-	keyFile := env["TERROIR_KEY_FILE"]
-	if keyFile == "" {
-		ps.add("TERROIR_KEY_FILE is not set: the service would look for a keyring inside its image")
+// checkSecret checks that the file variable names is a mounted secret
+// read from the deployment's secrets directory at want.
+func checkSecret(p *types.Project, s types.ServiceConfig, env map[string]string, root, variable, want string, ps *problems) {
+	target := env[variable]
+	if target == "" {
+		ps.add("%s is not set: the service would look for its secret inside its image", variable)
 		return
 	}
 	for _, sec := range s.Secrets {
-		if secretTarget(sec) != keyFile {
+		if secretTarget(sec) != target {
 			continue
 		}
 		def, ok := p.Secrets[sec.Source]
@@ -536,12 +551,12 @@ func checkKeyring(p *types.Project, s types.ServiceConfig, env map[string]string
 			ps.add("secret %s is mounted but not declared", sec.Source)
 		case def.File == "":
 			ps.add("secret %s is not read from a file", sec.Source)
-		case !samePath(def.File, filepath.Join(root, filepath.FromSlash(keyringSecretFile))):
-			ps.add("secret %s is read from %s, want %s", sec.Source, def.File, keyringSecretFile)
+		case !samePath(def.File, filepath.Join(root, filepath.FromSlash(want))):
+			ps.add("secret %s is read from %s, want %s", sec.Source, def.File, want)
 		}
 		return
 	}
-	ps.add("no secret is mounted at TERROIR_KEY_FILE=%s", keyFile)
+	ps.add("no secret is mounted at %s=%s", variable, target)
 }
 
 // secretTarget returns the path a service secret is mounted at.

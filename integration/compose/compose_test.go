@@ -147,6 +147,18 @@ func TestConsistencyCheckFindsBreakage(t *testing.T) {
 			want: "service inference: no secret is mounted at TERROIR_KEY_FILE=/run/secrets/terroir-keyring",
 		},
 		{
+			name: "operator token not mounted",
+			breakIt: editService("ingress", func(t *testing.T, s *types.ServiceConfig) {
+				s.Secrets = s.Secrets[:1]
+			}),
+			want: "service ingress: no secret is mounted at TERROIR_OPERATOR_TOKEN_FILE=/run/secrets/terroir-operator-token",
+		},
+		{
+			name:    "operator token read from the image",
+			breakIt: unsetEnv("ingress", "TERROIR_OPERATOR_TOKEN_FILE"),
+			want:    "service ingress: TERROIR_OPERATOR_TOKEN_FILE is not set",
+		},
+		{
 			name: "build argument names no service",
 			breakIt: editService("batch", func(t *testing.T, s *types.ServiceConfig) {
 				s.Build.Args = maps.Clone(s.Build.Args)

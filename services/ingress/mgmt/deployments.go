@@ -93,36 +93,10 @@ func (a *API) renderDeployment(d control.Deployment) deploymentJSON {
 	return out
 }
 
-func (a *API) listDeployments(w http.ResponseWriter, r *http.Request, _ caller) error {
-	res, err := a.resourceOf(r)
-	if err != nil {
-		return err
-	}
-	return writeJSON(w, http.StatusOK, listOf(a.cfg.State.Deployments(res.Name), a.renderDeployment))
-}
-
-func (a *API) getDeployment(w http.ResponseWriter, r *http.Request, _ caller) error {
-	res, err := a.resourceOf(r)
-	if err != nil {
-		return err
-	}
-	d, ok := a.cfg.State.Deployment(res.Name, r.PathValue("item"))
-	if !ok {
-		return apierr.NotFound("DeploymentNotFound", "deployment %q of resource %q not found", r.PathValue("item"), res.Name)
-	}
-	return writeJSON(w, http.StatusOK, a.renderDeployment(d))
-}
-
 func (a *API) putDeployment(w http.ResponseWriter, r *http.Request, c caller) error {
-	name := r.PathValue("item")
-	if err := checkName("name", "deployment", name, itemPattern); err != nil {
-		return err
-	}
 	var in deploymentInput
-	if err := apierr.Decode(w, r, a.cfg.MaxBody, &in); err != nil {
-		return err
-	}
-	if err := bodyName(in.Name, name); err != nil {
+	name, err := a.readNamed(w, r, "item", "deployment", itemPattern, &in, &in.Name)
+	if err != nil {
 		return err
 	}
 	a.writes.Lock()
@@ -139,15 +113,10 @@ func (a *API) putDeployment(w http.ResponseWriter, r *http.Request, c caller) er
 		return err
 	}
 	old, exists := a.cfg.State.Deployment(res.Name, name)
-	action, status, fields := "create", http.StatusCreated, []string(nil)
 	if exists {
 		d.CreatedAt = old.CreatedAt
-		action, status, fields = "update", http.StatusOK, changedFields(old, d)
 	}
-	if err := a.commit(r.Context(), c, []string{res.Location}, action, events.ControlDeployment, res.Name, name, d, fields...); err != nil {
-		return err
-	}
-	return writeJSON(w, status, a.renderDeployment(d))
+	return a.save(w, r, c, []string{res.Location}, events.ControlDeployment, res.Name, name, d, a.renderDeployment(d), old, exists)
 }
 
 // deploymentFrom checks a deployment body against the catalog, the
@@ -226,24 +195,6 @@ func evaluate(p control.DeploymentPolicy, d control.Deployment, m catalog.Model)
 		return "allowedSkus", fmt.Sprintf("SKU %s is not one of %s", d.SKU, strings.Join(allowed, ", "))
 	}
 	return "", ""
-}
-
-func (a *API) deleteDeployment(w http.ResponseWriter, r *http.Request, c caller) error {
-	a.writes.Lock()
-	defer a.writes.Unlock()
-	res, err := a.resourceOf(r)
-	if err != nil {
-		return err
-	}
-	name := r.PathValue("item")
-	if _, ok := a.cfg.State.Deployment(res.Name, name); !ok {
-		return apierr.NotFound("DeploymentNotFound", "deployment %q of resource %q not found", name, res.Name)
-	}
-	if err := a.commit(r.Context(), c, []string{res.Location}, "delete", events.ControlDeployment, res.Name, name, nil); err != nil {
-		return err
-	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
 }
 
 // policyJSON is a deployment policy as the API shows it.
@@ -327,15 +278,9 @@ func (a *API) getPolicy(w http.ResponseWriter, r *http.Request, _ caller) error 
 // no resource, so they are written to the control topic of every
 // geography this instance serves.
 func (a *API) putPolicy(w http.ResponseWriter, r *http.Request, c caller) error {
-	name := r.PathValue("name")
-	if err := checkName("name", "policy", name, itemPattern); err != nil {
-		return err
-	}
 	var in policyInput
-	if err := apierr.Decode(w, r, a.cfg.MaxBody, &in); err != nil {
-		return err
-	}
-	if err := bodyName(in.Name, name); err != nil {
+	name, err := a.readNamed(w, r, "name", "policy", itemPattern, &in, &in.Name)
+	if err != nil {
 		return err
 	}
 	p := control.DeploymentPolicy{Name: name}
@@ -368,14 +313,7 @@ func (a *API) putPolicy(w http.ResponseWriter, r *http.Request, c caller) error 
 	a.writes.Lock()
 	defer a.writes.Unlock()
 	old, exists := a.cfg.State.DeploymentPolicy(name)
-	action, status, fields := "create", http.StatusCreated, []string(nil)
-	if exists {
-		action, status, fields = "update", http.StatusOK, changedFields(old, p)
-	}
-	if err := a.commit(r.Context(), c, a.cfg.Geos, action, events.ControlDeploymentPolicy, "", name, p, fields...); err != nil {
-		return err
-	}
-	return writeJSON(w, status, a.renderPolicy(p))
+	return a.save(w, r, c, a.cfg.Geos, events.ControlDeploymentPolicy, "", name, p, a.renderPolicy(p), old, exists)
 }
 
 func (a *API) deletePolicy(w http.ResponseWriter, r *http.Request, c caller) error {

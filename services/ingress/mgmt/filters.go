@@ -102,26 +102,6 @@ func renderFilterPolicy(p control.FilterPolicy) filterPolicyJSON {
 	return out
 }
 
-func (a *API) listFilterPolicies(w http.ResponseWriter, r *http.Request, _ caller) error {
-	res, err := a.resourceOf(r)
-	if err != nil {
-		return err
-	}
-	return writeJSON(w, http.StatusOK, listOf(a.cfg.State.FilterPolicies(res.Name), renderFilterPolicy))
-}
-
-func (a *API) getFilterPolicy(w http.ResponseWriter, r *http.Request, _ caller) error {
-	res, err := a.resourceOf(r)
-	if err != nil {
-		return err
-	}
-	p, ok := a.cfg.State.FilterPolicy(res.Name, r.PathValue("item"))
-	if !ok {
-		return apierr.NotFound("ContentFilterPolicyNotFound", "content-filter policy %q of resource %q not found", r.PathValue("item"), res.Name)
-	}
-	return writeJSON(w, http.StatusOK, renderFilterPolicy(p))
-}
-
 // normalCategory maps the spellings Azure and OpenAI use to a category,
 // "jailbreak" or "profanity".
 func normalCategory(name string) (string, bool) {
@@ -136,19 +116,13 @@ func normalCategory(name string) (string, bool) {
 }
 
 func (a *API) putFilterPolicy(w http.ResponseWriter, r *http.Request, c caller) error {
-	name := r.PathValue("item")
-	if err := checkName("name", "content-filter policy", name, itemPattern); err != nil {
+	var in filterPolicyInput
+	name, err := a.readNamed(w, r, "item", "content-filter policy", itemPattern, &in, &in.Name)
+	if err != nil {
 		return err
 	}
 	if name == control.DefaultFilterPolicyName || slices.Contains(defaultPolicyAliases, name) {
 		return apierr.Invalid("name", "the %q policy is built in and read-only; create a policy with another name", name)
-	}
-	var in filterPolicyInput
-	if err := apierr.Decode(w, r, a.cfg.MaxBody, &in); err != nil {
-		return err
-	}
-	if err := bodyName(in.Name, name); err != nil {
-		return err
 	}
 	a.writes.Lock()
 	defer a.writes.Unlock()
@@ -161,14 +135,7 @@ func (a *API) putFilterPolicy(w http.ResponseWriter, r *http.Request, c caller) 
 		return err
 	}
 	old, exists := a.cfg.State.FilterPolicy(res.Name, name)
-	action, status, fields := "create", http.StatusCreated, []string(nil)
-	if exists {
-		action, status, fields = "update", http.StatusOK, changedFields(old, p)
-	}
-	if err := a.commit(r.Context(), c, []string{res.Location}, action, events.ControlFilterPolicy, res.Name, name, p, fields...); err != nil {
-		return err
-	}
-	return writeJSON(w, status, renderFilterPolicy(p))
+	return a.save(w, r, c, []string{res.Location}, events.ControlFilterPolicy, res.Name, name, p, renderFilterPolicy(p), old, exists)
 }
 
 // filterPolicyFrom builds a policy from the default one and the filters
@@ -256,36 +223,6 @@ func direction(p *control.FilterPolicy, source *string, param string) (*control.
 	return nil, "", apierr.Invalid(param, "unknown source %q: Prompt or Completion", *source)
 }
 
-func (a *API) deleteFilterPolicy(w http.ResponseWriter, r *http.Request, c caller) error {
-	a.writes.Lock()
-	defer a.writes.Unlock()
-	res, err := a.resourceOf(r)
-	if err != nil {
-		return err
-	}
-	name := r.PathValue("item")
-	if name == control.DefaultFilterPolicyName {
-		return apierr.Invalid("name", "the %q policy is built in and cannot be deleted", name)
-	}
-	if _, ok := a.cfg.State.FilterPolicy(res.Name, name); !ok {
-		return apierr.NotFound("ContentFilterPolicyNotFound", "content-filter policy %q of resource %q not found", name, res.Name)
-	}
-	var users []string
-	for _, d := range a.cfg.State.Deployments(res.Name) {
-		if d.FilterPolicy == name {
-			users = append(users, d.Name)
-		}
-	}
-	if len(users) > 0 {
-		return apierr.Conflict("ContentFilterPolicyInUse", "name", "content-filter policy %q is used by deployments %s; change them first", name, strings.Join(users, ", "))
-	}
-	if err := a.commit(r.Context(), c, []string{res.Location}, "delete", events.ControlFilterPolicy, res.Name, name, nil); err != nil {
-		return err
-	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
-}
-
 // blocklistJSON is a blocklist as the API shows it.
 type blocklistJSON struct {
 	Name       string `json:"name"`
@@ -324,36 +261,10 @@ func renderBlocklist(b control.Blocklist) blocklistJSON {
 	return out
 }
 
-func (a *API) listBlocklists(w http.ResponseWriter, r *http.Request, _ caller) error {
-	res, err := a.resourceOf(r)
-	if err != nil {
-		return err
-	}
-	return writeJSON(w, http.StatusOK, listOf(a.cfg.State.Blocklists(res.Name), renderBlocklist))
-}
-
-func (a *API) getBlocklist(w http.ResponseWriter, r *http.Request, _ caller) error {
-	res, err := a.resourceOf(r)
-	if err != nil {
-		return err
-	}
-	b, ok := a.cfg.State.Blocklist(res.Name, r.PathValue("item"))
-	if !ok {
-		return apierr.NotFound("BlocklistNotFound", "blocklist %q of resource %q not found", r.PathValue("item"), res.Name)
-	}
-	return writeJSON(w, http.StatusOK, renderBlocklist(b))
-}
-
 func (a *API) putBlocklist(w http.ResponseWriter, r *http.Request, c caller) error {
-	name := r.PathValue("item")
-	if err := checkName("name", "blocklist", name, itemPattern); err != nil {
-		return err
-	}
 	var in blocklistInput
-	if err := apierr.Decode(w, r, a.cfg.MaxBody, &in); err != nil {
-		return err
-	}
-	if err := bodyName(in.Name, name); err != nil {
+	name, err := a.readNamed(w, r, "item", "blocklist", itemPattern, &in, &in.Name)
+	if err != nil {
 		return err
 	}
 	b := control.Blocklist{Name: name, Items: []control.BlocklistItem{}}
@@ -399,39 +310,5 @@ func (a *API) putBlocklist(w http.ResponseWriter, r *http.Request, c caller) err
 	}
 	b.Resource = res.Name
 	old, exists := a.cfg.State.Blocklist(res.Name, name)
-	action, status, fields := "create", http.StatusCreated, []string(nil)
-	if exists {
-		action, status, fields = "update", http.StatusOK, changedFields(old, b)
-	}
-	if err := a.commit(r.Context(), c, []string{res.Location}, action, events.ControlBlocklist, res.Name, name, b, fields...); err != nil {
-		return err
-	}
-	return writeJSON(w, status, renderBlocklist(b))
-}
-
-func (a *API) deleteBlocklist(w http.ResponseWriter, r *http.Request, c caller) error {
-	a.writes.Lock()
-	defer a.writes.Unlock()
-	res, err := a.resourceOf(r)
-	if err != nil {
-		return err
-	}
-	name := r.PathValue("item")
-	if _, ok := a.cfg.State.Blocklist(res.Name, name); !ok {
-		return apierr.NotFound("BlocklistNotFound", "blocklist %q of resource %q not found", name, res.Name)
-	}
-	var users []string
-	for _, p := range a.cfg.State.FilterPolicies(res.Name) {
-		if p.UsesBlocklist(name) {
-			users = append(users, p.Name)
-		}
-	}
-	if len(users) > 0 {
-		return apierr.Conflict("BlocklistInUse", "name", "blocklist %q is applied by content-filter policies %s; change them first", name, strings.Join(users, ", "))
-	}
-	if err := a.commit(r.Context(), c, []string{res.Location}, "delete", events.ControlBlocklist, res.Name, name, nil); err != nil {
-		return err
-	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
+	return a.save(w, r, c, []string{res.Location}, events.ControlBlocklist, res.Name, name, b, renderBlocklist(b), old, exists)
 }

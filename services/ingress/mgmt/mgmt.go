@@ -129,15 +129,16 @@ func (a *API) Handler() http.Handler {
 		"GET": a.getResource, "PUT": op(a.putResource), "PATCH": op(a.patchResource), "DELETE": op(a.deleteResource)})
 	route("/mgmt/resources/{name}/listKeys", map[string]handlerFunc{"POST": op(a.listKeys)})
 	route("/mgmt/resources/{name}/regenerateKey", map[string]handlerFunc{"POST": op(a.regenerateKey)})
-	route("/mgmt/resources/{name}/deployments", map[string]handlerFunc{"GET": op(a.listDeployments)})
+	dep, fp, bl := a.deployments(), a.filterPolicies(), a.blocklists()
+	route("/mgmt/resources/{name}/deployments", map[string]handlerFunc{"GET": op(listChildren(a, dep))})
 	route("/mgmt/resources/{name}/deployments/{item}", map[string]handlerFunc{
-		"GET": op(a.getDeployment), "PUT": op(a.putDeployment), "DELETE": op(a.deleteDeployment)})
-	route("/mgmt/resources/{name}/contentFilterPolicies", map[string]handlerFunc{"GET": op(a.listFilterPolicies)})
+		"GET": op(getChild(a, dep)), "PUT": op(a.putDeployment), "DELETE": op(deleteChild(a, dep))})
+	route("/mgmt/resources/{name}/contentFilterPolicies", map[string]handlerFunc{"GET": op(listChildren(a, fp))})
 	route("/mgmt/resources/{name}/contentFilterPolicies/{item}", map[string]handlerFunc{
-		"GET": op(a.getFilterPolicy), "PUT": op(a.putFilterPolicy), "DELETE": op(a.deleteFilterPolicy)})
-	route("/mgmt/resources/{name}/blocklists", map[string]handlerFunc{"GET": op(a.listBlocklists)})
+		"GET": op(getChild(a, fp)), "PUT": op(a.putFilterPolicy), "DELETE": op(deleteChild(a, fp))})
+	route("/mgmt/resources/{name}/blocklists", map[string]handlerFunc{"GET": op(listChildren(a, bl))})
 	route("/mgmt/resources/{name}/blocklists/{item}", map[string]handlerFunc{
-		"GET": op(a.getBlocklist), "PUT": op(a.putBlocklist), "DELETE": op(a.deleteBlocklist)})
+		"GET": op(getChild(a, bl)), "PUT": op(a.putBlocklist), "DELETE": op(deleteChild(a, bl))})
 	route("/mgmt/policies", map[string]handlerFunc{"GET": op(a.listPolicies)})
 	route("/mgmt/policies/{name}", map[string]handlerFunc{
 		"GET": op(a.getPolicy), "PUT": op(a.putPolicy), "DELETE": op(a.deletePolicy)})
@@ -362,4 +363,18 @@ func changedFields(before, after any) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// readNamed checks the name in the path (at pathKey) and decodes the body
+// into in; the name the body gives, if any (*given after decoding), must
+// be the same.
+func (a *API) readNamed(w http.ResponseWriter, r *http.Request, pathKey, kind string, pattern *regexp.Regexp, in any, given **string) (string, error) {
+	name := r.PathValue(pathKey)
+	if err := checkName("name", kind, name, pattern); err != nil {
+		return "", err
+	}
+	if err := apierr.Decode(w, r, a.cfg.MaxBody, in); err != nil {
+		return "", err
+	}
+	return name, bodyName(*given, name)
 }

@@ -120,15 +120,9 @@ func (a *API) patchResource(w http.ResponseWriter, r *http.Request, c caller) er
 // writeResource creates or replaces (PUT) or merges into (PATCH) a
 // resource.
 func (a *API) writeResource(w http.ResponseWriter, r *http.Request, c caller, patch bool) error {
-	name := r.PathValue("name")
-	if err := checkName("name", "resource", name, resourcePattern); err != nil {
-		return err
-	}
 	var in resourceInput
-	if err := apierr.Decode(w, r, a.cfg.MaxBody, &in); err != nil {
-		return err
-	}
-	if err := bodyName(in.Name, name); err != nil {
+	name, err := a.readNamed(w, r, "name", "resource", resourcePattern, &in, &in.Name)
+	if err != nil {
 		return err
 	}
 	a.writes.Lock()
@@ -147,14 +141,7 @@ func (a *API) writeResource(w http.ResponseWriter, r *http.Request, c caller, pa
 	if err := a.applyResourceInput(&res, in, exists); err != nil {
 		return err
 	}
-	action, status, fields := "create", http.StatusCreated, []string(nil)
-	if exists {
-		action, status, fields = "update", http.StatusOK, changedFields(old, res)
-	}
-	if err := a.commit(r.Context(), c, []string{res.Location}, action, events.ControlResource, name, name, res, fields...); err != nil {
-		return err
-	}
-	return writeJSON(w, status, a.renderResource(res))
+	return a.save(w, r, c, []string{res.Location}, events.ControlResource, name, name, res, a.renderResource(res), old, exists)
 }
 
 func (a *API) applyResourceInput(res *control.Resource, in resourceInput, exists bool) error {
