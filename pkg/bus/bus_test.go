@@ -535,3 +535,51 @@ func TestDecodeErrorsQuoteNoContent(t *testing.T) {
 		}
 	}
 }
+
+// TestRepliesAreHandedOutInSequenceOrder: when several services reply to
+// one request, their records may reach the waiting instance out of
+// order; the stream hands them out in sequence order, once each.
+func TestRepliesAreHandedOutInSequenceOrder(t *testing.T) {
+	t.Parallel()
+	b := bustest.New(t).Bus(t, bustest.Options{Geos: []string{"eu"}})
+	order := []struct {
+		seq   int
+		final bool
+	}{{3, true}, {1, false}, {1, false}, {0, false}, {3, true}, {2, false}, {0, false}}
+	consume(t, b, bus.ConsumerConfig{Group: "shuffler", Streams: []string{bus.StreamRequests}, Geos: []string{"eu"},
+		Handler: func(ctx context.Context, d *bus.Delivery) error {
+			for _, o := range order {
+				ev := events.InferenceChunk{RequestID: d.Meta.RequestID, Seq: o.seq, Body: json.RawMessage(fmt.Sprintf(`{"n":%d}`, o.seq)), CreatedAt: time.Now()}
+				if err := b.Reply(ctx, d, o.seq, o.final, ev); err != nil {
+					return err
+				}
+			}
+			return nil
+		}})
+	rq, err := b.NewRequester(t.Context(), "eu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rq.Close()
+	meta, ev := request("shuffled", "acme", "eu", "hello")
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	rs, err := rq.Request(ctx, "eu", bus.StreamRequests, meta, ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []int
+	for {
+		d, err := rs.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, d.Meta.Seq)
+	}
+	if fmt.Sprint(got) != "[0 1 2 3]" {
+		t.Fatalf("replies in order %v, want [0 1 2 3]", got)
+	}
+}

@@ -174,8 +174,10 @@ func (r *Requester) Close() {
 }
 
 // ReplyStream is the sequence of replies to one request: a single final
-// record, or chunk records ending in a final one. Duplicates (at-least-once
-// delivery) are dropped by sequence number.
+// record, or chunk records ending in a final one. Records are handed out
+// in sequence order even when they arrive out of it (several services may
+// reply to one request, say a filter's verdict and then the answer);
+// duplicates (at-least-once delivery) are dropped by sequence number.
 type ReplyStream struct {
 	r      *Requester
 	id     string
@@ -183,11 +185,15 @@ type ReplyStream struct {
 
 	mu      sync.Mutex
 	queue   []*Delivery
+	ahead   map[int]*Delivery // arrived before their predecessors
 	nextSeq int
 	ended   bool // the final record was queued
 	err     error
 	closed  bool
 }
+
+// maxAhead bounds how many out-of-order records a stream holds.
+const maxAhead = 4096
 
 func (s *ReplyStream) push(d *Delivery) {
 	s.mu.Lock()
@@ -195,11 +201,28 @@ func (s *ReplyStream) push(d *Delivery) {
 		s.mu.Unlock()
 		return
 	}
-	s.nextSeq = d.Meta.Seq + 1
-	s.queue = append(s.queue, d)
-	if d.Meta.Final {
-		s.ended = true
-		s.r.forget(s.id, s)
+	if d.Meta.Seq > s.nextSeq {
+		if s.ahead == nil {
+			s.ahead = map[int]*Delivery{}
+		}
+		if _, dup := s.ahead[d.Meta.Seq]; !dup && len(s.ahead) < maxAhead {
+			s.ahead[d.Meta.Seq] = d
+		}
+		s.mu.Unlock()
+		return
+	}
+	for d != nil && !s.ended {
+		s.nextSeq = d.Meta.Seq + 1
+		s.queue = append(s.queue, d)
+		if d.Meta.Final {
+			s.ended = true
+			s.ahead = nil
+			s.r.forget(s.id, s)
+			break
+		}
+		next := s.ahead[s.nextSeq]
+		delete(s.ahead, s.nextSeq)
+		d = next
 	}
 	s.mu.Unlock()
 	select {
