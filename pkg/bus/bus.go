@@ -132,6 +132,10 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 			kgo.RequiredAcks(kgo.AllISRAcks()),
 			kgo.RecordPartitioner(partitioner{ns: cfg.Namespace}),
 			kgo.ProducerBatchCompression(kgo.NoCompression()),
+			// Topics are provisioned by this very client at start-up; a
+			// lookup of one just created must not wait for the default
+			// 5 s between metadata refreshes.
+			kgo.MetadataMinAge(250*time.Millisecond),
 		)...)
 		if err != nil {
 			b.Close()

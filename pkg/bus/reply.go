@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 
@@ -49,12 +50,25 @@ func (b *Bus) NewRequester(ctx context.Context, geo string) (*Requester, error) 
 		return nil, err
 	}
 	topic := b.Topic(geo, StreamReplies)
-	td, err := adm.ListTopics(ctx, topic)
-	if err != nil {
-		return nil, fmt.Errorf("bus: describing %s: %w", topic, err)
-	}
-	if !td.Has(topic) || td[topic].Err != nil || len(td[topic].Partitions) == 0 {
-		return nil, fmt.Errorf("bus: replies topic %s does not exist", topic)
+	// A topic provisioned a moment ago may not be in every broker's
+	// metadata yet: look again for a while before giving up.
+	var td kadm.TopicDetails
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		td, err = adm.ListTopics(ctx, topic)
+		if err != nil {
+			return nil, fmt.Errorf("bus: describing %s: %w", topic, err)
+		}
+		if td.Has(topic) && td[topic].Err == nil && len(td[topic].Partitions) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("bus: replies topic %s does not exist", topic)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("bus: waiting for %s: %w", topic, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 	p := ReplyPartition(b.instance, len(td[topic].Partitions))
 	// Start exactly at the current end: replies to requests sent after

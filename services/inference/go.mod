@@ -2,7 +2,10 @@ module github.com/terroir-ai/terroir/services/inference
 
 go 1.26.0
 
-require github.com/terroir-ai/terroir/pkg v0.0.0
+require (
+	github.com/terroir-ai/terroir/pkg v0.0.0
+	github.com/tiktoken-go/tokenizer v0.10.0
+)
 
 require (
 	dario.cat/mergo v1.0.2 // indirect
@@ -17,6 +20,7 @@ require (
 	github.com/containerd/platforms v0.2.1 // indirect
 	github.com/cpuguy83/dockercfg v0.3.2 // indirect
 	github.com/distribution/reference v0.6.0 // indirect
+	github.com/dlclark/regexp2/v2 v2.5.1 // indirect
 	github.com/docker/docker v28.5.1+incompatible // indirect
 	github.com/docker/go-connections v0.8.2 // indirect
 	github.com/docker/go-units v0.5.0 // indirect

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/terroir-ai/terroir/pkg/config"
 )
@@ -28,14 +29,22 @@ type Config struct {
 	// MgmtMaxBody bounds management request bodies, in bytes
 	// (TERROIR_MGMT_MAX_BODY_BYTES, default 4 MiB).
 	MgmtMaxBody int64
+	// MaxBody bounds app request bodies, in bytes
+	// (TERROIR_MAX_BODY_BYTES, default 8 MiB); larger gets 413.
+	MaxBody int64
+	// RequestTimeout bounds an app request from acceptance to its last
+	// reply (TERROIR_REQUEST_TIMEOUT, default 120s); then 504.
+	RequestTimeout time.Duration
 }
 
 func loadConfig(env *config.Env) Config {
 	c := Config{
-		HTTPAddr:    env.String("TERROIR_HTTP_ADDR", "127.0.0.1:8080"),
-		PublicURL:   env.String("TERROIR_PUBLIC_URL", "http://127.0.0.1:8080/"),
-		CatalogFile: env.String("TERROIR_CATALOG_FILE", "deployments/catalog.yaml"),
-		MgmtMaxBody: int64(env.Int("TERROIR_MGMT_MAX_BODY_BYTES", 4<<20, 1<<10, 64<<20)),
+		HTTPAddr:       env.String("TERROIR_HTTP_ADDR", "127.0.0.1:8080"),
+		PublicURL:      env.String("TERROIR_PUBLIC_URL", "http://127.0.0.1:8080/"),
+		CatalogFile:    env.String("TERROIR_CATALOG_FILE", "deployments/catalog.yaml"),
+		MgmtMaxBody:    int64(env.Int("TERROIR_MGMT_MAX_BODY_BYTES", 4<<20, 1<<10, 64<<20)),
+		MaxBody:        int64(env.Int("TERROIR_MAX_BODY_BYTES", 8<<20, 1<<10, 256<<20)),
+		RequestTimeout: env.Duration("TERROIR_REQUEST_TIMEOUT", 120*time.Second),
 	}
 	c.OperatorToken = env.Lookup("TERROIR_OPERATOR_TOKEN")
 	if f := env.Lookup("TERROIR_OPERATOR_TOKEN_FILE"); f != "" {

@@ -15,11 +15,14 @@ import (
 	"net/http"
 	"os"
 
+	"github.com/terroir-ai/terroir/pkg/bus"
 	"github.com/terroir-ai/terroir/pkg/catalog"
 	"github.com/terroir-ai/terroir/pkg/config"
 	"github.com/terroir-ai/terroir/pkg/daemon"
+	"github.com/terroir-ai/terroir/services/ingress/api"
 	"github.com/terroir-ai/terroir/services/ingress/edge"
 	"github.com/terroir-ai/terroir/services/ingress/mgmt"
+	"github.com/terroir-ai/terroir/services/ingress/route"
 )
 
 const (
@@ -48,7 +51,7 @@ func run(ctx context.Context, getenv func(string) string) error {
 	if cfg.OperatorToken == "" {
 		d.Log.Warn("TERROIR_OPERATOR_TOKEN is not set: the management API refuses every operator call")
 	}
-	api, err := mgmt.New(mgmt.Config{
+	mgmtAPI, err := mgmt.New(mgmt.Config{
 		State: d.Control, Publisher: d.ControlPublisher, Keys: d.Bus.Keys(), Catalog: cat,
 		Geos: common.Geos, OperatorToken: cfg.OperatorToken, PublicURL: cfg.PublicURL,
 		MaxBody: cfg.MgmtMaxBody, Log: d.Log,
@@ -56,7 +59,28 @@ func run(ctx context.Context, getenv func(string) string) error {
 	if err != nil {
 		return err
 	}
-	srv, err := edge.Listen(edge.Config{Addr: cfg.HTTPAddr, Log: d.Log, Routes: map[string]http.Handler{"/mgmt/": api.Handler()}})
+	capacity := route.NewCapacity(nil)
+	requesters := map[string]api.Requester{}
+	for _, g := range common.Geos {
+		t, err := d.Bus.NewTable(g, bus.StreamCapacity, capacity.Apply)
+		if err != nil {
+			return err
+		}
+		defer t.Close()
+		rq, err := d.Bus.NewRequester(ctx, g)
+		if err != nil {
+			return err
+		}
+		defer rq.Close()
+		requesters[g] = rq
+	}
+	apps, err := api.New(api.Config{State: d.Control, Catalog: cat, Capacity: capacity, Requesters: requesters,
+		MaxBody: cfg.MaxBody, Timeout: cfg.RequestTimeout, Log: d.Log})
+	if err != nil {
+		return err
+	}
+	srv, err := edge.Listen(edge.Config{Addr: cfg.HTTPAddr, Log: d.Log, Routes: map[string]http.Handler{
+		"/mgmt/": mgmtAPI.Handler(), "/v1/": apps.Handler(), "/openai/": apps.Handler()}})
 	if err != nil {
 		return err
 	}

@@ -16,8 +16,8 @@ import (
 
 const operatorToken = "test-operator-token-0123456789"
 
-// api is an HTTP client of one running ingress.
-type api struct {
+// client is an HTTP client of one running ingress.
+type client struct {
 	t    *testing.T
 	base string
 }
@@ -43,7 +43,7 @@ func (r reply) errField(k string) any {
 
 // do sends body (a string is sent as is, anything else as JSON) with
 // cred as a Bearer token.
-func (a api) do(method, path, cred string, body any) reply {
+func (a client) do(method, path, cred string, body any) reply {
 	a.t.Helper()
 	var rd io.Reader
 	switch b := body.(type) {
@@ -83,7 +83,7 @@ func (a api) do(method, path, cred string, body any) reply {
 }
 
 // op calls as the operator and fails the test unless the status is want.
-func (a api) op(method, path string, body any, want int) reply {
+func (a client) op(method, path string, body any, want int) reply {
 	a.t.Helper()
 	r := a.do(method, path, operatorToken, body)
 	if r.status != want {
@@ -93,22 +93,22 @@ func (a api) op(method, path string, body any, want int) reply {
 }
 
 // startIngress runs ingress against fresh infrastructure.
-func startIngress(t *testing.T) (api, *daemontest.Service) {
+func startIngress(t *testing.T) (client, *daemontest.Service) {
 	t.Helper()
 	s := daemontest.Start(t, run, map[string]string{"TERROIR_OPERATOR_TOKEN": operatorToken})
-	return api{t: t, base: "http://" + s.Env["TERROIR_HTTP_ADDR"]}, s
+	return client{t: t, base: "http://" + s.Env["TERROIR_HTTP_ADDR"]}, s
 }
 
 // startAnother runs a second ingress instance on the same cluster and
 // namespace as s.
-func startAnother(t *testing.T, s *daemontest.Service) api {
+func startAnother(t *testing.T, s *daemontest.Service) client {
 	t.Helper()
 	env := maps.Clone(s.Env)
 	env["TERROIR_ADMIN_ADDR"] = daemontest.FreeAddr(t)
 	env["TERROIR_HTTP_ADDR"] = daemontest.FreeAddr(t)
 	env["TERROIR_INSTANCE_ID"] = "ingress-second"
 	daemontest.StartEnv(t, run, env)
-	return api{t: t, base: "http://" + env["TERROIR_HTTP_ADDR"]}
+	return client{t: t, base: "http://" + env["TERROIR_HTTP_ADDR"]}
 }
 
 func resourceBody(location string) map[string]any {
@@ -228,7 +228,7 @@ func TestBadInputIsOpenAIShapedAndNamesTheField(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			a := api{t: t, base: a.base}
+			a := client{t: t, base: a.base}
 			r := a.do(c.method, c.path, operatorToken, c.body)
 			if r.status != c.status || r.errParam() != c.param || r.errMessage() == "" || r.errField("type") == nil {
 				t.Fatalf("%s %s = %d %s; want %d with param %q", c.method, c.path, r.status, r.raw, c.status, c.param)
@@ -327,11 +327,11 @@ func TestRegeneratedKeyIsRefusedAtOnceEverywhere(t *testing.T) {
 		return b.do("GET", "/mgmt/resources/acme", old1, nil).status == http.StatusUnauthorized
 	})
 	t.Logf("old key refused by the second instance %v after regeneration", took)
-	for _, api := range []api{a, b} {
-		if r := api.do("GET", "/mgmt/resources/acme", new1, nil); r.status != http.StatusOK {
+	for _, c := range []client{a, b} {
+		if r := c.do("GET", "/mgmt/resources/acme", new1, nil); r.status != http.StatusOK {
 			t.Errorf("new key1 = %d", r.status)
 		}
-		if r := api.do("GET", "/mgmt/resources/acme", key2, nil); r.status != http.StatusOK {
+		if r := c.do("GET", "/mgmt/resources/acme", key2, nil); r.status != http.StatusOK {
 			t.Errorf("untouched key2 = %d", r.status)
 		}
 	}

@@ -100,7 +100,7 @@ func TestNoPlaintextAPIKeyAtRest(t *testing.T) {
 	c := bustest.New(t, kfake.DataDir(dataDir), kfake.SyncWrites())
 	env := daemontest.EnvOn(t, c, map[string]string{"TERROIR_OPERATOR_TOKEN": operatorToken})
 	s := daemontest.StartEnv(t, run, env)
-	a := api{t: t, base: "http://" + env["TERROIR_HTTP_ADDR"]}
+	a := client{t: t, base: "http://" + env["TERROIR_HTTP_ADDR"]}
 	marker := "contact-" + bustest.Namespace() + "@contoso.example"
 	body := resourceBody("eu")
 	body["properties"].(map[string]any)["contact"] = map[string]any{"email": marker}

@@ -1,0 +1,305 @@
+// Package api is the app-facing REST API: the OpenAI paths (/v1/...,
+// Bearer keys) and the Azure OpenAI paths (/openai/deployments/{d}/...
+// with api-version, and /openai/v1/...; api-key header or Bearer). It
+// authenticates the key, resolves the deployment, applies the rate limit
+// and enforcement, chooses the processing geography, publishes the
+// request to that geography's requests topic and writes the replies back
+// as JSON or server-sent events.
+//
+// Replies arrive on the bus in sequence: seq 0 is content safety's
+// verdict on the prompt (an inference.chunk whose body is the first SSE
+// chunk, carrying prompt_filter_results, or a final inference.result when
+// the prompt was blocked); then output chunks for streams; then a final
+// inference.result with the response body or the error.
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/terroir-ai/terroir/pkg/bus"
+	"github.com/terroir-ai/terroir/pkg/catalog"
+	"github.com/terroir-ai/terroir/pkg/control"
+	"github.com/terroir-ai/terroir/pkg/events"
+	"github.com/terroir-ai/terroir/pkg/openai"
+	"github.com/terroir-ai/terroir/services/ingress/apierr"
+	"github.com/terroir-ai/terroir/services/ingress/mgmt"
+	"github.com/terroir-ai/terroir/services/ingress/route"
+)
+
+// APIVersions are the Azure api-version values the deployment paths
+// accept.
+var APIVersions = []string{
+	"2023-05-15", "2024-02-01", "2024-06-01", "2024-10-21",
+	"2024-08-01-preview", "2024-10-01-preview", "2024-12-01-preview",
+	"2025-01-01-preview", "2025-02-01-preview", "2025-03-01-preview", "2025-04-01-preview",
+}
+
+// Requester sends a request on the bus and returns its replies.
+type Requester interface {
+	Request(ctx context.Context, geo, stream string, meta bus.Meta, ev events.Event) (*bus.ReplyStream, error)
+}
+
+// Config is what the API needs.
+type Config struct {
+	State    *control.State
+	Catalog  *catalog.Catalog
+	Capacity *route.Capacity
+	// Requesters has one requester per geography served.
+	Requesters map[string]Requester
+	// MaxBody bounds request bodies, in bytes.
+	MaxBody int64
+	// Timeout bounds one request from publishing to the last reply.
+	Timeout time.Duration
+	Log     *zap.Logger
+	Now     func() time.Time
+}
+
+// API serves the app paths.
+type API struct {
+	cfg    Config
+	geos   []string
+	limits limiter
+}
+
+// New checks cfg and returns the API.
+func New(cfg Config) (*API, error) {
+	if cfg.State == nil || cfg.Catalog == nil || cfg.Capacity == nil || len(cfg.Requesters) == 0 || cfg.Log == nil || cfg.MaxBody <= 0 || cfg.Timeout <= 0 {
+		return nil, errors.New("api: state, catalog, capacity, requesters, logger, body limit and timeout are required")
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	a := &API{cfg: cfg}
+	a.cfg.Log = cfg.Log.Named("api")
+	for g := range cfg.Requesters {
+		a.geos = append(a.geos, g)
+	}
+	slices.Sort(a.geos)
+	return a, nil
+}
+
+// Handler returns the routes: mount it at "/v1/" and "/openai/".
+func (a *API) Handler() http.Handler {
+	mux := http.NewServeMux()
+	for _, op := range []events.Operation{events.OperationChatCompletions, events.OperationCompletions, events.OperationEmbeddings} {
+		path := "/" + strings.ReplaceAll(string(op), ".", "/")
+		mux.Handle("POST /v1"+path, a.serve(op, events.APIFlavorOpenAI, false))
+		mux.Handle("POST /openai/v1"+path, a.serve(op, events.APIFlavorAzure, false))
+		mux.Handle("POST /openai/deployments/{deployment}"+path, a.serve(op, events.APIFlavorAzure, true))
+	}
+	mux.HandleFunc("GET /v1/models", a.models)
+	mux.HandleFunc("GET /openai/v1/models", a.models)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		apierr.Write(w, apierr.NotFound("not_found", "no endpoint at %s %s", r.Method, r.URL.Path))
+	})
+	return mux
+}
+
+// caller returns the resource whose key the request presents.
+func (a *API) caller(r *http.Request) (control.Resource, error) {
+	name, _, ok := a.cfg.State.Authenticate(mgmt.Credential(r))
+	if !ok {
+		return control.Resource{}, apierr.Unauthorized("Incorrect API key provided. Send a key of your resource as 'api-key: <key>' or 'Authorization: Bearer <key>'.")
+	}
+	res, ok := a.cfg.State.Resource(name)
+	if !ok {
+		return res, apierr.Unauthorized("the API key's resource no longer exists")
+	}
+	if e, ok := a.cfg.State.Enforcement(res.Name); ok && e.Action == "suspend" {
+		return res, apierr.Forbidden("ResourceSuspended", "resource %q is suspended after abuse review; contact the operator", res.Name)
+	}
+	return res, nil
+}
+
+func (a *API) models(w http.ResponseWriter, r *http.Request) {
+	res, err := a.caller(r)
+	if err != nil {
+		apierr.Write(w, err)
+		return
+	}
+	type model struct {
+		ID      string `json:"id"`
+		Object  string `json:"object"`
+		Created int64  `json:"created"`
+		OwnedBy string `json:"owned_by"`
+	}
+	out := struct {
+		Object string  `json:"object"`
+		Data   []model `json:"data"`
+	}{Object: "list", Data: []model{}}
+	for _, d := range a.cfg.State.Deployments(res.Name) {
+		owner := "terroir"
+		if m, ok := a.cfg.Catalog.Model(d.Model); ok {
+			owner = strings.ToLower(m.Publisher)
+		}
+		out.Data = append(out.Data, model{ID: d.Name, Object: "model", Created: d.CreatedAt.Unix(), OwnedBy: owner})
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(out)
+}
+
+// capabilityOf is the catalog capability an operation needs.
+var capabilityOf = map[events.Operation]string{
+	events.OperationChatCompletions: catalog.CapabilityChat,
+	events.OperationCompletions:     catalog.CapabilityCompletions,
+	events.OperationEmbeddings:      catalog.CapabilityEmbeddings,
+}
+
+// parsed is a request body decoded and validated.
+type parsed struct {
+	model     string
+	stream    bool
+	estimate  int // tokens, for the rate limit
+	choices   int
+	usageTail bool // stream_options.include_usage
+}
+
+func parse(op events.Operation, raw []byte) (parsed, error) {
+	var p parsed
+	var v interface{ Validate() error }
+	switch op {
+	case events.OperationChatCompletions:
+		var req openai.ChatRequest
+		if err := apierr.DecodeBytes(raw, &req); err != nil {
+			return p, err
+		}
+		v = &req
+		p.model, p.stream, p.choices, p.usageTail = req.Model, req.Stream, req.Choices(), req.IncludeUsage()
+		chars := 0
+		for _, t := range req.PromptTexts() {
+			chars += len(t)
+		}
+		limit := req.TokenLimit()
+		if limit == 0 {
+			limit = 256 // what an answer is assumed to take when the request sets no limit
+		}
+		p.estimate = chars/4 + limit*p.choices
+	case events.OperationCompletions:
+		var req openai.CompletionRequest
+		if err := apierr.DecodeBytes(raw, &req); err != nil {
+			return p, err
+		}
+		v = &req
+		p.model, p.stream, p.choices, p.usageTail = req.Model, req.Stream, req.Choices(), req.IncludeUsage()
+		limit := 16
+		if req.MaxTokens != nil {
+			limit = *req.MaxTokens
+		}
+		p.estimate = len(req.Prompt)/4 + limit*p.choices
+	case events.OperationEmbeddings:
+		var req openai.EmbeddingRequest
+		if err := apierr.DecodeBytes(raw, &req); err != nil {
+			return p, err
+		}
+		v = &req
+		p.model, p.choices = req.Model, 1
+		p.estimate = len(req.Input) / 4
+	}
+	if err := v.Validate(); err != nil {
+		var fe *openai.FieldError
+		if errors.As(err, &fe) {
+			return p, apierr.Invalid(fe.Param, "%s", fe.Message)
+		}
+		return p, apierr.Invalid("body", "%s", err.Error())
+	}
+	return p, nil
+}
+
+func (a *API) serve(op events.Operation, flavor events.APIFlavor, deploymentPath bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := a.handle(w, r, op, flavor, deploymentPath); err != nil {
+			apierr.Write(w, err)
+		}
+	})
+}
+
+func (a *API) handle(w http.ResponseWriter, r *http.Request, op events.Operation, flavor events.APIFlavor, deploymentPath bool) error {
+	id := r.Header.Get("x-request-id")
+	res, err := a.caller(r)
+	if err != nil {
+		return err
+	}
+	if deploymentPath {
+		v := r.URL.Query().Get("api-version")
+		if !slices.Contains(APIVersions, v) {
+			what := "is missing"
+			if v != "" {
+				what = fmt.Sprintf("%q is not supported", v)
+			}
+			return apierr.Invalid("api-version", "the api-version query parameter %s; supported: %s", what, strings.Join(APIVersions, ", "))
+		}
+	}
+	raw, err := readBody(w, r, a.cfg.MaxBody)
+	if err != nil {
+		return err
+	}
+	p, err := parse(op, raw)
+	if err != nil {
+		return err
+	}
+	name := p.model
+	if deploymentPath {
+		name = r.PathValue("deployment")
+	} else if name == "" {
+		return apierr.Invalid("model", "model is required: the name of one of your deployments")
+	}
+	dep, ok := a.cfg.State.Deployment(res.Name, name)
+	if !ok {
+		return apierr.NotFound("DeploymentNotFound", "The API deployment %q does not exist in this resource. Create it with the management API first.", name)
+	}
+	m, ok := a.cfg.Catalog.Model(dep.Model)
+	if !ok || !m.Can(capabilityOf[op]) {
+		return &apierr.Error{Status: http.StatusBadRequest, Type: apierr.TypeInvalidRequest, Code: "OperationNotSupported", Param: "model",
+			Message: fmt.Sprintf("deployment %q (model %s) does not support %s", dep.Name, dep.Model, op)}
+	}
+	if dep.SKU == events.SKUGlobalBatch || dep.SKU == events.SKUDataZoneBatch {
+		return &apierr.Error{Status: http.StatusBadRequest, Type: apierr.TypeInvalidRequest, Code: "OperationNotSupported", Param: "model",
+			Message: fmt.Sprintf("deployment %q is a %s deployment; send its requests through the Batch API", dep.Name, dep.SKU)}
+	}
+	enf, _ := a.cfg.State.Enforcement(res.Name)
+	adm := a.limits.admit(res.Name+"/"+dep.Name, dep.Capacity, enf.Action == "throttle", p.estimate, a.cfg.Now())
+	w.Header().Set("x-ratelimit-remaining-requests", strconv.FormatInt(adm.requestsRemaining, 10))
+	w.Header().Set("x-ratelimit-remaining-tokens", strconv.FormatInt(adm.tokensRemaining, 10))
+	if !adm.ok {
+		secs := int(adm.retryAfter/time.Second) + 1
+		w.Header().Set("Retry-After", strconv.Itoa(secs))
+		w.Header().Set("retry-after-ms", strconv.FormatInt(adm.retryAfter.Milliseconds()+1, 10))
+		return &apierr.Error{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "429",
+			Message: fmt.Sprintf("Requests to deployment %q exceed its rate limit (capacity %d thousand tokens per minute). Retry after %d seconds.", dep.Name, dep.Capacity, secs)}
+	}
+	geo, err := a.cfg.Capacity.Choose(res.Location, dep.SKU, dep.Model, a.geos)
+	if err != nil {
+		a.cfg.Log.Warn("no processing geography", zap.String("request_id", id), zap.String("resource", res.Name), zap.String("deployment", dep.Name), zap.Error(err))
+		return &apierr.Error{Status: http.StatusServiceUnavailable, Type: apierr.TypeServer, Code: "NoCapacity",
+			Message: fmt.Sprintf("no geography allowed for deployment %q (%s) can process the request now; retry later", dep.Name, dep.SKU)}
+	}
+	ev := events.InferenceRequest{RequestID: id, Resource: res.Name, HomeGeo: res.Location, ProcessingGeo: geo, Deployment: dep.Name,
+		SKU: dep.SKU, Model: dep.Model, Operation: op, Stream: p.stream, APIFlavor: flavor, Body: raw, CreatedAt: a.cfg.Now().UTC()}
+	meta := bus.Meta{RequestID: id, Resource: res.Name, HomeGeo: res.Location, Deployment: dep.Name}
+	ctx, cancel := context.WithTimeout(r.Context(), a.cfg.Timeout)
+	defer cancel()
+	rs, err := a.cfg.Requesters[geo].Request(ctx, geo, bus.StreamRequests, meta, ev)
+	if err != nil {
+		return fmt.Errorf("publishing request %s: %w", id, err)
+	}
+	defer rs.Close()
+	return a.respond(ctx, w, r, rs, op, p)
+}
+
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	var raw json.RawMessage
+	if err := apierr.Decode(w, r, limit, &raw); err != nil {
+		return nil, err
+	}
+	return raw, nil
+}

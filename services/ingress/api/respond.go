@@ -1,0 +1,241 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+
+	"go.uber.org/zap"
+
+	"github.com/terroir-ai/terroir/pkg/bus"
+	"github.com/terroir-ai/terroir/pkg/events"
+	"github.com/terroir-ai/terroir/services/ingress/apierr"
+)
+
+// statusOf maps an error kind to its HTTP status.
+var statusOf = map[events.ErrorKind]int{
+	events.ErrorInvalidRequest:  http.StatusBadRequest,
+	events.ErrorUnauthorized:    http.StatusUnauthorized,
+	events.ErrorNotFound:        http.StatusNotFound,
+	events.ErrorRateLimited:     http.StatusTooManyRequests,
+	events.ErrorContentFiltered: http.StatusBadRequest,
+	events.ErrorUpstreamFailed:  http.StatusBadGateway,
+	events.ErrorTimeout:         http.StatusGatewayTimeout,
+	events.ErrorInternal:        http.StatusInternalServerError,
+}
+
+var typeOf = map[events.ErrorKind]string{
+	events.ErrorInvalidRequest:  apierr.TypeInvalidRequest,
+	events.ErrorUnauthorized:    apierr.TypeAuthentication,
+	events.ErrorNotFound:        apierr.TypeNotFound,
+	events.ErrorRateLimited:     "rate_limit_error",
+	events.ErrorContentFiltered: apierr.TypeInvalidRequest,
+	events.ErrorUpstreamFailed:  apierr.TypeServer,
+	events.ErrorTimeout:         apierr.TypeServer,
+	events.ErrorInternal:        apierr.TypeServer,
+}
+
+// reply is one decoded record of a reply stream.
+type reply struct {
+	seq    int
+	final  bool
+	chunk  *events.InferenceChunk
+	result *events.InferenceResult
+}
+
+func next(ctx context.Context, rs *bus.ReplyStream) (reply, error) {
+	d, err := rs.Next(ctx)
+	if err != nil {
+		return reply{}, err
+	}
+	out := reply{seq: d.Meta.Seq, final: d.Meta.Final}
+	switch d.Meta.Type.Name {
+	case events.TypeInferenceChunk.Name:
+		out.chunk = &events.InferenceChunk{}
+		err = d.Decode(ctx, out.chunk)
+	case events.TypeInferenceResult.Name:
+		out.result = &events.InferenceResult{}
+		err = d.Decode(ctx, out.result)
+	default:
+		err = fmt.Errorf("unexpected reply type %s", d.Meta.Type)
+	}
+	return out, err
+}
+
+// timeoutError is the 504 of a request whose replies did not come in
+// time.
+func timeoutError() error {
+	return &apierr.Error{Status: http.StatusGatewayTimeout, Type: apierr.TypeServer, Code: "timeout",
+		Message: "the model did not answer in time; retry later"}
+}
+
+func waitError(err error) error {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return timeoutError()
+	}
+	if errors.Is(err, context.Canceled) {
+		return &apierr.Error{Status: 499, Type: apierr.TypeInvalidRequest, Code: "canceled", Message: "the client closed the request"}
+	}
+	return fmt.Errorf("waiting for replies: %w", err)
+}
+
+// resultError turns a failed or filtered result into the response.
+func resultError(res *events.InferenceResult) error {
+	if res.Status == events.StatusFiltered && len(res.Body) > 0 {
+		return &rawError{status: http.StatusBadRequest, body: res.Body}
+	}
+	if res.Error == nil {
+		return apierr.Internal()
+	}
+	status, ok := statusOf[res.Error.Kind]
+	if !ok {
+		status = http.StatusInternalServerError
+	}
+	return &apierr.Error{Status: status, Type: typeOf[res.Error.Kind], Code: res.Error.Code, Param: res.Error.Param, Message: res.Error.Message}
+}
+
+// rawError is an error whose body was written by content safety (Azure's
+// content-filter error with its innererror).
+type rawError struct {
+	status int
+	body   json.RawMessage
+}
+
+func (e *rawError) Error() string { return "content filtered" }
+
+func writeError(w http.ResponseWriter, err error) {
+	var re *rawError
+	if errors.As(err, &re) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(re.status)
+		_, _ = w.Write(re.body)
+		return
+	}
+	apierr.Write(w, err)
+}
+
+// respond writes the replies as one JSON response or as server-sent
+// events.
+func (a *API) respond(ctx context.Context, w http.ResponseWriter, r *http.Request, rs *bus.ReplyStream, op events.Operation, p parsed) error {
+	first, err := next(ctx, rs)
+	if err != nil {
+		return waitError(err)
+	}
+	if first.result != nil { // the prompt was refused or the request failed before any output
+		writeError(w, resultError(first.result))
+		return nil
+	}
+	var promptResults json.RawMessage
+	if first.chunk != nil {
+		var verdict struct {
+			PromptFilterResults json.RawMessage `json:"prompt_filter_results"`
+		}
+		_ = json.Unmarshal(first.chunk.Body, &verdict)
+		promptResults = verdict.PromptFilterResults
+	}
+	if p.stream {
+		return a.stream(ctx, w, rs, first, p)
+	}
+	for {
+		rep, err := next(ctx, rs)
+		if err != nil {
+			return waitError(err)
+		}
+		if rep.result == nil {
+			continue // chunks are not expected here; the result carries the body
+		}
+		if rep.result.Status != events.StatusOK {
+			writeError(w, resultError(rep.result))
+			return nil
+		}
+		body := rep.result.Body
+		if op != events.OperationEmbeddings && len(promptResults) > 0 {
+			body = withField(body, "prompt_filter_results", promptResults)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(body)
+		return nil
+	}
+}
+
+// withField returns the JSON object obj with key set to value.
+func withField(obj json.RawMessage, key string, value json.RawMessage) json.RawMessage {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(obj, &m) != nil {
+		return obj
+	}
+	m[key] = value
+	out, err := json.Marshal(m)
+	if err != nil {
+		return obj
+	}
+	return out
+}
+
+// stream writes server-sent events: the prompt verdict chunk, every
+// output chunk, a usage chunk when asked for, then [DONE]. Once the
+// stream has started, a failure is sent as an error event.
+func (a *API) stream(ctx context.Context, w http.ResponseWriter, rs *bus.ReplyStream, first reply, p parsed) error {
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	send := func(data []byte) {
+		var b bytes.Buffer
+		b.Grow(len(data) + 8)
+		b.WriteString("data: ")
+		b.Write(data)
+		b.WriteString("\n\n")
+		_, _ = w.Write(b.Bytes())
+		_ = rc.Flush()
+	}
+	if first.chunk != nil {
+		send(first.chunk.Body)
+	}
+	var last struct {
+		ID      string `json:"id"`
+		Object  string `json:"object"`
+		Created int64  `json:"created"`
+		Model   string `json:"model"`
+	}
+	for {
+		rep, err := next(ctx, rs)
+		if err != nil {
+			e := apierr.As(waitError(err))
+			body, _ := json.Marshal(apierr.Body{Error: apierr.BodyError{Message: e.Message, Type: e.Type, Code: &e.Code}})
+			send(body)
+			if !errors.Is(err, io.EOF) {
+				a.cfg.Log.Warn("stream ended early", zap.String("code", e.Code))
+			}
+			return nil
+		}
+		if rep.chunk != nil {
+			_ = json.Unmarshal(rep.chunk.Body, &last)
+			send(rep.chunk.Body)
+			continue
+		}
+		res := rep.result
+		if res.Status != events.StatusOK {
+			e := apierr.As(resultError(res))
+			var re *rawError
+			if errors.As(resultError(res), &re) {
+				send(re.body)
+			} else {
+				body, _ := json.Marshal(apierr.Body{Error: apierr.BodyError{Message: e.Message, Type: e.Type, Code: &e.Code}})
+				send(body)
+			}
+		} else if p.usageTail && res.Usage != nil {
+			tail, _ := json.Marshal(map[string]any{"id": last.ID, "object": last.Object, "created": last.Created, "model": last.Model,
+				"choices": []any{}, "usage": res.Usage})
+			send(tail)
+		}
+		send([]byte("[DONE]"))
+		return nil
+	}
+}
