@@ -5,6 +5,7 @@ go 1.26.0
 require (
 	github.com/terroir-ai/terroir/pkg v0.0.0
 	github.com/tiktoken-go/tokenizer v0.10.0
+	go.uber.org/zap v1.28.0
 )
 
 require (
@@ -72,7 +73,6 @@ require (
 	go.opentelemetry.io/otel/trace v1.47.0 // indirect
 	go.uber.org/atomic v1.12.0 // indirect
 	go.uber.org/multierr v1.10.0 // indirect
-	go.uber.org/zap v1.28.0 // indirect
 	go.yaml.in/yaml/v3 v3.0.5 // indirect
 	golang.org/x/crypto v0.58.0 // indirect
 	golang.org/x/mod v0.42.0 // indirect

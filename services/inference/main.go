@@ -11,8 +11,15 @@ package main
 import (
 	"context"
 	"os"
+	"time"
 
+	"go.uber.org/zap"
+
+	"github.com/terroir-ai/terroir/pkg/catalog"
+	"github.com/terroir-ai/terroir/pkg/config"
 	"github.com/terroir-ai/terroir/pkg/daemon"
+	"github.com/terroir-ai/terroir/services/inference/builtin"
+	"github.com/terroir-ai/terroir/services/inference/worker"
 )
 
 const (
@@ -24,5 +31,39 @@ const (
 func main() { os.Exit(daemon.Main(service, run)) }
 
 func run(ctx context.Context, getenv func(string) string) error {
-	return daemon.Serve(ctx, getenv, service, defaultAdminAddr, useRedis)
+	env := config.New(getenv)
+	common := daemon.LoadConfig(env, service, defaultAdminAddr)
+	catalogFile := env.String("TERROIR_CATALOG_FILE", "deployments/catalog.yaml")
+	tpm := env.Int("TERROIR_INFERENCE_TOKENS_PER_MINUTE", 600_000, 1, 1<<40)
+	timeout := env.Duration("TERROIR_INFERENCE_TIMEOUT", 120*time.Second)
+	if err := env.Err(); err != nil {
+		return err
+	}
+	cat, err := catalog.Load(catalogFile)
+	if err != nil {
+		return err
+	}
+	d, err := daemon.Start(ctx, common)
+	if err != nil {
+		return err
+	}
+	model, err := builtin.Load()
+	if err != nil {
+		return err
+	}
+	backends := map[string]worker.Backend{}
+	for _, m := range cat.Models {
+		if m.Backend.Builtin {
+			backends[m.ID] = &worker.Builtin{Model: model}
+		} else {
+			d.Log.Info("upstream model not served by this worker yet", zap.String("model", m.ID))
+		}
+	}
+	w, err := worker.New(worker.Config{Bus: d.Bus, Catalog: cat, Backends: backends, Geos: common.Geos, Instance: common.InstanceID,
+		TokensPerMinute: int64(tpm), Timeout: timeout, Log: d.Log})
+	if err != nil {
+		return err
+	}
+	d.Go("worker", w.Run)
+	return d.Run(ctx)
 }

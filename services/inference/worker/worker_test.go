@@ -1,0 +1,217 @@
+package worker_test
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+
+	"github.com/terroir-ai/terroir/pkg/bus"
+	"github.com/terroir-ai/terroir/pkg/bus/bustest"
+	"github.com/terroir-ai/terroir/pkg/catalog"
+	"github.com/terroir-ai/terroir/pkg/events"
+	"github.com/terroir-ai/terroir/services/inference/builtin"
+	"github.com/terroir-ai/terroir/services/inference/worker"
+)
+
+var loadModel = sync.OnceValues(builtin.Load)
+
+// completions collects what the worker publishes on eu.completions, per
+// request ID.
+type completions struct {
+	mu     sync.Mutex
+	byID   map[string][]*bus.Delivery
+	usage  map[string]events.UsageRecord
+	report []events.CapacityReport
+}
+
+func startWorker(t *testing.T) (*bus.Bus, *completions) {
+	t.Helper()
+	m, err := loadModel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := bustest.New(t).Bus(t, bustest.Options{Geos: []string{"eu"}})
+	cat, err := catalog.Load(bustest.RepoFile(t, "deployments/catalog.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bi := &worker.Builtin{Model: m}
+	w, err := worker.New(worker.Config{Bus: b, Catalog: cat, Backends: map[string]worker.Backend{"terroir-ngram": bi, "terroir-embed": bi},
+		Geos: []string{"eu"}, Instance: "w1", TokensPerMinute: 1000, ReportEvery: 100 * time.Millisecond, Log: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := &completions{byID: map[string][]*bus.Delivery{}, usage: map[string]events.UsageRecord{}}
+	c, err := b.NewConsumer(bus.ConsumerConfig{Group: "observer", Streams: []string{bus.StreamCompletions, bus.StreamUsage, bus.StreamCapacity}, Geos: []string{"eu"},
+		Handler: func(ctx context.Context, d *bus.Delivery) error {
+			got.mu.Lock()
+			defer got.mu.Unlock()
+			switch d.Stream {
+			case bus.StreamCompletions:
+				got.byID[d.Meta.RequestID] = append(got.byID[d.Meta.RequestID], d)
+			case bus.StreamUsage:
+				var u events.UsageRecord
+				if err := d.Decode(ctx, &u); err != nil {
+					return err
+				}
+				got.usage[u.RequestID] = u
+			case bus.StreamCapacity:
+				var r events.CapacityReport
+				if err := d.Decode(ctx, &r); err != nil {
+					return err
+				}
+				got.report = append(got.report, r)
+			}
+			return nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = w.Run(ctx) })
+	wg.Go(func() { _ = c.Run(ctx) })
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	return b, got
+}
+
+func (c *completions) wait(t *testing.T, id string) []*bus.Delivery {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c.mu.Lock()
+		ds := c.byID[id]
+		done := len(ds) > 0 && ds[len(ds)-1].Meta.Final
+		c.mu.Unlock()
+		if done {
+			return ds
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: no final completion within 30 s (%d records)", id, len(ds))
+		}
+		time.Sleep(10 * time.Millisecond) // polling with a deadline
+	}
+}
+
+func send(t *testing.T, b *bus.Bus, id string, op events.Operation, stream bool, body string) {
+	t.Helper()
+	req := events.InferenceRequest{RequestID: id, Resource: "acme", HomeGeo: "eu", ProcessingGeo: "eu", Deployment: "chat", SKU: events.SKUStandard,
+		Model: "terroir-ngram", Operation: op, Stream: stream, APIFlavor: events.APIFlavorOpenAI, Body: json.RawMessage(body), CreatedAt: time.Now()}
+	if op == events.OperationEmbeddings {
+		req.Model = "terroir-embed"
+	}
+	meta := bus.Meta{RequestID: id, Resource: "acme", HomeGeo: "eu", Deployment: "chat", ReplyTo: "somewhere/0/ingress-1"}
+	if err := b.Publish(t.Context(), "eu", bus.StreamInference, meta, req); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func result(t *testing.T, d *bus.Delivery) events.InferenceResult {
+	t.Helper()
+	var r events.InferenceResult
+	if err := d.Decode(t.Context(), &r); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func TestWorkerAnswersOnTheCompletionsTopic(t *testing.T) {
+	t.Parallel()
+	b, got := startWorker(t)
+	send(t, b, "chat-1", events.OperationChatCompletions, false, `{"model":"chat","messages":[{"role":"user","content":"Tell me about the sea."}],"max_tokens":20,"seed":7,"n":2}`)
+	send(t, b, "chat-2", events.OperationChatCompletions, false, `{"model":"chat","messages":[{"role":"user","content":"Tell me about the sea."}],"max_tokens":20,"seed":7,"n":2}`)
+	send(t, b, "stream-1", events.OperationChatCompletions, true, `{"model":"chat","messages":[{"role":"user","content":"Tell me about the sea."}],"max_tokens":40,"stream":true}`)
+	send(t, b, "embed-1", events.OperationEmbeddings, false, `{"model":"embed","input":["whale","sea"],"dimensions":8,"encoding_format":"base64"}`)
+	send(t, b, "bad-1", events.OperationChatCompletions, false, `{"model":"chat","messages":[{"role":"user","content":"x"}],"max_tokens":100000}`)
+
+	one := got.wait(t, "chat-1")
+	if len(one) != 1 || one[0].Meta.ReplyTo != "somewhere/0/ingress-1" || one[0].Meta.Resource != "acme" {
+		t.Fatalf("non-streamed answer: %d records, meta %+v", len(one), one[0].Meta)
+	}
+	r1, r2 := result(t, one[0]), result(t, got.wait(t, "chat-2")[0])
+	var body struct {
+		Object  string `json:"object"`
+		Choices []struct {
+			Message struct{ Role, Content string } `json:"message"`
+			Finish  string                         `json:"finish_reason"`
+		} `json:"choices"`
+		Usage events.Usage `json:"usage"`
+	}
+	if err := json.Unmarshal(r1.Body, &body); err != nil || body.Object != "chat.completion" || len(body.Choices) != 2 || body.Choices[0].Message.Role != "assistant" ||
+		body.Choices[0].Message.Content == "" || body.Usage.CompletionTokens == 0 || *r1.Usage != body.Usage {
+		t.Fatalf("chat answer = %s (%v)", r1.Body, err)
+	}
+	if string(r1.Body) == "" || !strings.Contains(string(r2.Body), body.Choices[0].Message.Content) {
+		t.Fatalf("the same seed gave different output")
+	}
+
+	st := got.wait(t, "stream-1")
+	var text strings.Builder
+	for i, d := range st[:len(st)-1] {
+		var c events.InferenceChunk
+		if err := d.Decode(t.Context(), &c); err != nil || d.Meta.Seq != i {
+			t.Fatalf("chunk %d: seq %d, %v", i, d.Meta.Seq, err)
+		}
+		var ch struct {
+			Object  string `json:"object"`
+			Choices []struct {
+				Delta struct{ Content string } `json:"delta"`
+			} `json:"choices"`
+		}
+		_ = json.Unmarshal(c.Body, &ch)
+		if ch.Object != "chat.completion.chunk" {
+			t.Fatalf("chunk %d = %s", i, c.Body)
+		}
+		text.WriteString(ch.Choices[0].Delta.Content)
+	}
+	if fin := result(t, st[len(st)-1]); len(st) < 3 || fin.Status != events.StatusOK || fin.Usage == nil || text.Len() == 0 {
+		t.Fatalf("stream: %d records, final %+v", len(st), fin)
+	}
+
+	emb := result(t, got.wait(t, "embed-1")[0])
+	var list struct {
+		Data []struct {
+			Embedding string `json:"embedding"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(emb.Body, &list); err != nil || len(list.Data) != 2 {
+		t.Fatalf("embeddings = %s", emb.Body)
+	}
+	if raw, err := base64.StdEncoding.DecodeString(list.Data[0].Embedding); err != nil || len(raw) != 8*4 {
+		t.Fatalf("base64 embedding of %d bytes (%v), want 32", len(raw), err)
+	}
+
+	bad := result(t, got.wait(t, "bad-1")[0])
+	if bad.Status != events.StatusError || bad.Error == nil || bad.Error.Kind != events.ErrorInvalidRequest || bad.Error.Param != "max_tokens" {
+		t.Fatalf("bad request = %+v %+v", bad, bad.Error)
+	}
+
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got.mu.Lock()
+		u, ok := got.usage["chat-1"]
+		var inUse int64
+		for _, r := range got.report {
+			if r.Model == "terroir-ngram" && r.TokensPerMinuteInUse > inUse {
+				inUse = r.TokensPerMinuteInUse
+			}
+		}
+		got.mu.Unlock()
+		if ok && inUse > 0 {
+			if u.Resource != "acme" || u.TotalTokens != r1.Usage.TotalTokens || u.SKU != events.SKUStandard {
+				t.Fatalf("usage record = %+v", u)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("usage %v or capacity in use %d missing", ok, inUse)
+		}
+		time.Sleep(20 * time.Millisecond) // polling with a deadline
+	}
+}
