@@ -46,6 +46,7 @@ build:
 		$(GO) build -o .terroir/bin/$$s ./services/$$s; \
 	done
 
-## bench: bus latency/throughput and encryption cost, printed as a table
+## bench: bus latency/throughput, encryption cost, content-classifier quality and speed, printed as tables
 bench:
 	cd scripts && $(GO) run ./busbench
+	cd scripts && $(GO) run ./safetyeval

@@ -5,12 +5,15 @@ go 1.26.0
 require (
 	github.com/alicebob/miniredis/v2 v2.40.0
 	github.com/terroir-ai/terroir/pkg v0.0.0
+	github.com/terroir-ai/terroir/services/contentsafety v0.0.0
 	github.com/twmb/franz-go v1.22.2
 	github.com/twmb/franz-go/pkg/kadm v1.19.0
 	github.com/twmb/franz-go/pkg/kfake v0.0.0-20260918054303-01f206a7e32c
 	go.uber.org/zap v1.28.0
 	golang.org/x/sys v0.49.0
 )
+
+require golang.org/x/text v0.43.0 // indirect
 
 require (
 	github.com/beorn7/perks v1.0.1 // indirect
@@ -30,3 +33,5 @@ require (
 )
 
 replace github.com/terroir-ai/terroir/pkg => ../pkg
+
+replace github.com/terroir-ai/terroir/services/contentsafety => ../services/contentsafety

@@ -2,7 +2,10 @@ module github.com/terroir-ai/terroir/services/contentsafety
 
 go 1.26.0
 
-require github.com/terroir-ai/terroir/pkg v0.0.0
+require (
+	github.com/terroir-ai/terroir/pkg v0.0.0
+	golang.org/x/text v0.43.0
+)
 
 require (
 	dario.cat/mergo v1.0.2 // indirect
