@@ -266,6 +266,10 @@ func TestSchemasRejectInvalidPayloads(t *testing.T) {
 			delete(m["prompt_filter_results"].([]any)[0].(map[string]any), "prompt_index")
 		}},
 		{"abuse prompt not an object", all[events.TypeAbuseRecord][0], func(m map[string]any) { m["prompt"] = "Name three rivers" }},
+		{"abuse record with neither prompt nor output", all[events.TypeAbuseRecord][0], func(m map[string]any) {
+			delete(m, "prompt")
+			delete(m, "output")
+		}},
 		{"audit first entry with prev hash", all[events.TypeAuditEntry][0], func(m map[string]any) {
 			m["prev_hash"] = strings.Repeat("ab", 32)
 		}},

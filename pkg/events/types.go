@@ -208,8 +208,9 @@ type Detection struct {
 	Filtered bool `json:"filtered"`
 }
 
-// AbuseRecord is a prompt and its output kept for abuse monitoring
-// (abuse.record.v1). It is sealed under the home geography's
+// AbuseRecord is a prompt or its output kept for abuse monitoring
+// (abuse.record.v1): a request is recorded in two parts sharing its
+// request ID, the prompt part and the output part. It is sealed under the home geography's
 // abuse-monitoring key, not the resource's data key, and expires with the
 // abuse log's 30-day retention.
 type AbuseRecord struct {
@@ -225,15 +226,15 @@ type AbuseRecord struct {
 	Deployment string `json:"deployment"`
 	// Operation is the requested API operation.
 	Operation Operation `json:"operation"`
-	// Prompt is the request's messages or prompt as sent (a JSON object;
-	// required).
-	Prompt json.RawMessage `json:"prompt"`
+	// Prompt is the request's messages or prompt as sent (a JSON object),
+	// on the prompt part of a record; empty means absent.
+	Prompt json.RawMessage `json:"prompt,omitempty"`
 	// Output is the output as returned to the app; empty means absent
 	// (the prompt was blocked or nothing was produced).
 	Output json.RawMessage `json:"output,omitempty"`
 	// PromptFilterResults is the Azure-shaped prompt_filter_results array
-	// (required; "[]" when there is none).
-	PromptFilterResults json.RawMessage `json:"prompt_filter_results"`
+	// of the prompt part; empty means absent.
+	PromptFilterResults json.RawMessage `json:"prompt_filter_results,omitempty"`
 	// ContentFilterResults is the Azure-shaped content_filter_results
 	// object of the output; empty means absent.
 	ContentFilterResults json.RawMessage `json:"content_filter_results,omitempty"`

@@ -3,7 +3,9 @@ package keys
 import (
 	"context"
 	"crypto/cipher"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -52,6 +54,17 @@ type DataKey struct {
 	Geo      string
 	Resource string
 	aead     cipher.AEAD
+	hashKey  []byte // derived from the key, never the key itself
+}
+
+// Hash returns a keyed hash of data (HMAC-SHA256 under a subkey derived
+// from the data key) as 64 lowercase hex characters: equal texts give
+// equal hashes under one key, and nobody without the key can test a
+// guess against it.
+func (k *DataKey) Hash(data []byte) string {
+	m := hmac.New(sha256.New, k.hashKey)
+	m.Write(data)
+	return hex.EncodeToString(m.Sum(nil))
 }
 
 // Overhead is the number of bytes Seal adds to a plaintext.
@@ -224,7 +237,9 @@ func (m *Manager) unwrap(ctx context.Context, wk WrappedKey) (*DataKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	k = &DataKey{ID: wk.ID, Geo: wk.Geo, Resource: wk.Resource, aead: a}
+	mac := hmac.New(sha256.New, raw)
+	mac.Write([]byte("terroir content hash v1"))
+	k = &DataKey{ID: wk.ID, Geo: wk.Geo, Resource: wk.Resource, aead: a, hashKey: mac.Sum(nil)}
 	m.cacheM.Lock()
 	m.cache[wk.ID] = k
 	m.cacheM.Unlock()

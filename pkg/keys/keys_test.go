@@ -323,3 +323,20 @@ func newManagerB(b *testing.B) *keys.Manager {
 	}
 	return m
 }
+
+func TestHashIsKeyedAndStable(t *testing.T) {
+	m := newManager(t, keyFile(t, "eu", "us"), keys.NewMemoryStore())
+	ctx := t.Context()
+	a, err := m.AbuseKey(ctx, "eu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := m.AbuseKey(ctx, "us")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := a.Hash([]byte("same text"))
+	if len(h) != 64 || h != a.Hash([]byte("same text")) || h == a.Hash([]byte("other text")) || h == b.Hash([]byte("same text")) {
+		t.Fatalf("hash not stable per key or not keyed: %s", h)
+	}
+}
