@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	github.com/terroir-ai/terroir/pkg v0.0.0
+	go.uber.org/zap v1.28.0
 	golang.org/x/text v0.43.0
 )
 
@@ -71,7 +72,6 @@ require (
 	go.opentelemetry.io/otel/trace v1.47.0 // indirect
 	go.uber.org/atomic v1.12.0 // indirect
 	go.uber.org/multierr v1.10.0 // indirect
-	go.uber.org/zap v1.28.0 // indirect
 	go.yaml.in/yaml/v3 v3.0.5 // indirect
 	golang.org/x/crypto v0.58.0 // indirect
 	golang.org/x/mod v0.42.0 // indirect

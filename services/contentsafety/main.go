@@ -1,8 +1,9 @@
-// Command contentsafety filters every prompt and every output:
-// harmful-content classifiers, jailbreak detection, custom blocklists,
-// applied by each deployment's content-filter policy. It approves or blocks
-// requests and annotates replies, and emits a safety signal per request
-// (never text).
+// Command contentsafety filters every prompt and every output on the
+// request path: it classifies harm categories, detects jailbreak attempts
+// and profanity, applies each deployment's content-filter policy and the
+// resource's blocklists, annotates answers the way Azure does, and sends a
+// safety signal (never text) and, unless the resource opted out, an
+// abuse-monitoring record to the resource's home geography.
 //
 // Configuration is read from TERROIR_* environment variables (see the
 // repository README); its admin endpoints listen on 127.0.0.1:9102 by
@@ -13,7 +14,10 @@ import (
 	"context"
 	"os"
 
+	"github.com/terroir-ai/terroir/pkg/config"
 	"github.com/terroir-ai/terroir/pkg/daemon"
+	"github.com/terroir-ai/terroir/services/contentsafety/classifier"
+	"github.com/terroir-ai/terroir/services/contentsafety/pipeline"
 )
 
 const (
@@ -25,5 +29,25 @@ const (
 func main() { os.Exit(daemon.Main(service, run)) }
 
 func run(ctx context.Context, getenv func(string) string) error {
-	return daemon.Serve(ctx, getenv, service, defaultAdminAddr, useRedis)
+	env := config.New(getenv)
+	common := daemon.LoadConfig(env, service, defaultAdminAddr)
+	window := env.Int("TERROIR_STREAM_WINDOW_BYTES", 256, 16, 1<<20)
+	if err := env.Err(); err != nil {
+		return err
+	}
+	cls, err := classifier.New()
+	if err != nil {
+		return err
+	}
+	d, err := daemon.Start(ctx, common)
+	if err != nil {
+		return err
+	}
+	p, err := pipeline.New(pipeline.Config{Bus: d.Bus, State: d.Control, Classifier: cls, Geos: common.Geos,
+		Stream: classifier.StreamOptions{Window: window, Overlap: min(64, window)}, Log: d.Log})
+	if err != nil {
+		return err
+	}
+	d.Go("pipeline", p.Run)
+	return d.Run(ctx)
 }

@@ -1,0 +1,183 @@
+// Package pipeline puts content safety on the request path, both ways.
+//
+// The prompt stage reads a geography's requests topic: it classifies the
+// prompt, applies the deployment's content-filter policy, and replies to
+// the waiting ingress instance with its verdict (reply seq 0: the first
+// SSE chunk carrying prompt_filter_results, or, when the prompt is
+// blocked, Azure's content-filter error). A prompt that passes goes on to
+// the same geography's inference topic.
+//
+// The output stage reads the completions topic: it checks what the model
+// wrote (streams window by window, holding text back until its window is
+// checked), annotates each choice with content_filter_results, ends a
+// filtered choice with finish_reason "content_filter", and replies to the
+// waiting instance (seq 1 on).
+//
+// Both stages publish a safety signal (categories, rule IDs and a keyed
+// hash, never text) and, unless the resource opted out of content logging,
+// an abuse-monitoring record (sealed under the abuse key) to the
+// resource's home geography, wherever the request was processed.
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/terroir-ai/terroir/pkg/bus"
+	"github.com/terroir-ai/terroir/pkg/control"
+	"github.com/terroir-ai/terroir/pkg/events"
+	"github.com/terroir-ai/terroir/services/contentsafety/classifier"
+)
+
+// Config configures the pipeline.
+type Config struct {
+	Bus        *bus.Bus
+	State      *control.State
+	Classifier *classifier.Classifier
+	// Geos are the geographies whose requests and completions this
+	// instance checks.
+	Geos []string
+	// Stream sizes the windows streamed output is checked in.
+	Stream classifier.StreamOptions
+	Log    *zap.Logger
+}
+
+// Pipeline runs both stages.
+type Pipeline struct {
+	cfg Config
+	log *zap.Logger
+
+	blMu    sync.Mutex
+	blocks  map[string]*classifier.Blocklists // per resource
+	blSince <-chan struct{}
+
+	streamsMu sync.Mutex
+	streams   map[string]*streamState // per request ID
+}
+
+// New checks cfg.
+func New(cfg Config) (*Pipeline, error) {
+	if cfg.Bus == nil || cfg.State == nil || cfg.Classifier == nil || len(cfg.Geos) == 0 || cfg.Log == nil {
+		return nil, errors.New("pipeline: bus, state, classifier, geographies and logger are required")
+	}
+	if cfg.Stream.Window == 0 {
+		cfg.Stream = classifier.StreamOptions{Window: 256, Overlap: 64}
+	}
+	return &Pipeline{cfg: cfg, log: cfg.Log.Named("pipeline"), blocks: map[string]*classifier.Blocklists{},
+		blSince: cfg.State.Changed(), streams: map[string]*streamState{}}, nil
+}
+
+// Run runs both stages until ctx ends.
+func (p *Pipeline) Run(ctx context.Context) error {
+	prompts, err := p.cfg.Bus.NewConsumer(bus.ConsumerConfig{Group: "contentsafety-prompt", Streams: []string{bus.StreamRequests}, Geos: p.cfg.Geos, Handler: p.prompt})
+	if err != nil {
+		return err
+	}
+	outputs, err := p.cfg.Bus.NewConsumer(bus.ConsumerConfig{Group: "contentsafety-output", Streams: []string{bus.StreamCompletions}, Geos: p.cfg.Geos, Handler: p.output})
+	if err != nil {
+		return err
+	}
+	errs := make(chan error, 3)
+	var wg sync.WaitGroup
+	wg.Go(func() { errs <- prompts.Run(ctx) })
+	wg.Go(func() { errs <- outputs.Run(ctx) })
+	wg.Go(func() { p.sweep(ctx) })
+	wg.Wait()
+	close(errs)
+	var all []error
+	for e := range errs {
+		all = append(all, e)
+	}
+	return errors.Join(all...)
+}
+
+// policy returns what applies to a request: its resource, the
+// deployment's filter policy and the resource's compiled blocklists.
+func (p *Pipeline) policy(resource, deployment string) (control.Resource, control.FilterPolicy, *classifier.Blocklists, error) {
+	res, ok := p.cfg.State.Resource(resource)
+	if !ok {
+		return res, control.FilterPolicy{}, nil, fmt.Errorf("resource %s is unknown", resource)
+	}
+	name := control.DefaultFilterPolicyName
+	if d, ok := p.cfg.State.Deployment(resource, deployment); ok {
+		name = d.FilterPolicy
+	}
+	pol, ok := p.cfg.State.FilterPolicy(resource, name)
+	if !ok {
+		pol = control.DefaultFilterPolicy(resource)
+	}
+	bl, err := p.blocklists(resource)
+	return res, pol, bl, err
+}
+
+// blocklists compiles a resource's blocklists once per control-plane
+// change.
+func (p *Pipeline) blocklists(resource string) (*classifier.Blocklists, error) {
+	p.blMu.Lock()
+	defer p.blMu.Unlock()
+	select {
+	case <-p.blSince:
+		p.blocks = map[string]*classifier.Blocklists{}
+		p.blSince = p.cfg.State.Changed()
+	default:
+	}
+	if bl, ok := p.blocks[resource]; ok {
+		return bl, nil
+	}
+	bl, err := classifier.CompileBlocklists(p.cfg.State.Blocklists(resource))
+	if err != nil {
+		return nil, fmt.Errorf("compiling blocklists of %s: %w", resource, err)
+	}
+	p.blocks[resource] = bl
+	return bl, nil
+}
+
+func rulesOf(pol control.FilterPolicy, dir events.Direction) control.FilterRules {
+	if dir == events.DirectionPrompt {
+		return pol.Prompt
+	}
+	return pol.Completion
+}
+
+// signal builds the safety signal of one classified text.
+func (p *Pipeline) signal(ctx context.Context, m bus.Meta, dir events.Direction, r classifier.Result, a classifier.Annotations, blocked bool, text string) (events.SafetySignal, error) {
+	k, err := p.cfg.Bus.Keys().AbuseKey(ctx, m.HomeGeo)
+	if err != nil {
+		return events.SafetySignal{}, err
+	}
+	s := events.SafetySignal{RequestID: m.RequestID, Resource: m.Resource, Deployment: m.Deployment, HomeGeo: m.HomeGeo, Direction: dir,
+		ContentHash: k.Hash([]byte(text)), Filtered: blocked, At: time.Now().UTC()}
+	cat := func(c *classifier.CategoryAnnotation) events.CategoryResult {
+		if c == nil {
+			return events.CategoryResult{Severity: events.SeveritySafe}
+		}
+		return events.CategoryResult{Severity: c.Severity, Filtered: c.Filtered}
+	}
+	s.Categories = events.Categories{Hate: cat(a.Hate), Sexual: cat(a.Sexual), Violence: cat(a.Violence), SelfHarm: cat(a.SelfHarm)}
+	if a.Jailbreak != nil {
+		s.Detections.Jailbreak = &events.Detection{Detected: a.Jailbreak.Detected, Filtered: a.Jailbreak.Filtered}
+	}
+	if a.Profanity != nil {
+		s.Detections.Profanity = &events.Detection{Detected: a.Profanity.Detected, Filtered: a.Profanity.Filtered}
+	}
+	for _, h := range r.Blocklists {
+		s.BlocklistHits = append(s.BlocklistHits, h.List)
+	}
+	return s, nil
+}
+
+// together runs fns concurrently and returns their errors joined.
+func together(fns ...func() error) error {
+	errs := make([]error, len(fns))
+	var wg sync.WaitGroup
+	for i, fn := range fns {
+		wg.Go(func() { errs[i] = fn() })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
