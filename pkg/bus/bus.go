@@ -229,11 +229,14 @@ func (b *Bus) Close() {
 
 // Publish seals ev as its event type requires and produces it to stream in
 // geo, waiting for the write to be acknowledged by all in-sync replicas.
-// Payloads of content-bearing types are always encrypted: Resource and
-// HomeGeo must be set, since the data key belongs to the resource's home
-// geography.
+// Payloads of content-bearing types are always encrypted, so RequestID,
+// Resource and HomeGeo must be set: under the resource's data key of geo
+// (each geography wraps its own keys of a resource, so a request
+// processed outside its home geography can be read there, and shredding
+// the resource shreds them all), or for abuse-monitoring records under
+// geo's abuse key.
 func (b *Bus) Publish(ctx context.Context, geo, stream string, meta Meta, ev events.Event) error {
-	rec, err := b.record(ctx, b.Topic(geo, stream), meta, ev)
+	rec, err := b.record(ctx, geo, b.Topic(geo, stream), meta, ev)
 	if err != nil {
 		return err
 	}
@@ -263,7 +266,7 @@ func (b *Bus) produce(ctx context.Context, geo, stream string, rec *kgo.Record) 
 
 // record builds the Kafka record of ev: headers from meta and the payload
 // sealed according to the event type's registered protection.
-func (b *Bus) record(ctx context.Context, topic string, meta Meta, ev events.Event) (*kgo.Record, error) {
+func (b *Bus) record(ctx context.Context, geo, topic string, meta Meta, ev events.Event) (*kgo.Record, error) {
 	if ev == nil {
 		return nil, errors.New("publishing: nil event")
 	}
@@ -286,9 +289,12 @@ func (b *Bus) record(ctx context.Context, topic string, meta Meta, ev events.Eve
 		}
 		var k *keys.DataKey
 		if spec.Protection == events.AbuseKey {
-			k, err = b.keys.AbuseKey(ctx, meta.HomeGeo)
+			if geo != meta.HomeGeo {
+				return nil, fmt.Errorf("publishing %s to %s: abuse-monitoring records stay in the home geography %s", meta.Type, topic, meta.HomeGeo)
+			}
+			k, err = b.keys.AbuseKey(ctx, geo)
 		} else {
-			k, err = b.keys.ForResource(ctx, meta.HomeGeo, meta.Resource)
+			k, err = b.keys.ForResource(ctx, geo, meta.Resource)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("publishing %s to %s: %w", meta.Type, topic, err)
@@ -398,8 +404,8 @@ func (d *Delivery) Payload(ctx context.Context) ([]byte, error) {
 	if spec.Protection == events.AbuseKey {
 		owner = keys.AbuseResource
 	}
-	if k.Resource != owner || k.Geo != d.Meta.HomeGeo {
-		return nil, Permanent(fmt.Errorf("record %s/%d@%d: data key %s does not belong to its resource and home geography", d.Record.Topic, d.Record.Partition, d.Record.Offset, k.ID))
+	if k.Resource != owner || k.Geo != d.Geo || (spec.Protection == events.AbuseKey && k.Geo != d.Meta.HomeGeo) {
+		return nil, Permanent(fmt.Errorf("record %s/%d@%d: data key %s does not belong to its resource and the topic's geography", d.Record.Topic, d.Record.Partition, d.Record.Offset, k.ID))
 	}
 	pt, err := k.Open(d.Record.Value, keys.AAD(d.Meta.RequestID, d.Meta.Resource, d.Meta.Type.String()))
 	if err != nil {

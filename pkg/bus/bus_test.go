@@ -113,7 +113,8 @@ func TestContentCannotBePublishedInPlaintext(t *testing.T) {
 		{"no resource", bus.Meta{RequestID: "r1", HomeGeo: "eu"}, ev},
 		{"no home geography", bus.Meta{RequestID: "r1", Resource: "acme"}, ev},
 		{"no request id", bus.Meta{Resource: "acme", HomeGeo: "eu"}, ev},
-		{"home geography without keys", bus.Meta{RequestID: "r1", Resource: "acme", HomeGeo: "jp"}, ev},
+		{"abuse record outside its home geography", bus.Meta{RequestID: "r1", Resource: "acme", HomeGeo: "us"},
+			events.AbuseRecord{RequestID: "r1", Resource: "acme", HomeGeo: "us", Prompt: json.RawMessage(`{}`)}},
 		{"unregistered type", bus.Meta{RequestID: "r1"}, unregistered{}},
 	}
 	for _, c := range cases {

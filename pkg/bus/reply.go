@@ -315,7 +315,7 @@ func (b *Bus) Reply(ctx context.Context, req *Delivery, seq int, final bool, ev 
 	}
 	meta := req.Meta
 	meta.Key, meta.Seq, meta.Final = "", seq, final
-	rec, err := b.record(ctx, topic, meta, ev)
+	rec, err := b.record(ctx, geo, topic, meta, ev)
 	if err != nil {
 		return err
 	}

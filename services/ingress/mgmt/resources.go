@@ -193,7 +193,8 @@ func (a *API) applyResourceInput(res *control.Resource, in resourceInput, exists
 }
 
 // deleteResource deletes a resource and everything it owns, and shreds
-// its data keys so every copy of its content becomes unreadable.
+// its data keys in every geography so every copy of its content becomes
+// unreadable.
 func (a *API) deleteResource(w http.ResponseWriter, r *http.Request, c caller) error {
 	a.writes.Lock()
 	defer a.writes.Unlock()
@@ -202,8 +203,12 @@ func (a *API) deleteResource(w http.ResponseWriter, r *http.Request, c caller) e
 		return err
 	}
 	ctx := r.Context()
-	if err := a.cfg.Keys.Shred(ctx, res.Location, res.Name); err != nil {
-		return err
+	// Each geography wraps its own data key of the resource (for requests
+	// processed there): shred them all.
+	for _, g := range a.cfg.Geos {
+		if err := a.cfg.Keys.Shred(ctx, g, res.Name); err != nil {
+			return err
+		}
 	}
 	var changes []events.ControlChange
 	del := func(kind events.ControlKind, id string) error {
