@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -72,5 +73,64 @@ func TestFilteredPathEndToEnd(t *testing.T) {
 	r = s.call("POST", "/v1/embeddings", key, `{"model":"embed","input":["whale","sea"],"encoding_format":"base64","dimensions":16}`)
 	if data, _ := r.body["data"].([]any); r.status != 200 || len(data) != 2 {
 		t.Fatalf("embeddings = %d %s", r.status, r.raw)
+	}
+}
+
+// TestFilteredOutput: a completion-side blocklist that the model's output
+// is bound to hit ("the") filters the answer: HTTP 200 with
+// finish_reason content_filter, streamed or not.
+func TestFilteredOutput(t *testing.T) {
+	s := startStack(t, nil)
+	key := s.tenant("acme", "eu", true)
+	s.op("PUT", "/mgmt/resources/acme/blocklists/articles", map[string]any{"properties": map[string]any{
+		"blocklistItems": []any{map[string]any{"pattern": "the"}, map[string]any{"pattern": "and"}}}}, http.StatusCreated)
+	s.op("PUT", "/mgmt/resources/acme/contentFilterPolicies/strict", map[string]any{"properties": map[string]any{
+		"customBlocklists": []any{map[string]any{"blocklistName": "articles", "source": "Completion"}}}}, http.StatusCreated)
+	s.op("PUT", "/mgmt/resources/acme/deployments/chat", map[string]any{"sku": map[string]any{"name": "Standard", "capacity": 100},
+		"properties": map[string]any{"model": map[string]any{"name": "terroir-ngram"}, "raiPolicyName": "strict"}}, http.StatusOK)
+
+	r := s.call("POST", "/v1/chat/completions", key, `{"model":"chat","messages":[{"role":"user","content":"Tell me about the whale and the sea."}],"max_tokens":80}`)
+	ch, _ := r.body["choices"].([]any)
+	if r.status != http.StatusOK || len(ch) != 1 || ch[0].(map[string]any)["finish_reason"] != "content_filter" {
+		t.Fatalf("filtered answer = %d %s", r.status, r.raw)
+	}
+	cfr := ch[0].(map[string]any)["content_filter_results"].(map[string]any)
+	if bl, _ := cfr["custom_blocklists"].(map[string]any); bl["filtered"] != true {
+		t.Fatalf("annotations = %v", cfr)
+	}
+
+	req, _ := http.NewRequest("POST", s.base+"/v1/chat/completions", strings.NewReader(
+		`{"model":"chat","messages":[{"role":"user","content":"Tell me about the whale and the sea."}],"max_tokens":80,"stream":true}`))
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw := new(strings.Builder)
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		raw.WriteString(sc.Text() + "\n")
+	}
+	if resp.StatusCode != 200 || !strings.Contains(raw.String(), `"finish_reason":"content_filter"`) || !strings.HasSuffix(strings.TrimSpace(raw.String()), "data: [DONE]") {
+		t.Fatalf("filtered stream = %d\n%s", resp.StatusCode, raw)
+	}
+	// No text that hit the list reached the app: it was held until its
+	// window was checked, then dropped.
+	var released strings.Builder
+	for _, line := range strings.Split(raw.String(), "\n") {
+		var c struct {
+			Choices []struct {
+				Delta struct{ Content string } `json:"delta"`
+			} `json:"choices"`
+		}
+		if d, ok := strings.CutPrefix(line, "data: "); ok && json.Unmarshal([]byte(d), &c) == nil {
+			for _, ch := range c.Choices {
+				released.WriteString(ch.Delta.Content)
+			}
+		}
+	}
+	if regexp.MustCompile(`(?i)\b(the|and)\b`).MatchString(released.String()) {
+		t.Fatalf("blocked words reached the app: %q", released.String())
 	}
 }
