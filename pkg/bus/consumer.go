@@ -179,14 +179,7 @@ func (c *Consumer) loop(ctx, workCtx context.Context, geo string, cl *kgo.Client
 		})
 		var wg sync.WaitGroup
 		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
-			wg.Go(func() {
-				for _, r := range p.Records {
-					if !c.handle(workCtx, r) {
-						return // not marked: redelivered after restart
-					}
-					cl.MarkCommitRecords(r)
-				}
-			})
+			wg.Go(func() { c.partition(workCtx, cl, p.Records) })
 		})
 		wg.Wait()
 		if ctx.Err() != nil {
@@ -201,6 +194,56 @@ func (c *Consumer) loop(ctx, workCtx context.Context, geo string, cl *kgo.Client
 			return nil
 		}
 		cl.AllowRebalance()
+	}
+}
+
+// keyWorkers bounds how many records of one partition are handled at
+// once.
+const keyWorkers = 32
+
+// partition handles one partition's records of a poll. Records with
+// different keys (different requests) are handled concurrently; records
+// with the same key keep their order. Offsets are marked in order, up to
+// the first record that was not settled, which is redelivered after a
+// restart.
+func (c *Consumer) partition(ctx context.Context, cl *kgo.Client, records []*kgo.Record) {
+	if len(records) == 1 {
+		if c.handle(ctx, records[0]) {
+			cl.MarkCommitRecords(records[0])
+		}
+		return
+	}
+	settled := make([]bool, len(records))
+	byKey := map[string][]int{}
+	var order []string
+	for i, r := range records {
+		k := string(r.Key)
+		if _, ok := byKey[k]; !ok {
+			order = append(order, k)
+		}
+		byKey[k] = append(byKey[k], i)
+	}
+	sem := make(chan struct{}, keyWorkers)
+	var wg sync.WaitGroup
+	for _, k := range order {
+		idx := byKey[k]
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			for _, i := range idx {
+				if !c.handle(ctx, records[i]) {
+					return // the rest of this key waits for redelivery too
+				}
+				settled[i] = true
+			}
+		})
+	}
+	wg.Wait()
+	for i, r := range records {
+		if !settled[i] {
+			return
+		}
+		cl.MarkCommitRecords(r)
 	}
 }
 

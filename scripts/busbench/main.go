@@ -1,9 +1,11 @@
 // Command busbench measures Terroir's Kafka layer (pkg/bus): latency and
 // throughput of sealed records from producer to consumer group, the round
 // trip of request/reply under an open-loop load next to the same round trip
-// on plain franz-go, and the cost of sealing and opening a payload. It
-// prints one table, with the targets the bus is held to where there are
-// some.
+// on plain franz-go, and the cost of sealing and opening a payload; and the
+// filtered request path on top of it (ingress, content safety and
+// inference as processes): the latency it adds over the model at fixed
+// rates, and the highest rate it sustains. It prints one table, with the
+// targets where there are some.
 //
 // By default it runs against an in-process kfake cluster; -brokers points it
 // at a running Kafka instead (its topics live under a fresh namespace and
@@ -49,10 +51,15 @@ type config struct {
 	timeout     time.Duration
 	only        map[string]bool
 	verbose     bool
+	// The request path: rates measured for pathDuration each, then the
+	// rates probed for the highest sustained one.
+	pathRates    []int
+	pathDuration time.Duration
+	pathProbe    []int
 }
 
 // measurements names, in the order they run, what -only can select.
-func measurements() []string { return []string{"pubsub", "reqreply", "plain", "crypto"} }
+func measurements() []string { return []string{"pubsub", "reqreply", "plain", "crypto", "path"} }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
 	var c config
@@ -71,10 +78,21 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.timeout, "timeout", 10*time.Second, "how long one request may wait for its reply")
 	fs.StringVar(&only, "only", strings.Join(parts, ","), "comma-separated measurements to run: "+strings.Join(parts, ", "))
 	fs.BoolVar(&c.verbose, "v", false, "log the bus's debug output to stderr")
+	var pathRates, pathProbe string
+	fs.StringVar(&pathRates, "path-rates", "200,1000", "request rates at which the request path's latency is measured")
+	fs.DurationVar(&c.pathDuration, "path-duration", 30*time.Second, "how long each request-path rate runs")
+	fs.StringVar(&pathProbe, "path-probe", "500,1000,1500,2000,2500,3000,4000", "rates tried, 10 s each, for the highest the request path sustains")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
 	var errs []error
+	var err error
+	if c.pathRates, err = parseRates(pathRates); err != nil {
+		errs = append(errs, fmt.Errorf("-path-rates: %w", err))
+	}
+	if c.pathProbe, err = parseRates(pathProbe); err != nil {
+		errs = append(errs, fmt.Errorf("-path-probe: %w", err))
+	}
 	c.only = map[string]bool{}
 	for _, p := range strings.Split(only, ",") {
 		p = strings.TrimSpace(p)
@@ -148,6 +166,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	step("reqreply", func() ([]row, error) { return benchBusRoundTrip(ctx, env) })
 	step("plain", func() ([]row, error) { return benchPlainRoundTrip(ctx, env) })
 	step("crypto", func() ([]row, error) { return benchCrypto(ctx, env) })
+	step("path", func() ([]row, error) { return benchPath(ctx, env) })
 	if err := ctx.Err(); err != nil {
 		errs = append(errs, fmt.Errorf("interrupted: %w", err))
 	}

@@ -143,16 +143,25 @@ func (w *Worker) handle(ctx context.Context, d *bus.Delivery) error {
 		} else {
 			result.Body, result.Usage = ans.Body, &ans.Usage
 			w.load.add(req.Model, ans.Usage.TotalTokens)
-			if err := w.cfg.Bus.Publish(ctx, d.Geo, bus.StreamUsage, bus.Meta{Key: req.RequestID}, events.UsageRecord{
-				RequestID: req.RequestID, Resource: req.Resource, Deployment: req.Deployment, SKU: req.SKU, Model: req.Model,
-				ProcessingGeo: d.Geo, HomeGeo: req.HomeGeo, PromptTokens: ans.Usage.PromptTokens, CompletionTokens: ans.Usage.CompletionTokens,
-				TotalTokens: ans.Usage.TotalTokens, RecordedAt: time.Now().UTC()}); err != nil {
-				return err
-			}
 		}
 	}
 	result.CreatedAt = time.Now().UTC()
-	if err := publish(result, true); err != nil {
+	// The usage record and the result go out together: the answer does
+	// not wait for metering.
+	var usageErr error
+	var wg sync.WaitGroup
+	if result.Usage != nil {
+		u := *result.Usage
+		wg.Go(func() {
+			usageErr = w.cfg.Bus.Publish(ctx, d.Geo, bus.StreamUsage, bus.Meta{Key: req.RequestID}, events.UsageRecord{
+				RequestID: req.RequestID, Resource: req.Resource, Deployment: req.Deployment, SKU: req.SKU, Model: req.Model,
+				ProcessingGeo: d.Geo, HomeGeo: req.HomeGeo, PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens,
+				TotalTokens: u.TotalTokens, RecordedAt: time.Now().UTC()})
+		})
+	}
+	err := publish(result, true)
+	wg.Wait()
+	if err = errors.Join(err, usageErr); err != nil {
 		return err
 	}
 	log.Debug("answered", zap.String("status", string(result.Status)), zap.Int("chunks", seq-1), zap.Duration("duration", time.Since(start)))
