@@ -13,8 +13,6 @@ import (
 	"os"
 	"time"
 
-	"go.uber.org/zap"
-
 	"github.com/terroir-ai/terroir/pkg/catalog"
 	"github.com/terroir-ai/terroir/pkg/config"
 	"github.com/terroir-ai/terroir/pkg/daemon"
@@ -51,12 +49,18 @@ func run(ctx context.Context, getenv func(string) string) error {
 	if err != nil {
 		return err
 	}
+	// Upstream keys come from the variables the catalog names; they are
+	// never logged.
+	upstreams, err := worker.NewUpstreams(cat, getenv, nil, d.Log)
+	if err != nil {
+		return err
+	}
 	backends := map[string]worker.Backend{}
 	for _, m := range cat.Models {
 		if m.Backend.Builtin {
 			backends[m.ID] = &worker.Builtin{Model: model}
 		} else {
-			d.Log.Info("upstream model not served by this worker yet", zap.String("model", m.ID))
+			backends[m.ID] = upstreams[m.ID]
 		}
 	}
 	w, err := worker.New(worker.Config{Bus: d.Bus, Catalog: cat, Backends: backends, Geos: common.Geos, Instance: common.InstanceID,
