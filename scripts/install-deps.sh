@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Installs the system packages Terroir's tests need when they are missing:
-# redis-server (tests talk to a real Redis). Uses apt-get as root, or sudo.
+# redis-server (tests talk to a real Redis) and Node.js with npm (the
+# official openai npm package runs against the stack). Uses apt-get as
+# root, or sudo.
 set -euo pipefail
 
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -eq 0 ]; then sudo=""; elif command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
@@ -20,4 +24,4 @@ export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # The Debian package starts a system Redis on 6379; tests start their own.
-command -v redis-server >/dev/null 2>&1
+command -v redis-server >/dev/null 2>&1 && command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1

@@ -89,7 +89,7 @@ func TestFilteredOutput(t *testing.T) {
 	s.op("PUT", "/mgmt/resources/acme/deployments/chat", map[string]any{"sku": map[string]any{"name": "Standard", "capacity": 100},
 		"properties": map[string]any{"model": map[string]any{"name": "terroir-ngram"}, "raiPolicyName": "strict"}}, http.StatusOK)
 
-	r := s.call("POST", "/v1/chat/completions", key, `{"model":"chat","messages":[{"role":"user","content":"Tell me about the whale and the sea."}],"max_tokens":80}`)
+	r := s.call("POST", "/v1/chat/completions", key, `{"model":"chat","messages":[{"role":"user","content":"Tell me about the whale and the sea."}],"max_tokens":80,"seed":1}`)
 	ch, _ := r.body["choices"].([]any)
 	if r.status != http.StatusOK || len(ch) != 1 || ch[0].(map[string]any)["finish_reason"] != "content_filter" {
 		t.Fatalf("filtered answer = %d %s", r.status, r.raw)
@@ -100,7 +100,7 @@ func TestFilteredOutput(t *testing.T) {
 	}
 
 	req, _ := http.NewRequest("POST", s.base+"/v1/chat/completions", strings.NewReader(
-		`{"model":"chat","messages":[{"role":"user","content":"Tell me about the whale and the sea."}],"max_tokens":80,"stream":true}`))
+		`{"model":"chat","messages":[{"role":"user","content":"Tell me about the whale and the sea."}],"max_tokens":80,"seed":1,"stream":true}`))
 	req.Header.Set("Authorization", "Bearer "+key)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

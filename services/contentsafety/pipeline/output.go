@@ -39,6 +39,9 @@ type choiceState struct {
 	result  classifier.Result
 	ann     classifier.Annotations
 	blocked bool
+	// released is set once a chunk of the choice reached the app, which
+	// then knows the choice's role.
+	released bool
 }
 
 type heldChunk struct {
@@ -196,7 +199,12 @@ func (p *Pipeline) judge(ctx context.Context, d *bus.Delivery, st *streamState, 
 	end := object{"index": json.RawMessage(itoa(i)), "finish_reason": json.RawMessage(`"content_filter"`), "content_filter_results": annRaw,
 		"logprobs": json.RawMessage("null")}
 	if _, chat := head["object"]; chat && strings.Contains(string(head["object"]), "chat") {
+		// A choice's first delta names its role, as SDKs expect, even
+		// when nothing of it passed the filter.
 		end["delta"] = json.RawMessage(`{}`)
+		if !cs.released {
+			end["delta"] = json.RawMessage(`{"role":"assistant"}`)
+		}
 	} else {
 		end["text"] = json.RawMessage(`""`)
 	}
@@ -238,10 +246,12 @@ func (p *Pipeline) send(ctx context.Context, d *bus.Delivery, st *streamState, h
 // release sends every held chunk, annotated with its choice's results.
 func (p *Pipeline) release(ctx context.Context, d *bus.Delivery, st *streamState) error {
 	for _, h := range st.held {
-		ann := st.choices[h.index].ann
+		cs := st.choices[h.index]
+		ann := cs.ann
 		if err := p.send(ctx, d, st, h.head, h.choice, &ann); err != nil {
 			return err
 		}
+		cs.released = true
 	}
 	st.held = st.held[:0]
 	return nil
