@@ -82,12 +82,7 @@ func TestFilteredPathEndToEnd(t *testing.T) {
 func TestFilteredOutput(t *testing.T) {
 	s := startStack(t, nil)
 	key := s.tenant("acme", "eu", true)
-	s.op("PUT", "/mgmt/resources/acme/blocklists/articles", map[string]any{"properties": map[string]any{
-		"blocklistItems": []any{map[string]any{"pattern": "the"}, map[string]any{"pattern": "and"}}}}, http.StatusCreated)
-	s.op("PUT", "/mgmt/resources/acme/contentFilterPolicies/strict", map[string]any{"properties": map[string]any{
-		"customBlocklists": []any{map[string]any{"blocklistName": "articles", "source": "Completion"}}}}, http.StatusCreated)
-	s.op("PUT", "/mgmt/resources/acme/deployments/chat", map[string]any{"sku": map[string]any{"name": "Standard", "capacity": 100},
-		"properties": map[string]any{"model": map[string]any{"name": "terroir-ngram"}, "raiPolicyName": "strict"}}, http.StatusOK)
+	s.filteringDeployment("acme", "chat", http.StatusOK)
 
 	r := s.call("POST", "/v1/chat/completions", key, `{"model":"chat","messages":[{"role":"user","content":"Tell me about the whale and the sea."}],"max_tokens":80,"seed":1}`)
 	ch, _ := r.body["choices"].([]any)

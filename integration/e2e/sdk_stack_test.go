@@ -28,11 +28,6 @@ func sdkStack(t *testing.T) (*stack, string) {
 	t.Helper()
 	s := startStack(t, nil)
 	key := s.tenant("acme", "eu", true)
-	s.op("PUT", "/mgmt/resources/acme/blocklists/articles", map[string]any{"properties": map[string]any{
-		"blocklistItems": []any{map[string]any{"pattern": "the"}, map[string]any{"pattern": "and"}}}}, http.StatusCreated)
-	s.op("PUT", "/mgmt/resources/acme/contentFilterPolicies/strict", map[string]any{"properties": map[string]any{
-		"customBlocklists": []any{map[string]any{"blocklistName": "articles", "source": "Completion"}}}}, http.StatusCreated)
-	s.op("PUT", "/mgmt/resources/acme/deployments/filtered", map[string]any{"sku": map[string]any{"name": "Standard", "capacity": 100},
-		"properties": map[string]any{"model": map[string]any{"name": "terroir-ngram"}, "raiPolicyName": "strict"}}, http.StatusCreated)
+	s.filteringDeployment("acme", "filtered", http.StatusCreated)
 	return s, key
 }

@@ -236,3 +236,17 @@ func (s *stack) tenant(name, location string, logging bool) string {
 		"properties": map[string]any{"model": map[string]any{"name": "terroir-embed"}}}, http.StatusCreated)
 	return s.op("POST", "/mgmt/resources/"+name+"/listKeys", nil, http.StatusOK).body["key1"].(string)
 }
+
+// filteringDeployment makes a chat deployment whose outputs are bound to
+// be filtered: a completion-side blocklist of "the" and "and", applied by
+// the content-filter policy "strict". want is the status of the
+// deployment's PUT (201 when new, 200 when it replaces one).
+func (s *stack) filteringDeployment(resource, name string, want int) {
+	s.t.Helper()
+	s.op("PUT", "/mgmt/resources/"+resource+"/blocklists/articles", map[string]any{"properties": map[string]any{
+		"blocklistItems": []any{map[string]any{"pattern": "the"}, map[string]any{"pattern": "and"}}}}, http.StatusCreated)
+	s.op("PUT", "/mgmt/resources/"+resource+"/contentFilterPolicies/strict", map[string]any{"properties": map[string]any{
+		"customBlocklists": []any{map[string]any{"blocklistName": "articles", "source": "Completion"}}}}, http.StatusCreated)
+	s.op("PUT", "/mgmt/resources/"+resource+"/deployments/"+name, map[string]any{"sku": map[string]any{"name": "Standard", "capacity": 100},
+		"properties": map[string]any{"model": map[string]any{"name": "terroir-ngram"}, "raiPolicyName": "strict"}}, want)
+}

@@ -253,7 +253,8 @@ func Merge(a, b Result) Result {
 	return out
 }
 
-func severityRank(s events.Severity) int {
+// SeverityRank orders severities: safe 0, low 1, medium 2, high 3.
+func SeverityRank(s events.Severity) int {
 	switch s {
 	case events.SeverityLow:
 		return 1
@@ -266,7 +267,7 @@ func severityRank(s events.Severity) int {
 }
 
 func maxSeverity(a, b events.Severity) events.Severity {
-	if severityRank(b) > severityRank(a) {
+	if SeverityRank(b) > SeverityRank(a) {
 		return b
 	}
 	if a == "" {

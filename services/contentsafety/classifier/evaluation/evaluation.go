@@ -70,7 +70,7 @@ func LoadItems(path string) ([]Item, error) {
 			return nil, fmt.Errorf("evaluation set line %d: bad direction %q", line, it.Dir)
 		}
 		for c, s := range it.Labels {
-			if !slices.Contains(control.Categories, c) || rank(s) == 0 {
+			if !slices.Contains(control.Categories, c) || classifier.SeverityRank(s) == 0 {
 				return nil, fmt.Errorf("evaluation set line %d: bad label %s=%s", line, c, s)
 			}
 		}
@@ -149,18 +149,6 @@ func appendSentence(out []string, s string) []string {
 		return out
 	}
 	return append(out, s)
-}
-
-func rank(s events.Severity) int {
-	switch s {
-	case events.SeverityLow:
-		return 1
-	case events.SeverityMedium:
-		return 2
-	case events.SeverityHigh:
-		return 3
-	}
-	return 0
 }
 
 // Counts are confusion counts of one binary decision.
@@ -286,24 +274,24 @@ func Evaluate(c *classifier.Classifier, items []Item) *Report {
 		caught := true
 		for _, cat := range control.Categories {
 			want, got := it.Labels[cat], res.Severity[cat]
-			r.Detect[cat].add(rank(want) > 0, rank(got) > 0)
-			flagged = flagged || rank(got) > 0
-			if rank(want) > 0 {
+			r.Detect[cat].add(classifier.SeverityRank(want) > 0, classifier.SeverityRank(got) > 0)
+			flagged = flagged || classifier.SeverityRank(got) > 0
+			if classifier.SeverityRank(want) > 0 {
 				s := r.Severity[cat][want]
 				s.N++
-				if rank(got) >= rank(want) {
+				if classifier.SeverityRank(got) >= classifier.SeverityRank(want) {
 					s.AtLeast++
 				} else {
 					caught = false
 				}
-				if rank(got) >= 2 {
+				if classifier.SeverityRank(got) >= 2 {
 					s.Blocked++
 				}
 				if got == want {
 					s.Exact++
 				}
 			}
-			if rank(got) != rank(want) {
+			if classifier.SeverityRank(got) != classifier.SeverityRank(want) {
 				r.Misses = append(r.Misses, Miss{ID: it.ID, What: cat, Want: string(orSafe(want)), Got: string(got)})
 			}
 		}
@@ -391,7 +379,7 @@ func EvaluateCorpus(c *classifier.Classifier, sentences []string) CorpusReport {
 		cr.Bytes += len(s)
 		flagged := res.Jailbreak
 		for _, cat := range control.Categories {
-			flagged = flagged || rank(res.Severity[cat]) > 0
+			flagged = flagged || classifier.SeverityRank(res.Severity[cat]) > 0
 		}
 		if flagged {
 			cr.Flagged++
