@@ -300,7 +300,7 @@ func smoke(ctx context.Context, cfg config, out *stack.Output, group *stack.Grou
 		if err != nil {
 			errs = append(errs, fmt.Errorf("smoke test failed: management API: %w", err))
 		} else {
-			out.Printf(launcher, "management API: created a resource, issued its keys, read it with an app key, deleted it")
+			out.Printf(launcher, "API: created a resource, issued its keys, read it with an app key, deployed the built-in model, got a filtered chat completion, deleted the resource")
 		}
 	}
 	if ctx.Err() != nil {

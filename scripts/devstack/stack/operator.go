@@ -43,9 +43,10 @@ func EnsureOperatorToken(path string) (string, error) {
 	return tok, nil
 }
 
-// CheckManagement drives the management API at base once as an operator
-// and once as an app would: it creates a resource, issues its keys, reads
-// the resource with an app key, and deletes it again.
+// CheckManagement drives the API at base as an operator and as an app
+// would: it creates a resource, issues its keys, reads the resource with
+// an app key, deploys the built-in model, asks it a question through the
+// filtered path, and deletes the resource again.
 func CheckManagement(ctx context.Context, client *http.Client, base, token, name string) error {
 	call := func(method, path, cred string, body any, want int) (map[string]any, error) {
 		var rd io.Reader
@@ -92,6 +93,19 @@ func CheckManagement(ctx context.Context, client *http.Client, base, token, name
 	}
 	if _, err := call("GET", "/mgmt/resources", key, nil, http.StatusForbidden); err != nil {
 		return fmt.Errorf("an app key reached an operator endpoint: %w", err)
+	}
+	deployment := map[string]any{"sku": map[string]any{"name": "Standard", "capacity": 10},
+		"properties": map[string]any{"model": map[string]any{"name": "terroir-ngram"}}}
+	if _, err := call("PUT", path+"/deployments/chat", token, deployment, http.StatusCreated); err != nil {
+		return err
+	}
+	answer, err := call("POST", "/v1/chat/completions", key, map[string]any{"model": "chat", "max_tokens": 16,
+		"messages": []map[string]string{{"role": "user", "content": "Tell me about the sea."}}}, http.StatusOK)
+	if err != nil {
+		return fmt.Errorf("a chat completion through the filtered path: %w", err)
+	}
+	if choices, _ := answer["choices"].([]any); len(choices) != 1 || answer["prompt_filter_results"] == nil {
+		return fmt.Errorf("the chat completion lacks its choice or its prompt_filter_results")
 	}
 	_, err = call("DELETE", path, token, nil, http.StatusNoContent)
 	return err
