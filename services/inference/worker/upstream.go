@@ -601,22 +601,14 @@ func promptTokens(req events.InferenceRequest) int {
 			return 0
 		}
 		prompts, _ := r.Prompts()
-		n := 0
-		for _, p := range prompts {
-			n += builtin.CountTokens(p)
-		}
-		return n
+		return countAll(prompts)
 	case events.OperationEmbeddings:
 		var r openai.EmbeddingRequest
 		if json.Unmarshal(req.Body, &r) != nil {
 			return 0
 		}
 		inputs, _ := r.Inputs()
-		n := 0
-		for _, in := range inputs {
-			n += builtin.CountTokens(in)
-		}
-		return n
+		return countAll(inputs)
 	}
 	return 0
 }
@@ -858,4 +850,13 @@ func scanLines(data []byte, atEOF bool) (int, []byte, error) {
 		return len(data), data, nil
 	}
 	return 0, nil, nil
+}
+
+// countAll is the tokens of every text.
+func countAll(texts []string) int {
+	n := 0
+	for _, t := range texts {
+		n += builtin.CountTokens(t)
+	}
+	return n
 }

@@ -239,7 +239,8 @@ func (a *API) handle(w http.ResponseWriter, r *http.Request, op events.Operation
 			return apierr.Invalid("api-version", "the api-version query parameter %s; supported: %s", what, strings.Join(APIVersions, ", "))
 		}
 	}
-	raw, err := readBody(w, r, a.cfg.MaxBody)
+	// Read once, decoded once (by parse, strictly, into its request type).
+	raw, err := apierr.ReadBody(w, r, a.cfg.MaxBody)
 	if err != nil {
 		return err
 	}
@@ -294,12 +295,4 @@ func (a *API) handle(w http.ResponseWriter, r *http.Request, op events.Operation
 	}
 	defer rs.Close()
 	return a.respond(ctx, w, r, rs, op, p)
-}
-
-func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
-	var raw json.RawMessage
-	if err := apierr.Decode(w, r, limit, &raw); err != nil {
-		return nil, err
-	}
-	return raw, nil
 }

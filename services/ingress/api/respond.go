@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 
 	"go.uber.org/zap"
@@ -207,12 +206,9 @@ func (a *API) stream(ctx context.Context, w http.ResponseWriter, rs *bus.ReplySt
 	for {
 		rep, err := next(ctx, rs)
 		if err != nil {
-			e := apierr.As(waitError(err))
-			body, _ := json.Marshal(apierr.Body{Error: apierr.BodyError{Message: e.Message, Type: e.Type, Code: &e.Code}})
-			send(body)
-			if !errors.Is(err, io.EOF) {
-				a.cfg.Log.Warn("stream ended early", zap.String("code", e.Code))
-			}
+			werr := waitError(err)
+			send(errorEvent(werr))
+			a.cfg.Log.Warn("stream ended early", zap.String("code", apierr.As(werr).Code))
 			return nil
 		}
 		if rep.chunk != nil {
@@ -222,14 +218,7 @@ func (a *API) stream(ctx context.Context, w http.ResponseWriter, rs *bus.ReplySt
 		}
 		res := rep.result
 		if res.Status != events.StatusOK {
-			e := apierr.As(resultError(res))
-			var re *rawError
-			if errors.As(resultError(res), &re) {
-				send(re.body)
-			} else {
-				body, _ := json.Marshal(apierr.Body{Error: apierr.BodyError{Message: e.Message, Type: e.Type, Code: &e.Code}})
-				send(body)
-			}
+			send(errorEvent(resultError(res)))
 		} else if p.usageTail && res.Usage != nil {
 			tail, _ := json.Marshal(map[string]any{"id": last.ID, "object": last.Object, "created": last.Created, "model": last.Model,
 				"choices": []any{}, "usage": res.Usage})
@@ -238,4 +227,16 @@ func (a *API) stream(ctx context.Context, w http.ResponseWriter, rs *bus.ReplySt
 		send([]byte("[DONE]"))
 		return nil
 	}
+}
+
+// errorEvent is the data of the event that reports err once a stream has
+// started: content safety's own body, or the OpenAI error object.
+func errorEvent(err error) []byte {
+	var re *rawError
+	if errors.As(err, &re) {
+		return re.body
+	}
+	e := apierr.As(err)
+	body, _ := json.Marshal(apierr.Body{Error: apierr.BodyError{Message: e.Message, Type: e.Type, Code: &e.Code}})
+	return body
 }

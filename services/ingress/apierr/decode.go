@@ -16,14 +16,23 @@ import (
 // JSON, trailing data, wrong types and unknown fields are 400 errors that
 // name the field; a body over limit is a 413.
 func Decode(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
+	raw, err := ReadBody(w, r, limit)
+	if err != nil {
+		return err
+	}
+	return DecodeBytes(raw, v)
+}
+
+// ReadBody reads r's body, at most limit bytes; more is a 413.
+func ReadBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
 	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			return TooLarge(limit)
+			return nil, TooLarge(limit)
 		}
-		return Invalid("body", "reading the request body failed")
+		return nil, Invalid("body", "reading the request body failed")
 	}
-	return DecodeBytes(raw, v)
+	return raw, nil
 }
 
 // DecodeBytes is Decode on a body already read.
