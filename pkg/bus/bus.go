@@ -85,6 +85,14 @@ type Config struct {
 	ClientOpts []kgo.Opt
 }
 
+// batched are the streams whose records nobody waits on to answer a
+// request: they are produced in batches, lingering up to batchLinger, so a
+// thousand requests a second cost tens of produce requests rather than
+// thousands. Their publishers still wait for the acknowledgement.
+var batched = map[string]bool{StreamSafetySignals: true, StreamAbuseLog: true, StreamUsage: true, StreamCapacity: true}
+
+const batchLinger = 5 * time.Millisecond
+
 // Bus is a connection to the Kafka cluster of every configured geography.
 type Bus struct {
 	ns       string
@@ -92,6 +100,7 @@ type Bus struct {
 	log      *zap.Logger
 	cfg      Config
 	prod     map[string]*kgo.Client
+	batch    map[string]*kgo.Client // streams nobody waits on, batched
 	adm      map[string]*kadm.Client
 	keyStore *KeyStore
 	keys     *keys.Manager
@@ -123,12 +132,12 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 	}
 	b := &Bus{
 		ns: cfg.Namespace, instance: cfg.InstanceID, log: cfg.Logger.Named("bus"), cfg: cfg,
-		prod: map[string]*kgo.Client{}, adm: map[string]*kadm.Client{},
+		prod: map[string]*kgo.Client{}, batch: map[string]*kgo.Client{}, adm: map[string]*kadm.Client{},
 		metrics: newMetrics(cfg.Registerer),
 	}
-	for _, g := range b.Geos() {
-		cl, err := kgo.NewClient(b.clientOpts(g,
-			kgo.ProducerLinger(0), // latency over batching: a reply waits on every hop
+	producer := func(g string, linger time.Duration) (*kgo.Client, error) {
+		return kgo.NewClient(b.clientOpts(g,
+			kgo.ProducerLinger(linger),
 			kgo.RequiredAcks(kgo.AllISRAcks()),
 			kgo.RecordPartitioner(partitioner{ns: cfg.Namespace}),
 			kgo.ProducerBatchCompression(kgo.NoCompression()),
@@ -137,11 +146,19 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 			// 5 s between metadata refreshes.
 			kgo.MetadataMinAge(250*time.Millisecond),
 		)...)
+	}
+	for _, g := range b.Geos() {
+		// Latency over batching: a reply waits on every hop.
+		cl, err := producer(g, 0)
 		if err != nil {
 			b.Close()
 			return nil, fmt.Errorf("bus: client for %s: %w", g, err)
 		}
 		b.prod[g] = cl
+		if b.batch[g], err = producer(g, batchLinger); err != nil {
+			b.Close()
+			return nil, fmt.Errorf("bus: client for %s: %w", g, err)
+		}
 		b.adm[g] = kadm.NewClient(cl)
 		if cfg.Topics != nil {
 			if err := Provision(ctx, b.adm[g], cfg.Namespace, g, cfg.Topics, cfg.Replication); err != nil {
@@ -218,7 +235,7 @@ func (b *Bus) Close() {
 		if b.keyStore != nil {
 			b.keyStore.Close()
 		}
-		for _, cl := range b.prod {
+		for _, cl := range append(slices.Collect(maps.Values(b.prod)), slices.Collect(maps.Values(b.batch))...) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			_ = cl.Flush(ctx)
 			cancel()
@@ -236,11 +253,47 @@ func (b *Bus) Close() {
 // the resource shreds them all), or for abuse-monitoring records under
 // geo's abuse key.
 func (b *Bus) Publish(ctx context.Context, geo, stream string, meta Meta, ev events.Event) error {
+	return b.PublishAsync(ctx, geo, stream, meta, ev).Wait()
+}
+
+// PublishAsync is Publish without the wait: the returned Sending reports
+// the acknowledgement. Several records sent this way travel together, with
+// no goroutine per record.
+func (b *Bus) PublishAsync(ctx context.Context, geo, stream string, meta Meta, ev events.Event) *Sending {
 	rec, err := b.record(ctx, geo, b.Topic(geo, stream), meta, ev)
 	if err != nil {
-		return err
+		return sendFailed(err)
 	}
-	return b.produce(ctx, geo, stream, rec)
+	return b.produceAsync(ctx, geo, stream, rec)
+}
+
+// Sending is a record on its way to the cluster.
+type Sending struct {
+	done chan struct{}
+	err  error
+}
+
+// Wait waits for the record's acknowledgement and returns its error.
+func (s *Sending) Wait() error {
+	<-s.done
+	return s.err
+}
+
+func sendFailed(err error) *Sending {
+	s := &Sending{done: make(chan struct{}), err: err}
+	close(s.done)
+	return s
+}
+
+// WaitAll waits for every record and returns their errors joined.
+func WaitAll(sends ...*Sending) error {
+	var errs []error
+	for _, s := range sends {
+		if err := s.Wait(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Tombstone produces a record with a nil value for key, which deletes the
@@ -250,18 +303,30 @@ func (b *Bus) Tombstone(ctx context.Context, geo, stream, key string) error {
 }
 
 func (b *Bus) produce(ctx context.Context, geo, stream string, rec *kgo.Record) error {
+	return b.produceAsync(ctx, geo, stream, rec).Wait()
+}
+
+func (b *Bus) produceAsync(ctx context.Context, geo, stream string, rec *kgo.Record) *Sending {
 	cl, ok := b.prod[geo]
+	if batched[stream] {
+		cl, ok = b.batch[geo]
+	}
 	if !ok {
-		return fmt.Errorf("publishing to %s: not connected to geography %q", stream, geo)
+		return sendFailed(fmt.Errorf("publishing to %s: not connected to geography %q", stream, geo))
 	}
+	s := &Sending{done: make(chan struct{})}
 	start := time.Now()
-	if err := cl.ProduceSync(ctx, rec).FirstErr(); err != nil {
-		b.metrics.produceErrors.WithLabelValues(geo, stream).Inc()
-		return fmt.Errorf("publishing to %s: %w", rec.Topic, err)
-	}
-	b.metrics.produced.WithLabelValues(geo, stream).Inc()
-	b.metrics.produceSeconds.WithLabelValues(geo, stream).Observe(time.Since(start).Seconds())
-	return nil
+	cl.Produce(ctx, rec, func(r *kgo.Record, err error) {
+		if err != nil {
+			b.metrics.produceErrors.WithLabelValues(geo, stream).Inc()
+			s.err = fmt.Errorf("publishing to %s: %w", r.Topic, err)
+		} else {
+			b.metrics.produced.WithLabelValues(geo, stream).Inc()
+			b.metrics.produceSeconds.WithLabelValues(geo, stream).Observe(time.Since(start).Seconds())
+		}
+		close(s.done)
+	})
+	return s
 }
 
 // record builds the Kafka record of ev: headers from meta and the payload

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -36,8 +37,8 @@ type ConsumerConfig struct {
 	Streams []string
 	// Geos to consume; default every geography of the bus.
 	Geos []string
-	// Handler is called for each record, partitions in parallel, records
-	// of one partition in order.
+	// Handler is called for each record: records with the same key (one
+	// request) in order, records of different keys concurrently.
 	Handler Handler
 	// MaxAttempts bounds the tries of a failing record before it goes to
 	// the dead-letter topic; default 5.
@@ -57,16 +58,67 @@ type ConsumerConfig struct {
 	// StartAtEnd makes a group with no committed offsets start at the end
 	// of its topics rather than the start.
 	StartAtEnd bool
+	// Concurrency bounds how many records are handled at once, each of a
+	// different key; default 256.
+	Concurrency int
+	// MaxInFlight bounds the records polled and not yet settled; polling
+	// waits above it. Default 4 × Concurrency.
+	MaxInFlight int
 }
 
 // Consumer runs a consumer group over one or more geographies.
+//
+// Polling never waits for handlers: each poll's records are queued by key
+// and handled by a pool of workers, so a slow record (a long generation, a
+// retry's backoff) holds up only the records with its key, and the next
+// records are polled at once. Offsets are marked in partition order, up to
+// the first record not yet settled.
 type Consumer struct {
 	b       *Bus
 	cfg     ConsumerConfig
 	log     *zap.Logger
 	clients map[string]*kgo.Client
 
+	mu       sync.Mutex
+	cond     *sync.Cond // signalled whenever a record settles or a poll stops
+	parts    map[topicPartition]*partTrack
+	inflight int // records polled and not yet settled
+	work     chan *keyQueue
+	workers  int
+	idle     atomic.Int32
+	workCtx  context.Context
+
 	closeOnce sync.Once
+}
+
+type topicPartition struct {
+	topic     string
+	partition int32
+}
+
+// partTrack is what the consumer holds of one assigned partition.
+type partTrack struct {
+	cl      *kgo.Client
+	pending []*pending           // polled and not yet marked, in offset order
+	keys    map[string]*keyQueue // keys with records queued or running
+	running int                  // records being handled now
+	closing bool                 // being revoked: queued records are dropped
+	gone    bool                 // revoked or lost: nothing more is marked
+}
+
+type pending struct {
+	r       *kgo.Record
+	settled bool
+}
+
+// keyQueue holds the records of one key, handled one at a time in order.
+type keyQueue struct {
+	pt   *partTrack
+	key  string
+	recs []*pending
+	// failed is set when a record could not be settled before the work
+	// context ended: the key's later records wait for redelivery too.
+	failed bool
 }
 
 // NewConsumer joins cfg.Group in every geography of cfg.Geos.
@@ -92,7 +144,15 @@ func (b *Bus) NewConsumer(cfg ConsumerConfig) (*Consumer, error) {
 	if cfg.MaxPollRecords <= 0 {
 		cfg.MaxPollRecords = 500
 	}
-	c := &Consumer{b: b, cfg: cfg, log: b.log.Named("consumer").With(zap.String("group", cfg.Group)), clients: map[string]*kgo.Client{}}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 256
+	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = 4 * cfg.Concurrency
+	}
+	c := &Consumer{b: b, cfg: cfg, log: b.log.Named("consumer").With(zap.String("group", cfg.Group)), clients: map[string]*kgo.Client{},
+		parts: map[topicPartition]*partTrack{}, work: make(chan *keyQueue, cfg.MaxInFlight)}
+	c.cond = sync.NewCond(&c.mu)
 	for _, g := range cfg.Geos {
 		if _, ok := b.prod[g]; !ok {
 			c.Close()
@@ -111,16 +171,22 @@ func (b *Bus) NewConsumer(cfg ConsumerConfig) (*Consumer, error) {
 			kgo.ConsumeTopics(topics...),
 			kgo.ConsumeResetOffset(reset),
 			kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-			// Offsets are marked only after a record is handled, and
-			// rebalances wait for the current poll to be fully handled,
-			// so a revoked partition's marks are complete when committed.
+			// Offsets are marked only after a record is handled. A
+			// rebalance cannot come between a poll and the queueing of
+			// its records, and the revoke callback waits for the revoked
+			// partitions' running records, so the marks it commits are
+			// complete.
 			kgo.AutoCommitMarks(),
 			kgo.AutoCommitInterval(cfg.CommitInterval),
 			kgo.BlockRebalanceOnPoll(),
-			kgo.OnPartitionsRevoked(func(ctx context.Context, cl *kgo.Client, _ map[string][]int32) {
+			kgo.OnPartitionsRevoked(func(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
+				c.release(revoked, true)
 				if err := cl.CommitMarkedOffsets(ctx); err != nil {
 					c.log.Warn("committing on revoke failed", zap.String("geo", g), zap.Error(err))
 				}
+			}),
+			kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+				c.release(lost, false)
 			}),
 			kgo.FetchMaxWait(time.Second),
 		)...)
@@ -146,104 +212,212 @@ func (c *Consumer) Run(ctx context.Context) error {
 		context.AfterFunc(workCtx, func() { t.Stop() })
 	})
 	defer stop()
+	c.mu.Lock()
+	c.workCtx = workCtx
+	c.mu.Unlock()
+	// Waiters on cond must see the end of ctx and of the drain.
+	wake := func() {
+		c.mu.Lock()
+		c.cond.Broadcast()
+		c.mu.Unlock()
+	}
+	defer context.AfterFunc(ctx, wake)()
+	defer context.AfterFunc(workCtx, wake)()
 
 	var wg sync.WaitGroup
-	errs := make(chan error, len(c.clients))
 	for g, cl := range c.clients {
-		wg.Go(func() {
-			if err := c.loop(ctx, workCtx, g, cl); err != nil {
-				errs <- err
-			}
-		})
+		wg.Go(func() { c.poll(ctx, g, cl) })
 	}
 	wg.Wait()
-	close(errs)
+
+	// Drain: every polled record settles, or the drain timeout ends the
+	// work context and the rest wait for redelivery.
+	c.mu.Lock()
+	for c.inflight > 0 && workCtx.Err() == nil {
+		c.cond.Wait()
+	}
+	c.mu.Unlock()
 	var all []error
-	for err := range errs {
-		all = append(all, err)
+	for g, cl := range c.clients {
+		commitCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		if err := cl.CommitMarkedOffsets(commitCtx); err != nil {
+			all = append(all, fmt.Errorf("consumer %s in %s: committing on shutdown: %w", c.cfg.Group, g, err))
+		}
+		cancel()
 	}
 	c.Close()
+	close(c.work)
 	return errors.Join(all...)
 }
 
-func (c *Consumer) loop(ctx, workCtx context.Context, geo string, cl *kgo.Client) error {
+// poll polls one geography's client until ctx ends and queues what it
+// gets; it waits while MaxInFlight records are unsettled.
+func (c *Consumer) poll(ctx context.Context, geo string, cl *kgo.Client) {
 	for {
-		fetches := cl.PollRecords(ctx, c.cfg.MaxPollRecords)
+		c.mu.Lock()
+		for c.inflight >= c.cfg.MaxInFlight && ctx.Err() == nil {
+			c.cond.Wait()
+		}
+		room := min(c.cfg.MaxInFlight-c.inflight, c.cfg.MaxPollRecords)
+		c.mu.Unlock()
+		if ctx.Err() != nil {
+			return
+		}
+		fetches := cl.PollRecords(ctx, room)
 		if fetches.IsClientClosed() {
-			return nil
+			return
 		}
 		fetches.EachError(func(topic string, p int32, err error) {
 			if !errors.Is(err, context.Canceled) {
 				c.log.Warn("fetch error", zap.String("geo", geo), zap.String("topic", topic), zap.Int32("partition", p), zap.Error(err))
 			}
 		})
-		var wg sync.WaitGroup
-		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
-			wg.Go(func() { c.partition(workCtx, cl, p.Records) })
-		})
-		wg.Wait()
-		if ctx.Err() != nil {
-			commitCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			err := cl.CommitMarkedOffsets(commitCtx)
-			cancel()
-			// Leaving the group is a rebalance: it must not wait on a poll.
-			cl.AllowRebalance()
-			if err != nil {
-				return fmt.Errorf("consumer %s in %s: committing on shutdown: %w", c.cfg.Group, geo, err)
-			}
-			return nil
-		}
+		c.queue(cl, fetches)
+		// Rebalances were held off since the poll: the records are
+		// queued against partitions this member still owns.
 		cl.AllowRebalance()
 	}
 }
 
-// keyWorkers bounds how many records of one partition are handled at
-// once.
-const keyWorkers = 32
-
-// partition handles one partition's records of a poll. Records with
-// different keys (different requests) are handled concurrently; records
-// with the same key keep their order. Offsets are marked in order, up to
-// the first record that was not settled, which is redelivered after a
-// restart.
-func (c *Consumer) partition(ctx context.Context, cl *kgo.Client, records []*kgo.Record) {
-	if len(records) == 1 {
-		if c.handle(ctx, records[0]) {
-			cl.MarkCommitRecords(records[0])
+// queue puts a poll's records on their keys' queues and hands newly
+// active keys to the workers.
+func (c *Consumer) queue(cl *kgo.Client, fetches kgo.Fetches) {
+	var ready []*keyQueue
+	c.mu.Lock()
+	fetches.EachRecord(func(r *kgo.Record) {
+		tp := topicPartition{r.Topic, r.Partition}
+		pt := c.parts[tp]
+		if pt == nil {
+			pt = &partTrack{cl: cl, keys: map[string]*keyQueue{}}
+			c.parts[tp] = pt
 		}
-		return
-	}
-	settled := make([]bool, len(records))
-	byKey := map[string][]int{}
-	var order []string
-	for i, r := range records {
+		p := &pending{r: r}
+		pt.pending = append(pt.pending, p)
 		k := string(r.Key)
-		if _, ok := byKey[k]; !ok {
-			order = append(order, k)
+		kq := pt.keys[k]
+		if kq == nil {
+			kq = &keyQueue{pt: pt, key: k}
+			pt.keys[k] = kq
+			ready = append(ready, kq)
 		}
-		byKey[k] = append(byKey[k], i)
+		kq.recs = append(kq.recs, p)
+		c.inflight++
+	})
+	spawn := 0
+	if need := len(ready) - int(c.idle.Load()); need > 0 {
+		spawn = min(need, c.cfg.Concurrency-c.workers)
+		c.workers += spawn
 	}
-	sem := make(chan struct{}, keyWorkers)
-	var wg sync.WaitGroup
-	for _, k := range order {
-		idx := byKey[k]
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			for _, i := range idx {
-				if !c.handle(ctx, records[i]) {
-					return // the rest of this key waits for redelivery too
-				}
-				settled[i] = true
-			}
-		})
+	workCtx := c.workCtx
+	c.mu.Unlock()
+	for range spawn {
+		go c.worker(workCtx)
 	}
-	wg.Wait()
-	for i, r := range records {
-		if !settled[i] {
+	for _, kq := range ready {
+		c.work <- kq // never blocks: at most MaxInFlight keys are queued
+	}
+}
+
+// worker handles queued keys, each until its queue is empty.
+func (c *Consumer) worker(ctx context.Context) {
+	for {
+		c.idle.Add(1)
+		kq, ok := <-c.work
+		c.idle.Add(-1)
+		if !ok {
 			return
 		}
-		cl.MarkCommitRecords(r)
+		c.drainKey(ctx, kq)
+	}
+}
+
+func (c *Consumer) drainKey(ctx context.Context, kq *keyQueue) {
+	pt := kq.pt
+	for {
+		c.mu.Lock()
+		if len(kq.recs) == 0 {
+			delete(pt.keys, kq.key)
+			c.mu.Unlock()
+			return
+		}
+		p := kq.recs[0]
+		kq.recs = kq.recs[1:]
+		run := !pt.closing && !pt.gone && !kq.failed && ctx.Err() == nil
+		if run {
+			pt.running++
+		}
+		c.mu.Unlock()
+
+		settled := run && c.handle(ctx, p.r)
+
+		c.mu.Lock()
+		if run {
+			pt.running--
+		}
+		if settled {
+			p.settled = true
+			c.advance(pt)
+		} else if run {
+			kq.failed = true
+		}
+		c.inflight--
+		c.cond.Broadcast()
+		c.mu.Unlock()
+	}
+}
+
+// advance marks the partition's settled prefix for committing. c.mu is
+// held.
+func (c *Consumer) advance(pt *partTrack) {
+	n := 0
+	for n < len(pt.pending) && pt.pending[n].settled {
+		n++
+	}
+	if n == 0 {
+		return
+	}
+	if !pt.gone {
+		pt.cl.MarkCommitRecords(pt.pending[n-1].r)
+	}
+	clear(pt.pending[:n])
+	pt.pending = pt.pending[n:]
+}
+
+// release lets go of revoked or lost partitions. For a revocation it
+// first waits (up to DrainTimeout) for their running records, so what
+// they settle is marked and committed with the revocation; records still
+// queued are dropped and go to the partitions' next owner.
+func (c *Consumer) release(parts map[string][]int32, wait bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var tracks []*partTrack
+	for topic, ps := range parts {
+		for _, p := range ps {
+			tp := topicPartition{topic, p}
+			if pt := c.parts[tp]; pt != nil {
+				pt.closing = true
+				tracks = append(tracks, pt)
+				delete(c.parts, tp)
+			}
+		}
+	}
+	if wait {
+		timedOut := false
+		t := time.AfterFunc(c.cfg.DrainTimeout, func() {
+			c.mu.Lock()
+			timedOut = true
+			c.cond.Broadcast()
+			c.mu.Unlock()
+		})
+		defer t.Stop()
+		for _, pt := range tracks {
+			for pt.running > 0 && !timedOut {
+				c.cond.Wait()
+			}
+		}
+	}
+	for _, pt := range tracks {
+		pt.gone = true
 	}
 }
 

@@ -413,3 +413,109 @@ func readTopic(t *testing.T, brokers []string, topic string) []*kgo.Record {
 	}
 	return out
 }
+
+// TestSlowRecordHoldsUpOnlyItsKey blocks the handler of one record. The
+// records of other keys polled after it are handled meanwhile; the later
+// records of its key wait and then follow in order; and the group's
+// committed offsets never pass the blocked record until it is done.
+func TestSlowRecordHoldsUpOnlyItsKey(t *testing.T) {
+	t.Parallel()
+	c := bustest.New(t)
+	b := c.Bus(t, bustest.Options{Geos: []string{"eu"}})
+	const (
+		group  = "slow"
+		others = 60
+	)
+	release := make(chan struct{})
+	var mu sync.Mutex
+	var slowOrder []string
+	var otherDone atomic.Int32
+	runConsumer(t, b, bus.ConsumerConfig{Group: group, Streams: []string{bus.StreamRequests}, CommitInterval: 100 * time.Millisecond,
+		Handler: func(ctx context.Context, d *bus.Delivery) error {
+			if d.Meta.Key != "slow-key" {
+				otherDone.Add(1)
+				return nil
+			}
+			if d.Meta.RequestID == "slow-0" {
+				select {
+				case <-release:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+			mu.Lock()
+			slowOrder = append(slowOrder, d.Meta.RequestID)
+			mu.Unlock()
+			return nil
+		}})
+	publish := func(id, key string) {
+		meta, ev := request(id, "acme", "eu", "hello")
+		meta.Key = key
+		if err := b.Publish(t.Context(), "eu", bus.StreamRequests, meta, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish("slow-0", "slow-key")
+	for i := range others {
+		publish(fmt.Sprintf("other-%d", i), fmt.Sprintf("other-%d", i))
+		if i%20 == 0 {
+			publish(fmt.Sprintf("slow-%d", i/20+1), "slow-key")
+		}
+	}
+	waitFor(t, 20*time.Second, "the other keys' records to be handled around the blocked one", func() bool { return otherDone.Load() == others })
+	mu.Lock()
+	if len(slowOrder) != 0 {
+		t.Errorf("records %v of the blocked key ran before it finished", slowOrder)
+	}
+	mu.Unlock()
+
+	// The slow key's partition holds records after the blocked one, all
+	// handled but not committable yet.
+	adm, err := b.Admin("eu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	topic := b.Topic("eu", bus.StreamRequests)
+	slowPartition := int32(-1)
+	for _, r := range readTopic(t, c.Brokers, topic) {
+		if string(r.Key) == "slow-key" && slowPartition < 0 {
+			slowPartition = r.Partition
+		}
+	}
+	committedAt := func() int64 {
+		offs, err := adm.FetchOffsets(t.Context(), group)
+		if err != nil {
+			t.Fatal(err)
+		}
+		at := int64(0)
+		offs.Each(func(o kadm.OffsetResponse) {
+			if o.Topic == topic && o.Partition == slowPartition && o.Err == nil {
+				at = o.At
+			}
+		})
+		return at
+	}
+	time.Sleep(400 * time.Millisecond) // several commit intervals
+	if at := committedAt(); at > 0 {
+		t.Errorf("partition %d committed up to %d while its first record is still being handled", slowPartition, at)
+	}
+
+	close(release)
+	waitFor(t, 10*time.Second, "the blocked key's records", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(slowOrder) == 4
+	})
+	mu.Lock()
+	if want := []string{"slow-0", "slow-1", "slow-2", "slow-3"}; !slices.Equal(slowOrder, want) {
+		t.Errorf("blocked key handled as %v, want %v", slowOrder, want)
+	}
+	mu.Unlock()
+	var total int64
+	for _, r := range readTopic(t, c.Brokers, topic) {
+		if r.Partition == slowPartition {
+			total++
+		}
+	}
+	waitFor(t, 10*time.Second, "the partition to be committed to its end", func() bool { return committedAt() == total })
+}

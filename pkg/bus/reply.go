@@ -305,22 +305,27 @@ func (s *ReplyStream) Close() {
 // address, in whatever geography that is, and is sealed as its event type
 // requires.
 func (b *Bus) Reply(ctx context.Context, req *Delivery, seq int, final bool, ev events.Event) error {
+	return b.ReplyAsync(ctx, req, seq, final, ev).Wait()
+}
+
+// ReplyAsync is Reply without the wait, as PublishAsync is to Publish.
+func (b *Bus) ReplyAsync(ctx context.Context, req *Delivery, seq int, final bool, ev events.Event) *Sending {
 	topic, partition, err := parseReplyTo(req.Meta.ReplyTo)
 	if err != nil {
-		return Permanent(fmt.Errorf("replying to %s: %w", req.Meta.RequestID, err))
+		return sendFailed(Permanent(fmt.Errorf("replying to %s: %w", req.Meta.RequestID, err)))
 	}
 	geo, stream, ok := SplitTopic(b.ns, topic)
 	if !ok || stream != StreamReplies {
-		return Permanent(fmt.Errorf("replying to %s: %q is not a replies topic", req.Meta.RequestID, topic))
+		return sendFailed(Permanent(fmt.Errorf("replying to %s: %q is not a replies topic", req.Meta.RequestID, topic)))
 	}
 	meta := req.Meta
 	meta.Key, meta.Seq, meta.Final = "", seq, final
 	rec, err := b.record(ctx, geo, topic, meta, ev)
 	if err != nil {
-		return err
+		return sendFailed(err)
 	}
 	rec.Partition = partition
-	return b.produce(ctx, geo, stream, rec)
+	return b.produceAsync(ctx, geo, stream, rec)
 }
 
 func parseReplyTo(addr string) (string, int32, error) {

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"slices"
 	"strings"
 	"time"
@@ -323,12 +324,13 @@ func (p *Pipeline) result(ctx context.Context, d *bus.Delivery, r events.Inferen
 		}
 		r.Body, output, texts, merged, worst, anyBlocked = body, body, t, m, w, b
 	}
-	if worst != nil { // embeddings carry no text to check
-		if err := p.record(ctx, d, st, op, output, merged, *worst, anyBlocked, strings.Join(texts, "\n")); err != nil {
-			return err
-		}
+	reply := p.cfg.Bus.ReplyAsync(ctx, d, st.seq, true, r)
+	if worst == nil { // embeddings carry no text to check
+		return reply.Wait()
 	}
-	return p.cfg.Bus.Reply(ctx, d, st.seq, true, r)
+	// The answer does not wait for the records of abuse monitoring.
+	err := p.record(ctx, d, st, op, output, merged, *worst, anyBlocked, strings.Join(texts, "\n"))
+	return errors.Join(reply.Wait(), err)
 }
 
 // headOr is the chunk head a filter-finish chunk uses when none is held.
@@ -410,23 +412,19 @@ func (p *Pipeline) record(ctx context.Context, d *bus.Delivery, st *streamState,
 	if err != nil {
 		return err
 	}
-	steps := []func() error{
-		func() error {
-			return p.cfg.Bus.Publish(ctx, d.Meta.HomeGeo, bus.StreamSafetySignals, bus.Meta{Key: d.Meta.RequestID}, sig)
-		},
-	}
+	sends := []*bus.Sending{p.cfg.Bus.PublishAsync(ctx, d.Meta.HomeGeo, bus.StreamSafetySignals, bus.Meta{Key: d.Meta.RequestID}, sig)}
 	if st.res.ContentLogging {
 		ann, err := json.Marshal(worst)
 		if err != nil {
-			return err
+			return errors.Join(err, bus.WaitAll(sends...))
 		}
 		home := d.Meta
 		home.Key, home.Seq, home.Final = "", 0, false
 		rec := events.AbuseRecord{RequestID: d.Meta.RequestID, Resource: d.Meta.Resource, HomeGeo: d.Meta.HomeGeo, ProcessingGeo: d.Geo,
 			Deployment: d.Meta.Deployment, Operation: op, Output: output, ContentFilterResults: ann, CreatedAt: time.Now().UTC()}
-		steps = append(steps, func() error { return p.cfg.Bus.Publish(ctx, d.Meta.HomeGeo, bus.StreamAbuseLog, home, rec) })
+		sends = append(sends, p.cfg.Bus.PublishAsync(ctx, d.Meta.HomeGeo, bus.StreamAbuseLog, home, rec))
 	}
-	if err := together(steps...); err != nil {
+	if err := bus.WaitAll(sends...); err != nil {
 		p.log.Warn("output record not published", zap.String("request_id", d.Meta.RequestID), zap.Error(err))
 		return err
 	}

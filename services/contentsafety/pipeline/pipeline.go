@@ -170,14 +170,3 @@ func (p *Pipeline) signal(ctx context.Context, m bus.Meta, dir events.Direction,
 	}
 	return s, nil
 }
-
-// together runs fns concurrently and returns their errors joined.
-func together(fns ...func() error) error {
-	errs := make([]error, len(fns))
-	var wg sync.WaitGroup
-	for i, fn := range fns {
-		wg.Go(func() { errs[i] = fn() })
-	}
-	wg.Wait()
-	return errors.Join(errs...)
-}

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -91,15 +92,11 @@ func (p *Pipeline) prompt(ctx context.Context, d *bus.Delivery) error {
 	}
 	home := d.Meta
 	home.Key = ""
-	steps := []func() error{
-		func() error {
-			return p.cfg.Bus.Publish(ctx, req.HomeGeo, bus.StreamSafetySignals, bus.Meta{Key: req.RequestID}, sig)
-		},
-	}
+	sends := []*bus.Sending{p.cfg.Bus.PublishAsync(ctx, req.HomeGeo, bus.StreamSafetySignals, bus.Meta{Key: req.RequestID}, sig)}
 	if res.ContentLogging {
 		rec := events.AbuseRecord{RequestID: req.RequestID, Resource: req.Resource, HomeGeo: req.HomeGeo, ProcessingGeo: d.Geo,
 			Deployment: req.Deployment, Operation: req.Operation, Prompt: req.Body, PromptFilterResults: prf, CreatedAt: time.Now().UTC()}
-		steps = append(steps, func() error { return p.cfg.Bus.Publish(ctx, req.HomeGeo, bus.StreamAbuseLog, home, rec) })
+		sends = append(sends, p.cfg.Bus.PublishAsync(ctx, req.HomeGeo, bus.StreamAbuseLog, home, rec))
 	}
 	if blocked {
 		body, err := json.Marshal(map[string]any{"error": map[string]any{
@@ -107,28 +104,24 @@ func (p *Pipeline) prompt(ctx context.Context, d *bus.Delivery) error {
 			"innererror": map[string]any{"code": "ResponsibleAIPolicyViolation", "content_filter_result": worst},
 		}})
 		if err != nil {
-			return err
+			return errors.Join(err, bus.WaitAll(sends...))
 		}
-		steps = append(steps, func() error {
-			return p.cfg.Bus.Reply(ctx, d, 0, true, events.InferenceResult{RequestID: req.RequestID, Status: events.StatusFiltered,
-				Body: body, Error: &events.ResultError{Kind: events.ErrorContentFiltered, Code: "content_filter", Param: "prompt", Message: blockedMessage},
-				CreatedAt: time.Now().UTC()})
-		})
-		return together(steps...)
+		sends = append(sends, p.cfg.Bus.ReplyAsync(ctx, d, 0, true, events.InferenceResult{RequestID: req.RequestID, Status: events.StatusFiltered,
+			Body: body, Error: &events.ResultError{Kind: events.ErrorContentFiltered, Code: "content_filter", Param: "prompt", Message: blockedMessage},
+			CreatedAt: time.Now().UTC()}))
+		return bus.WaitAll(sends...)
 	}
 	verdict, err := json.Marshal(map[string]any{"choices": []any{}, "created": 0, "id": "", "model": "", "object": "", "prompt_filter_results": results})
 	if err != nil {
-		return err
+		return errors.Join(err, bus.WaitAll(sends...))
 	}
 	fwd := d.Meta
 	fwd.Key = ""
-	steps = append(steps,
-		func() error {
-			return p.cfg.Bus.Reply(ctx, d, 0, false, events.InferenceChunk{RequestID: req.RequestID, Seq: 0, Body: verdict, CreatedAt: time.Now().UTC()})
-		},
-		func() error { return p.cfg.Bus.Publish(ctx, d.Geo, bus.StreamInference, fwd, req) },
+	sends = append(sends,
+		p.cfg.Bus.ReplyAsync(ctx, d, 0, false, events.InferenceChunk{RequestID: req.RequestID, Seq: 0, Body: verdict, CreatedAt: time.Now().UTC()}),
+		p.cfg.Bus.PublishAsync(ctx, d.Geo, bus.StreamInference, fwd, req),
 	)
-	return together(steps...)
+	return bus.WaitAll(sends...)
 }
 
 // refuse answers a request that cannot be checked (unknown resource,

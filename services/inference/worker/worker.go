@@ -114,9 +114,19 @@ func (w *Worker) handle(ctx context.Context, d *bus.Delivery) error {
 	meta := d.Meta
 	meta.Key = ""
 	seq := 0
+	// Chunks go out without waiting for each acknowledgement (the
+	// producer keeps their order); the result waits for all of them.
+	var chunks []*bus.Sending
 	publish := func(ev events.Event, final bool) error {
 		meta.Seq, meta.Final = seq, final
 		seq++
+		if !final {
+			chunks = append(chunks, w.cfg.Bus.PublishAsync(ctx, d.Geo, bus.StreamCompletions, meta, ev))
+			return nil
+		}
+		if err := bus.WaitAll(chunks...); err != nil {
+			return err
+		}
 		return w.cfg.Bus.Publish(ctx, d.Geo, bus.StreamCompletions, meta, ev)
 	}
 	result := events.InferenceResult{RequestID: req.RequestID, Status: events.StatusOK}
@@ -148,20 +158,19 @@ func (w *Worker) handle(ctx context.Context, d *bus.Delivery) error {
 	result.CreatedAt = time.Now().UTC()
 	// The usage record and the result go out together: the answer does
 	// not wait for metering.
-	var usageErr error
-	var wg sync.WaitGroup
+	var usage *bus.Sending
 	if result.Usage != nil {
 		u := *result.Usage
-		wg.Go(func() {
-			usageErr = w.cfg.Bus.Publish(ctx, d.Geo, bus.StreamUsage, bus.Meta{Key: req.RequestID}, events.UsageRecord{
-				RequestID: req.RequestID, Resource: req.Resource, Deployment: req.Deployment, SKU: req.SKU, Model: req.Model,
-				ProcessingGeo: d.Geo, HomeGeo: req.HomeGeo, PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens,
-				TotalTokens: u.TotalTokens, RecordedAt: time.Now().UTC()})
-		})
+		usage = w.cfg.Bus.PublishAsync(ctx, d.Geo, bus.StreamUsage, bus.Meta{Key: req.RequestID}, events.UsageRecord{
+			RequestID: req.RequestID, Resource: req.Resource, Deployment: req.Deployment, SKU: req.SKU, Model: req.Model,
+			ProcessingGeo: d.Geo, HomeGeo: req.HomeGeo, PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens,
+			TotalTokens: u.TotalTokens, RecordedAt: time.Now().UTC()})
 	}
 	err := publish(result, true)
-	wg.Wait()
-	if err = errors.Join(err, usageErr); err != nil {
+	if usage != nil {
+		err = errors.Join(err, usage.Wait())
+	}
+	if err != nil {
 		return err
 	}
 	log.Debug("answered", zap.String("status", string(result.Status)), zap.Int("chunks", seq-1), zap.Duration("duration", time.Since(start)))
