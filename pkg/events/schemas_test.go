@@ -366,6 +366,20 @@ func samples() map[events.Type][]events.Event {
 				Body:          json.RawMessage(`{"messages":[{"role":"user","content":"Name three rivers in France."}],"max_tokens":64,"stream":true}`),
 				CreatedAt:     at,
 			},
+			events.InferenceRequest{
+				RequestID:           "req_01J9Z6R3X8Q2M4N7P5T1V0W2Y4",
+				Resource:            "contoso-eu",
+				HomeGeo:             "eu",
+				ProcessingGeo:       "eu",
+				Deployment:          "chat",
+				SKU:                 events.SKUStandard,
+				Model:               "terroir-ngram-small",
+				Operation:           events.OperationChatCompletions,
+				APIFlavor:           events.APIFlavorOpenAI,
+				Body:                json.RawMessage(`{"messages":[{"role":"user","content":"Name three rivers in France."}]}`),
+				PromptFilterResults: json.RawMessage(`[{"prompt_index":0,"content_filter_results":{"hate":{"filtered":false,"severity":"safe"}}}]`),
+				CreatedAt:           at,
+			},
 		},
 		events.TypeInferenceChunk: {
 			events.InferenceChunk{
@@ -404,6 +418,13 @@ func samples() map[events.Type][]events.Event {
 					Param:   "prompt",
 				},
 				CreatedAt: at,
+			},
+			events.InferenceResult{
+				RequestID:           "req_01J9Z6R3X8Q2M4N7P5T1V0W2Y4",
+				Status:              events.StatusOK,
+				Body:                json.RawMessage(`{"id":"chatcmpl-2","object":"chat.completion","created":1741944413,"model":"terroir-ngram-small","choices":[{"index":0,"message":{"role":"assistant","content":"The Loire."},"finish_reason":"stop"}]}`),
+				PromptFilterResults: json.RawMessage(`[{"prompt_index":0,"content_filter_results":{"hate":{"filtered":false,"severity":"safe"}}}]`),
+				CreatedAt:           at.Add(time.Second),
 			},
 		},
 		events.TypeUsageRecord: {

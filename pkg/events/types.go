@@ -38,6 +38,10 @@ type InferenceRequest struct {
 	// Body is the OpenAI-shaped request body as sent by the app (a JSON
 	// object; required).
 	Body json.RawMessage `json:"body"`
+	// PromptFilterResults is set by content safety on a non-streamed
+	// request it passes on: the prompt's verdict travels with the answer
+	// instead of in a reply of its own. Empty means absent.
+	PromptFilterResults json.RawMessage `json:"prompt_filter_results,omitempty"`
 	// CreatedAt is when ingress accepted the request.
 	CreatedAt time.Time `json:"created_at"`
 }
@@ -72,6 +76,10 @@ type InferenceResult struct {
 	Status Status `json:"status"`
 	// Body is the final OpenAI-shaped response object; empty means absent.
 	Body json.RawMessage `json:"body,omitempty"`
+	// PromptFilterResults is copied from the request's: when set, content
+	// safety sent no verdict reply, so its output stage answers from reply
+	// sequence 0 and puts them on the response. Empty means absent.
+	PromptFilterResults json.RawMessage `json:"prompt_filter_results,omitempty"`
 	// Error says what went wrong; nil means absent.
 	Error *ResultError `json:"error,omitempty"`
 	// Usage holds the request's token counts; nil means absent.

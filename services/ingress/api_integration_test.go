@@ -17,8 +17,8 @@ import (
 	"github.com/terroir-ai/terroir/pkg/keys"
 )
 
-// responder answers requests the way the filtered path does (a prompt
-// verdict, then output), so the REST edge can be tested on its own: it is
+// responder answers requests the way the filtered path does (a stream's
+// prompt verdict, then output; a non-streamed answer in one reply), so the REST edge can be tested on its own: it is
 // a participant on the real bus, not a stand-in for ingress's own parts.
 type responder struct {
 	bus  *bus.Bus
@@ -73,11 +73,11 @@ func startResponder(t *testing.T, s *daemontest.Service) *responder {
 				return b.Reply(ctx, d, 0, true, events.InferenceResult{RequestID: req.RequestID, Status: events.StatusFiltered,
 					Body: json.RawMessage(blockedBody), CreatedAt: time.Now()})
 			}
-			if err := b.Reply(ctx, d, 0, false, events.InferenceChunk{RequestID: req.RequestID, Body: json.RawMessage(verdict), CreatedAt: time.Now()}); err != nil {
-				return err
-			}
 			usage := &events.Usage{PromptTokens: 5, CompletionTokens: 2, TotalTokens: 7}
 			if req.Stream {
+				if err := b.Reply(ctx, d, 0, false, events.InferenceChunk{RequestID: req.RequestID, Body: json.RawMessage(verdict), CreatedAt: time.Now()}); err != nil {
+					return err
+				}
 				for i, word := range []string{"Hello", " there"} {
 					chunk := `{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"chat","choices":[{"index":0,"delta":{"content":"` + word + `"},"finish_reason":null}]}`
 					if err := b.Reply(ctx, d, i+1, false, events.InferenceChunk{RequestID: req.RequestID, Seq: i + 1, Body: json.RawMessage(chunk), CreatedAt: time.Now()}); err != nil {
@@ -86,8 +86,15 @@ func startResponder(t *testing.T, s *daemontest.Service) *responder {
 				}
 				return b.Reply(ctx, d, 3, true, events.InferenceResult{RequestID: req.RequestID, Status: events.StatusOK, Usage: usage, CreatedAt: time.Now()})
 			}
-			body := `{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"chat","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}}`
-			return b.Reply(ctx, d, 1, true, events.InferenceResult{RequestID: req.RequestID, Status: events.StatusOK, Body: json.RawMessage(body), Usage: usage, CreatedAt: time.Now()})
+			// A non-streamed answer is one reply that carries the verdict.
+			body := `{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"chat","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7},"prompt_filter_results":[{"prompt_index":0,"content_filter_results":{}}]}`
+			if req.Operation == events.OperationEmbeddings { // embeddings carry no prompt_filter_results
+				body = `{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.5]}],"model":"embed","usage":{"prompt_tokens":1,"total_tokens":1}}`
+			}
+			if req.Operation == events.OperationEmbeddings { // embeddings carry no prompt_filter_results
+				body = `{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.5]}],"model":"embed","usage":{"prompt_tokens":1,"total_tokens":1}}`
+			}
+			return b.Reply(ctx, d, 0, true, events.InferenceResult{RequestID: req.RequestID, Status: events.StatusOK, Body: json.RawMessage(body), Usage: usage, CreatedAt: time.Now()})
 		}})
 	if err != nil {
 		t.Fatal(err)

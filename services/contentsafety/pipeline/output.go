@@ -269,6 +269,11 @@ func (p *Pipeline) result(ctx context.Context, d *bus.Delivery, r events.Inferen
 			return bus.Permanent(err)
 		}
 	}
+	promptResults := r.PromptFilterResults
+	r.PromptFilterResults = nil
+	if !streamed && len(promptResults) > 0 {
+		st.seq = 0 // no verdict was sent: this answer is the only reply
+	}
 	if r.Status != events.StatusOK {
 		return p.cfg.Bus.Reply(ctx, d, st.seq, true, r)
 	}
@@ -318,7 +323,7 @@ func (p *Pipeline) result(ctx context.Context, d *bus.Delivery, r events.Inferen
 			return err
 		}
 	} else if len(r.Body) > 0 {
-		body, t, m, w, b, err := p.checkBody(st, r.Body)
+		body, t, m, w, b, err := p.checkBody(st, r.Body, promptResults)
 		if err != nil {
 			return err
 		}
@@ -343,8 +348,9 @@ func headOr(head object, st *streamState) object {
 
 // checkBody classifies every choice of a complete answer and annotates
 // it; a filtered choice ends with finish_reason content_filter and loses
-// its content.
-func (p *Pipeline) checkBody(st *streamState, body json.RawMessage) (json.RawMessage, []string, classifier.Result, *classifier.Annotations, bool, error) {
+// its content. promptResults, when set, become the answer's
+// prompt_filter_results.
+func (p *Pipeline) checkBody(st *streamState, body, promptResults json.RawMessage) (json.RawMessage, []string, classifier.Result, *classifier.Annotations, bool, error) {
 	var obj object
 	var merged classifier.Result
 	if err := json.Unmarshal(body, &obj); err != nil {
@@ -401,6 +407,9 @@ func (p *Pipeline) checkBody(st *streamState, body json.RawMessage) (json.RawMes
 		return nil, nil, merged, nil, false, err
 	}
 	obj["choices"] = raw
+	if len(promptResults) > 0 {
+		obj["prompt_filter_results"] = promptResults
+	}
 	out, err := json.Marshal(obj)
 	return out, texts, merged, worst, anyBlocked, err
 }

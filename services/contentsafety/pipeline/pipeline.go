@@ -1,17 +1,20 @@
 // Package pipeline puts content safety on the request path, both ways.
 //
 // The prompt stage reads a geography's requests topic: it classifies the
-// prompt, applies the deployment's content-filter policy, and replies to
-// the waiting ingress instance with its verdict (reply seq 0: the first
-// SSE chunk carrying prompt_filter_results, or, when the prompt is
-// blocked, Azure's content-filter error). A prompt that passes goes on to
-// the same geography's inference topic.
+// prompt and applies the deployment's content-filter policy. A blocked
+// prompt is answered at once with Azure's content-filter error (reply seq
+// 0, final). A prompt that passes goes on to the same geography's
+// inference topic; for a stream the waiting ingress instance first gets
+// the verdict (reply seq 0: the first SSE chunk, carrying
+// prompt_filter_results), while a non-streamed request carries its
+// verdict along to come back on the answer.
 //
 // The output stage reads the completions topic: it checks what the model
 // wrote (streams window by window, holding text back until its window is
 // checked), annotates each choice with content_filter_results, ends a
 // filtered choice with finish_reason "content_filter", and replies to the
-// waiting instance (seq 1 on).
+// waiting instance (a stream from seq 1 on; a non-streamed answer is its
+// one reply, seq 0).
 //
 // Both stages publish a safety signal (categories, rule IDs and a keyed
 // hash, never text) and, unless the resource opted out of content logging,

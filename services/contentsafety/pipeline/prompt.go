@@ -111,12 +111,20 @@ func (p *Pipeline) prompt(ctx context.Context, d *bus.Delivery) error {
 			CreatedAt: time.Now().UTC()}))
 		return bus.WaitAll(sends...)
 	}
+	fwd := d.Meta
+	fwd.Key = ""
+	if !req.Stream {
+		// The verdict travels with the request and comes back on the
+		// answer: a non-streamed answer is one reply.
+		req.PromptFilterResults = prf
+		sends = append(sends, p.cfg.Bus.PublishAsync(ctx, d.Geo, bus.StreamInference, fwd, req))
+		return bus.WaitAll(sends...)
+	}
+	// A stream's first event is the verdict, sent before the model starts.
 	verdict, err := json.Marshal(map[string]any{"choices": []any{}, "created": 0, "id": "", "model": "", "object": "", "prompt_filter_results": results})
 	if err != nil {
 		return errors.Join(err, bus.WaitAll(sends...))
 	}
-	fwd := d.Meta
-	fwd.Key = ""
 	sends = append(sends,
 		p.cfg.Bus.ReplyAsync(ctx, d, 0, false, events.InferenceChunk{RequestID: req.RequestID, Seq: 0, Body: verdict, CreatedAt: time.Now().UTC()}),
 		p.cfg.Bus.PublishAsync(ctx, d.Geo, bus.StreamInference, fwd, req),

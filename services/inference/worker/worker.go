@@ -129,7 +129,7 @@ func (w *Worker) handle(ctx context.Context, d *bus.Delivery) error {
 		}
 		return w.cfg.Bus.Publish(ctx, d.Geo, bus.StreamCompletions, meta, ev)
 	}
-	result := events.InferenceResult{RequestID: req.RequestID, Status: events.StatusOK}
+	result := events.InferenceResult{RequestID: req.RequestID, Status: events.StatusOK, PromptFilterResults: req.PromptFilterResults}
 	be, ok := w.cfg.Backends[req.Model]
 	if !ok {
 		result.Status, result.Error = events.StatusError, &events.ResultError{Kind: events.ErrorNotFound, Code: "model_not_found",

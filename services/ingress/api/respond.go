@@ -118,61 +118,34 @@ func writeError(w http.ResponseWriter, err error) {
 }
 
 // respond writes the replies as one JSON response or as server-sent
-// events.
+// events. A stream's first reply is the prompt verdict (or the refusal);
+// a non-streamed request gets one reply, its answer, which already carries
+// prompt_filter_results.
 func (a *API) respond(ctx context.Context, w http.ResponseWriter, r *http.Request, rs *bus.ReplyStream, op events.Operation, p parsed) error {
 	first, err := next(ctx, rs)
 	if err != nil {
 		return waitError(err)
 	}
-	if first.result != nil { // the prompt was refused or the request failed before any output
-		writeError(w, resultError(first.result))
-		return nil
-	}
-	var promptResults json.RawMessage
-	if first.chunk != nil {
-		var verdict struct {
-			PromptFilterResults json.RawMessage `json:"prompt_filter_results"`
-		}
-		_ = json.Unmarshal(first.chunk.Body, &verdict)
-		promptResults = verdict.PromptFilterResults
-	}
 	if p.stream {
-		return a.stream(ctx, w, rs, first, p)
-	}
-	for {
-		rep, err := next(ctx, rs)
-		if err != nil {
-			return waitError(err)
-		}
-		if rep.result == nil {
-			continue // chunks are not expected here; the result carries the body
-		}
-		if rep.result.Status != events.StatusOK {
-			writeError(w, resultError(rep.result))
+		if first.result != nil { // the prompt was refused or the request failed before any output
+			writeError(w, resultError(first.result))
 			return nil
 		}
-		body := rep.result.Body
-		if op != events.OperationEmbeddings && len(promptResults) > 0 {
-			body = withField(body, "prompt_filter_results", promptResults)
+		return a.stream(ctx, w, rs, first, p)
+	}
+	rep := first
+	for rep.result == nil { // chunks are not expected here; the result carries the body
+		if rep, err = next(ctx, rs); err != nil {
+			return waitError(err)
 		}
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(body)
+	}
+	if rep.result.Status != events.StatusOK {
+		writeError(w, resultError(rep.result))
 		return nil
 	}
-}
-
-// withField returns the JSON object obj with key set to value.
-func withField(obj json.RawMessage, key string, value json.RawMessage) json.RawMessage {
-	var m map[string]json.RawMessage
-	if json.Unmarshal(obj, &m) != nil {
-		return obj
-	}
-	m[key] = value
-	out, err := json.Marshal(m)
-	if err != nil {
-		return obj
-	}
-	return out
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(rep.result.Body)
+	return nil
 }
 
 // stream writes server-sent events: the prompt verdict chunk, every
