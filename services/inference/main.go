@@ -34,6 +34,7 @@ func run(ctx context.Context, getenv func(string) string) error {
 	catalogFile := env.String("TERROIR_CATALOG_FILE", "deployments/catalog.yaml")
 	tpm := env.Int("TERROIR_INFERENCE_TOKENS_PER_MINUTE", 600_000, 1, 1<<40)
 	timeout := env.Duration("TERROIR_INFERENCE_TIMEOUT", 120*time.Second)
+	concurrency := env.Int("TERROIR_INFERENCE_CONCURRENCY", 512, 1, 100_000)
 	if err := env.Err(); err != nil {
 		return err
 	}
@@ -64,7 +65,7 @@ func run(ctx context.Context, getenv func(string) string) error {
 		}
 	}
 	w, err := worker.New(worker.Config{Bus: d.Bus, Catalog: cat, Backends: backends, Geos: common.Geos, Instance: common.InstanceID,
-		TokensPerMinute: int64(tpm), Timeout: timeout, Log: d.Log})
+		TokensPerMinute: int64(tpm), Timeout: timeout, Concurrency: concurrency, Log: d.Log})
 	if err != nil {
 		return err
 	}

@@ -66,7 +66,10 @@ type Config struct {
 	ReportEvery time.Duration
 	// Timeout bounds one request (default 120 s).
 	Timeout time.Duration
-	Log     *zap.Logger
+	// Concurrency bounds the requests answered at once (default 512); a
+	// slow answer holds up no other request.
+	Concurrency int
+	Log         *zap.Logger
 }
 
 // Worker serves requests until its context ends.
@@ -87,13 +90,17 @@ func New(cfg Config) (*Worker, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 120 * time.Second
 	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 512
+	}
 	cfg.Log = cfg.Log.Named("worker")
 	return &Worker{cfg: cfg, load: newLoad(), group: "inference"}, nil
 }
 
 // Run consumes requests and reports capacity until ctx ends.
 func (w *Worker) Run(ctx context.Context) error {
-	c, err := w.cfg.Bus.NewConsumer(bus.ConsumerConfig{Group: w.group, Streams: []string{bus.StreamInference}, Geos: w.cfg.Geos, Handler: w.handle})
+	c, err := w.cfg.Bus.NewConsumer(bus.ConsumerConfig{Group: w.group, Streams: []string{bus.StreamInference}, Geos: w.cfg.Geos, Handler: w.handle,
+		Concurrency: w.cfg.Concurrency})
 	if err != nil {
 		return err
 	}
