@@ -105,6 +105,7 @@ type Bus struct {
 	keyStore *KeyStore
 	keys     *keys.Manager
 	metrics  *metrics
+	lead     leaders
 
 	closeOnce sync.Once
 }
