@@ -46,7 +46,8 @@ build:
 		$(GO) build -o .terroir/bin/$$s ./services/$$s; \
 	done
 
-## bench: bus latency/throughput, encryption cost, content-classifier quality and speed, printed as tables
+## bench: bus latency/throughput, encryption cost, content-classifier quality and speed, review-store ingest and lookup, printed as tables
 bench:
 	cd scripts && $(GO) run ./busbench
 	cd scripts && $(GO) run ./safetyeval
+	cd scripts && $(GO) run ./reviewbench

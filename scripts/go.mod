@@ -4,6 +4,9 @@ go 1.26.0
 
 require (
 	github.com/alicebob/miniredis/v2 v2.40.0
+	github.com/prometheus/client_golang v1.25.0
+	github.com/prometheus/client_model v0.6.3
+	github.com/redis/go-redis/v9 v9.23.0
 	github.com/terroir-ai/terroir/pkg v0.0.0
 	github.com/terroir-ai/terroir/services/contentsafety v0.0.0
 	github.com/twmb/franz-go v1.22.2
@@ -16,6 +19,7 @@ require (
 require (
 	github.com/dlclark/regexp2/v2 v2.5.1 // indirect
 	github.com/tiktoken-go/tokenizer v0.10.0 // indirect
+	go.uber.org/atomic v1.12.0 // indirect
 	golang.org/x/text v0.43.0 // indirect
 )
 
@@ -25,11 +29,10 @@ require (
 	github.com/klauspost/compress v1.20.3 // indirect
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
 	github.com/pierrec/lz4/v4 v4.1.33 // indirect
-	github.com/prometheus/client_golang v1.25.0 // indirect
-	github.com/prometheus/client_model v0.6.3 // indirect
 	github.com/prometheus/common v0.72.0 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect
 	github.com/terroir-ai/terroir/services/inference v0.0.0
+	github.com/terroir-ai/terroir/services/review v0.0.0
 	github.com/twmb/franz-go/pkg/kmsg v1.15.0 // indirect
 	github.com/yuin/gopher-lua v1.1.1 // indirect
 	go.uber.org/multierr v1.10.0 // indirect
@@ -42,3 +45,5 @@ replace github.com/terroir-ai/terroir/pkg => ../pkg
 replace github.com/terroir-ai/terroir/services/contentsafety => ../services/contentsafety
 
 replace github.com/terroir-ai/terroir/services/inference => ../services/inference
+
+replace github.com/terroir-ai/terroir/services/review => ../services/review

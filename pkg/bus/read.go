@@ -135,7 +135,9 @@ func (b *Bus) fetch(ctx context.Context, geo, stream string, partition int32, of
 // ReadAt returns the record at offset of partition of stream in geo, or
 // ErrNoRecord. Its payload opens like any delivery's.
 func (b *Bus) ReadAt(ctx context.Context, geo, stream string, partition int32, offset int64) (*Delivery, error) {
-	recs, _, _, err := b.fetch(ctx, geo, stream, partition, offset, 1<<20)
+	// The broker always returns the whole batch holding the offset, however
+	// small the limit: asking for one byte brings that batch and no more.
+	recs, _, _, err := b.fetch(ctx, geo, stream, partition, offset, 1)
 	if err != nil {
 		return nil, err
 	}

@@ -108,6 +108,9 @@ const (
 	AuditView AuditAction = "view"
 	// AuditDecision: a reviewer decided a case.
 	AuditDecision AuditAction = "decision"
+	// AuditCaseOpened: automated detection opened a case, flagging its
+	// request IDs for review.
+	AuditCaseOpened AuditAction = "case_opened"
 )
 
 // ControlKind is the kind of object a control change concerns.
