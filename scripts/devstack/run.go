@@ -142,6 +142,11 @@ func runWithInfra(ctx context.Context, cfg config, root string, out *stack.Outpu
 		}
 	}
 
+	review, err := stack.EnsureReviewPKI(filepath.Join(state, "review"))
+	if err != nil {
+		return err
+	}
+
 	var services []stack.Service
 	if cfg.services {
 		services = stack.Services()
@@ -166,15 +171,20 @@ func runWithInfra(ctx context.Context, cfg config, root string, out *stack.Outpu
 		if os.Getenv("TERROIR_LOG_FORMAT") == "" {
 			env["TERROIR_LOG_FORMAT"] = "console"
 		}
+		for k, v := range review.Env() {
+			if os.Getenv(k) == "" {
+				env[k] = v
+			}
+		}
 		if err := startServices(root, filepath.Join(state, "bin"), out, group, services, env); err != nil {
 			return errors.Join(err, stopServices(cfg, out, group))
 		}
 	}
 
 	if cfg.smoke {
-		return smoke(ctx, cfg, out, group, services, token)
+		return smoke(ctx, cfg, out, group, services, token, review)
 	}
-	printBanner(out, root, kafkaAddr, redis, services, token)
+	printBanner(out, root, kafkaAddr, redis, services, token, review)
 
 	var runErr error
 	select {
@@ -256,7 +266,7 @@ func stopServices(cfg config, out *stack.Output, group *stack.Group) error {
 
 // smoke waits until every service is ready, prints a table, and stops the
 // services. It fails unless all were ready and all stopped cleanly.
-func smoke(ctx context.Context, cfg config, out *stack.Output, group *stack.Group, services []stack.Service, token string) error {
+func smoke(ctx context.Context, cfg config, out *stack.Output, group *stack.Group, services []stack.Service, token string, review *stack.ReviewPKI) error {
 	out.Printf(launcher, "smoke test: waiting up to %s for every /readyz to answer 200", cfg.timeout)
 	pollCtx, cancel := context.WithTimeout(ctx, cfg.timeout)
 	defer cancel()
@@ -303,6 +313,16 @@ func smoke(ctx context.Context, cfg config, out *stack.Output, group *stack.Grou
 			out.Printf(launcher, "API: created a resource, issued its keys, read it with an app key, deployed the built-in model, got a filtered chat completion, deleted the resource")
 		}
 	}
+	if len(notReady) == 0 && exitErr == nil && slices.ContainsFunc(services, func(s stack.Service) bool { return s.Name == "review" }) {
+		cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		err := stack.CheckConsole(cctx, envOr("TERROIR_REVIEW_ADDR", "127.0.0.1:8443"), review)
+		cancel()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("smoke test failed: %w", err))
+		} else {
+			out.Printf(launcher, "review console: %s was let in with their certificate, a client without one was refused", review.Persons[0].Name)
+		}
+	}
 	if ctx.Err() != nil {
 		errs = append(errs, errors.New("smoke test interrupted"))
 	}
@@ -321,14 +341,14 @@ func smoke(ctx context.Context, cfg config, out *stack.Output, group *stack.Grou
 	return errors.Join(errs...)
 }
 
-func printBanner(out *stack.Output, root, kafkaAddr string, redis *stack.Redis, services []stack.Service, token string) {
+func printBanner(out *stack.Output, root, kafkaAddr string, redis *stack.Redis, services []stack.Service, token string, review *stack.ReviewPKI) {
 	var b strings.Builder
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "\nTerroir dev stack is running")
 	if len(services) > 0 {
 		fmt.Fprintf(tw, "  REST API\thttp://%s\n", envOr("TERROIR_HTTP_ADDR", "127.0.0.1:8080"))
 		fmt.Fprintf(tw, "  operator token\t%s (Authorization: Bearer …, for /mgmt/)\n", token)
-		fmt.Fprintf(tw, "  review console\thttps://%s\n", envOr("TERROIR_CONSOLE_ADDR", "127.0.0.1:8443"))
+		fmt.Fprintf(tw, "  review console\thttps://%s (client certificates and people.yaml in %s)\n", envOr("TERROIR_REVIEW_ADDR", "127.0.0.1:8443"), review.Dir)
 		for _, s := range services {
 			fmt.Fprintf(tw, "  admin %s\thttp://%s\n", s.Name, s.AdminAddr)
 		}
