@@ -23,7 +23,7 @@ smoke: devstack
 devstack:
 	cd scripts && $(GO) build -o ../.terroir/bin/devstack ./devstack
 
-## deps: install the system packages the tests need (redis-server)
+## deps: install the system packages the tests need (redis-server, nodejs, npm, chromium, libnss3-tools, openssl)
 deps:
 	./scripts/install-deps.sh
 

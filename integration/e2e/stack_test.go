@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -27,6 +28,10 @@ import (
 // services are the binaries the request path needs.
 var services = []string{"ingress", "contentsafety", "inference"}
 
+// reviewService is built beside services; a stack runs it only when a test
+// asks for it (startStackWith).
+const reviewService = "review"
+
 var binDir string
 
 func TestMain(m *testing.M) {
@@ -39,7 +44,7 @@ func TestMain(m *testing.M) {
 	root, err := repoRoot()
 	if err == nil {
 		args := []string{"build", "-o", dir + string(filepath.Separator)}
-		for _, s := range services {
+		for _, s := range append(slices.Clone(services), reviewService) {
 			args = append(args, "./services/"+s)
 		}
 		cmd := exec.Command("go", args...)
@@ -110,9 +115,16 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-// startStack starts the services on fresh infrastructure; extra sets
-// variables of every service, perService those of one.
+// startStack starts the services on fresh infrastructure; perService
+// sets variables of one service.
 func startStack(t *testing.T, perService map[string]map[string]string) *stack {
+	t.Helper()
+	return startStackWith(t, services, perService)
+}
+
+// startStackWith is startStack running the services names (each one
+// built by TestMain) instead of the request path's.
+func startStackWith(t *testing.T, names []string, perService map[string]map[string]string) *stack {
 	t.Helper()
 	c := bustest.New(t)
 	root, err := repoRoot()
@@ -135,7 +147,7 @@ func startStack(t *testing.T, perService map[string]map[string]string) *stack {
 	}
 	s.base = "http://" + s.env["TERROIR_HTTP_ADDR"]
 	var admins []string
-	for _, name := range services {
+	for _, name := range names {
 		env := os.Environ()
 		for k, v := range s.env {
 			env = append(env, k+"="+v)
