@@ -357,13 +357,8 @@ func (c *Console) caseDetail(w http.ResponseWriter, r *http.Request, who caller)
 		c.noGrant(w, who, g)
 		return
 	}
-	cs, err := c.cfg.Cases.Case(ctx, g, id)
-	if errors.Is(err, detect.ErrNoCase) {
-		c.writeNotFound(w)
-		return
-	}
-	if err != nil {
-		c.unavailable(w, who, "case not read", err, zap.String("geo", g), zap.String("case_id", id))
+	cs, ok := c.caseOf(w, r, who, g, id)
+	if !ok {
 		return
 	}
 	data := caseData{Notice: notices[r.URL.Query().Get("m")], Case: cs, Decisions: decisions}
@@ -376,6 +371,21 @@ func (c *Console) caseDetail(w http.ResponseWriter, r *http.Request, who caller)
 		data.Grant = &gr
 	}
 	c.render(w, http.StatusOK, "case", page{Title: "Case " + cs.ID, Person: who.Person, CSRF: who.csrf, Data: data})
+}
+
+// caseOf reads case id of geo, answering not-found or unavailable itself
+// when it cannot.
+func (c *Console) caseOf(w http.ResponseWriter, r *http.Request, who caller, g, id string) (detect.Case, bool) {
+	cs, err := c.cfg.Cases.Case(r.Context(), g, id)
+	if errors.Is(err, detect.ErrNoCase) {
+		c.writeNotFound(w)
+		return cs, false
+	}
+	if err != nil {
+		c.unavailable(w, who, "case not read", err, zap.String("geo", g), zap.String("case_id", id))
+		return cs, false
+	}
+	return cs, true
 }
 
 // decide records a decision on an open case. Throttle and suspend are
@@ -409,13 +419,8 @@ func (c *Console) decide(w http.ResponseWriter, r *http.Request, who caller) {
 		c.noGrant(w, who, g)
 		return
 	}
-	cs, err := c.cfg.Cases.Case(ctx, g, id)
-	if errors.Is(err, detect.ErrNoCase) {
-		c.writeNotFound(w)
-		return
-	}
-	if err != nil {
-		c.unavailable(w, who, "case not read", err, zap.String("geo", g), zap.String("case_id", id))
+	cs, ok := c.caseOf(w, r, who, g, id)
+	if !ok {
 		return
 	}
 	if cs.Status != detect.StatusOpen {
