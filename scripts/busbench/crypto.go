@@ -8,6 +8,7 @@ import (
 
 	"github.com/terroir-ai/terroir/pkg/events"
 	"github.com/terroir-ai/terroir/pkg/keys"
+	"github.com/terroir-ai/terroir/scripts/internal/bench"
 )
 
 // targetSealPerKB bounds sealing or opening 1 KB, in microseconds.
@@ -16,8 +17,8 @@ const targetSealPerKB = 5.0
 // benchCrypto measures sealing and opening payloads with a data key, with
 // the standard library's benchmark driver, and the whole envelope (JSON
 // and seal, open and JSON) of an inference request.
-func benchCrypto(ctx context.Context, e *env) ([]row, error) {
-	mgr, err := keys.NewManager(e.wrapper, keys.NewMemoryStore())
+func benchCrypto(ctx context.Context, e *env) ([]bench.Row, error) {
+	mgr, err := keys.NewManager(e.Keys, keys.NewMemoryStore())
 	if err != nil {
 		return nil, err
 	}
@@ -80,7 +81,7 @@ func benchCrypto(ctx context.Context, e *env) ([]row, error) {
 			}
 		}},
 	}
-	var rows []row
+	var rows []bench.Row
 	for _, bc := range benches {
 		if ctx.Err() != nil {
 			return rows, ctx.Err()
@@ -92,13 +93,13 @@ func benchCrypto(ctx context.Context, e *env) ([]row, error) {
 		})
 		nsOp := float64(res.T.Nanoseconds()) / float64(res.N)
 		usPerKB := nsOp / 1000 * 1024 / float64(bc.bytes)
-		r := row{name: bc.name, n: res.N,
-			value: fmt.Sprintf("%.2f µs/KB (%.0f MB/s, %d allocs/op)", usPerKB, float64(bc.bytes)*1e3/nsOp, res.AllocsPerOp())}
+		r := bench.Row{Name: bc.name, N: res.N,
+			Value: fmt.Sprintf("%.2f µs/KB (%.0f MB/s, %d allocs/op)", usPerKB, float64(bc.bytes)*1e3/nsOp, res.AllocsPerOp())}
 		if bc.target {
-			r.target = fmt.Sprintf("≤%.0f µs/KB", targetSealPerKB)
-			r.met = yesNo(usPerKB <= targetSealPerKB)
+			r.Target = fmt.Sprintf("≤%.0f µs/KB", targetSealPerKB)
+			r.Met = bench.YesNo(usPerKB <= targetSealPerKB)
 		} else {
-			r.comment = fmt.Sprintf("%d B of JSON (%d B body), %.2f µs per request; what Publish and Decode spend on the payload", len(plain), e.cfg.bodyBytes, nsOp/1000)
+			r.Comment = fmt.Sprintf("%d B of JSON (%d B body), %.2f µs per request; what Publish and Decode spend on the payload", len(plain), e.cfg.bodyBytes, nsOp/1000)
 		}
 		rows = append(rows, r)
 	}

@@ -21,22 +21,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/terroir-ai/terroir/scripts/internal/bench"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "busbench:", err)
-		os.Exit(1)
-	}
-}
+func main() { bench.Main("busbench", run) }
 
 // config holds the command-line settings.
 type config struct {
@@ -138,20 +129,17 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg, err := parseFlags(args, stderr)
 	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
 		return err
 	}
 	env, err := newEnv(ctx, cfg, stderr)
 	if err != nil {
 		return err
 	}
-	defer env.close()
+	defer env.Close()
 
-	var rows []row
+	var rows []bench.Row
 	var errs []error
-	step := func(name string, f func() ([]row, error)) {
+	step := func(name string, f func() ([]bench.Row, error)) {
 		if !cfg.only[name] || ctx.Err() != nil {
 			return
 		}
@@ -162,19 +150,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			errs = append(errs, fmt.Errorf("%s: %w", name, err))
 		}
 	}
-	step("pubsub", func() ([]row, error) { return benchPubSub(ctx, env) })
-	step("reqreply", func() ([]row, error) { return benchBusRoundTrip(ctx, env) })
-	step("plain", func() ([]row, error) { return benchPlainRoundTrip(ctx, env) })
-	step("crypto", func() ([]row, error) { return benchCrypto(ctx, env) })
-	step("path", func() ([]row, error) { return benchPath(ctx, env) })
+	step("pubsub", func() ([]bench.Row, error) { return benchPubSub(ctx, env) })
+	step("reqreply", func() ([]bench.Row, error) { return benchBusRoundTrip(ctx, env) })
+	step("plain", func() ([]bench.Row, error) { return benchPlainRoundTrip(ctx, env) })
+	step("crypto", func() ([]bench.Row, error) { return benchCrypto(ctx, env) })
+	step("path", func() ([]bench.Row, error) { return benchPath(ctx, env) })
 	if err := ctx.Err(); err != nil {
 		errs = append(errs, fmt.Errorf("interrupted: %w", err))
 	}
 
-	fmt.Fprintln(stdout)
-	fmt.Fprintln(stdout, machineFacts(env))
-	fmt.Fprintln(stdout)
-	if err := printTable(stdout, rows); err != nil {
+	if err := bench.PrintReport(stdout, machineFacts(env), rows); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -19,6 +18,7 @@ import (
 	"time"
 
 	"github.com/terroir-ai/terroir/scripts/devstack/stack"
+	"github.com/terroir-ai/terroir/scripts/internal/bench"
 	"github.com/terroir-ai/terroir/services/inference/builtin"
 )
 
@@ -45,27 +45,15 @@ type pathStack struct {
 	procs []*stack.Proc
 }
 
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
-
 // startPath builds and starts the path's services on the benchmark's
 // cluster and creates a resource with a chat deployment.
 func startPath(ctx context.Context, e *env) (*pathStack, error) {
-	root, err := repoRoot()
-	if err != nil {
-		return nil, err
-	}
+	root := e.Root
 	goCmd, err := exec.LookPath("go")
 	if err != nil {
 		return nil, fmt.Errorf("finding the go command: %w", err)
 	}
-	bin := filepath.Join(e.tmp, "bin")
+	bin := filepath.Join(e.Tmp, "bin")
 	fmt.Fprintf(e.stderr, "busbench: building %s\n", strings.Join(pathServices, ", "))
 	if err := stack.Build(ctx, goCmd, root, bin, pathServices); err != nil {
 		return nil, err
@@ -73,14 +61,14 @@ func startPath(ctx context.Context, e *env) (*pathStack, error) {
 	tok := make([]byte, 16)
 	_, _ = rand.Read(tok)
 	token := hex.EncodeToString(tok)
-	httpAddr, err := freeAddr()
+	httpAddr, err := bench.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
 	ps := &pathStack{base: "http://" + httpAddr}
 	common := map[string]string{
 		"TERROIR_GEOS": geo, "TERROIR_KAFKA_BROKERS": strings.Join(e.brokers, ","), "TERROIR_KAFKA_NAMESPACE": e.ns,
-		"TERROIR_KEY_FILE": e.keyFile, "TERROIR_TOPICS_FILE": filepath.Join(root, "deployments", "topics.yaml"),
+		"TERROIR_KEY_FILE": e.KeyFile, "TERROIR_TOPICS_FILE": filepath.Join(root, "deployments", "topics.yaml"),
 		"TERROIR_CATALOG_FILE": filepath.Join(root, "deployments", "catalog.yaml"), "TERROIR_LOG_LEVEL": "warn",
 		"TERROIR_LOG_FORMAT": "console", "TERROIR_OPERATOR_TOKEN": token, "TERROIR_HTTP_ADDR": httpAddr,
 		"TERROIR_KAFKA_REPLICATION": fmt.Sprint(e.cfg.replication),
@@ -88,7 +76,7 @@ func startPath(ctx context.Context, e *env) (*pathStack, error) {
 	var services []stack.Service
 	out := stack.NewOutput(e.stderr, false)
 	for _, name := range pathServices {
-		admin, err := freeAddr()
+		admin, err := bench.FreeAddr()
 		if err != nil {
 			return nil, err
 		}
@@ -102,7 +90,7 @@ func startPath(ctx context.Context, e *env) (*pathStack, error) {
 			return nil, err
 		}
 		ps.procs = append(ps.procs, p)
-		e.cleanups = append(e.cleanups, func() { _ = p.Stop(15 * time.Second) })
+		e.OnClose(func() { _ = p.Stop(15 * time.Second) })
 		services = append(services, stack.Service{Name: name, AdminAddr: admin})
 	}
 	rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
@@ -168,13 +156,13 @@ func (ps *pathStack) call(ctx context.Context) error {
 // benchPath measures the request path end to end: the model's own time
 // for the request, then open-loop runs at each of -path-rates for
 // -path-duration, then the highest rate the path sustains.
-func benchPath(ctx context.Context, e *env) ([]row, error) {
-	var rows []row
+func benchPath(ctx context.Context, e *env) ([]bench.Row, error) {
+	var rows []bench.Row
 	m, err := builtin.Load()
 	if err != nil {
 		return nil, err
 	}
-	var model hist
+	var model bench.Hist
 	for range 2000 {
 		start := time.Now()
 		if _, err := m.Chat(ctx, []builtin.Message{{Role: builtin.RoleUser, Content: "Hello there, how are you today?"}}, builtin.Params{MaxTokens: 1}, nil); err != nil {
@@ -182,8 +170,8 @@ func benchPath(ctx context.Context, e *env) ([]row, error) {
 		}
 		model = append(model, time.Since(start))
 	}
-	mr := latencyRow("path: the model alone (built-in, 1 token)", model)
-	mr.comment = "what the backend itself takes; the rows below include it"
+	mr := bench.LatencyRow("path: the model alone (built-in, 1 token)", model)
+	mr.Comment = "what the backend itself takes; the rows below include it"
 	rows = append(rows, mr)
 	m = nil
 
@@ -206,15 +194,15 @@ func benchPath(ctx context.Context, e *env) ([]row, error) {
 		if err != nil {
 			return rows, err
 		}
-		r := latencyRow(fmt.Sprintf("path: added latency at %d req/s for %s", rate, e.cfg.pathDuration), res.lat)
-		r.n, r.errors = len(res.lat)+res.errors, res.errors
-		r.value = fmt.Sprintf("%.1f req/s", res.achieved)
-		r.target = fmt.Sprintf("p50 ≤ %s, p99 ≤ %s", ms(pathTargetP50), ms(pathTargetP99))
-		if len(r.lat) > 0 {
-			r.met = yesNo(r.lat.quantile(0.5) <= pathTargetP50 && r.lat.quantile(0.99) <= pathTargetP99 && res.errors == 0)
+		r := bench.LatencyRow(fmt.Sprintf("path: added latency at %d req/s for %s", rate, e.cfg.pathDuration), res.lat)
+		r.N, r.Errors = len(res.lat)+res.errors, res.errors
+		r.Value = fmt.Sprintf("%.1f req/s", res.achieved)
+		r.Target = fmt.Sprintf("p50 ≤ %s, p99 ≤ %s", bench.MS(pathTargetP50), bench.MS(pathTargetP99))
+		if len(r.Lat) > 0 {
+			r.Met = bench.YesNo(r.Lat.Quantile(0.5) <= pathTargetP50 && r.Lat.Quantile(0.99) <= pathTargetP99 && res.errors == 0)
 		}
 		if res.firstErr != nil {
-			r.comment = fmt.Sprintf("first error: %v", res.firstErr)
+			r.Comment = fmt.Sprintf("first error: %v", res.firstErr)
 		}
 		rows = append(rows, r)
 	}
@@ -226,16 +214,16 @@ func benchPath(ctx context.Context, e *env) ([]row, error) {
 		if err != nil {
 			return rows, err
 		}
-		lat := res.lat.sorted()
-		ok := res.achieved >= 0.95*float64(rate) && float64(res.errors) < 0.01*float64(len(res.lat)+res.errors) && len(lat) > 0 && lat.quantile(0.99) < time.Second
-		fmt.Fprintf(e.stderr, "busbench: path at %d req/s: achieved %.0f, p99 %s, %d errors\n", rate, res.achieved, ms(lat.quantile(0.99)), res.errors)
+		lat := res.lat.Sorted()
+		ok := res.achieved >= 0.95*float64(rate) && float64(res.errors) < 0.01*float64(len(res.lat)+res.errors) && len(lat) > 0 && lat.Quantile(0.99) < time.Second
+		fmt.Fprintf(e.stderr, "busbench: path at %d req/s: achieved %.0f, p99 %s, %d errors\n", rate, res.achieved, bench.MS(lat.Quantile(0.99)), res.errors)
 		if !ok {
 			break
 		}
 		best = rate
 	}
-	rows = append(rows, row{name: "path: highest sustained rate (10 s steps)", value: fmt.Sprintf("%d req/s", best),
-		comment: "steps " + strings.Trim(fmt.Sprint(e.cfg.pathProbe), "[]") + "; sustained = ≥ 95% answered, < 1% errors, p99 < 1 s"})
+	rows = append(rows, bench.Row{Name: "path: highest sustained rate (10 s steps)", Value: fmt.Sprintf("%d req/s", best),
+		Comment: "steps " + strings.Trim(fmt.Sprint(e.cfg.pathProbe), "[]") + "; sustained = ≥ 95% answered, < 1% errors, p99 < 1 s"})
 	return rows, errors.Join(errs...)
 }
 

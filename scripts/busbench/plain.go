@@ -9,6 +9,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/terroir-ai/terroir/pkg/bus"
+	"github.com/terroir-ai/terroir/scripts/internal/bench"
 )
 
 // benchPlainRoundTrip measures the same request/reply round trip as
@@ -18,7 +19,7 @@ import (
 // read-committed consumer group marking handled records, a 1 s fetch wait,
 // one goroutine per partition of a poll) so that the difference between the
 // two rows is what the bus adds on top of franz-go.
-func benchPlainRoundTrip(ctx context.Context, e *env) ([]row, error) {
+func benchPlainRoundTrip(ctx context.Context, e *env) ([]bench.Row, error) {
 	const replyPartitions = 16
 	reqTopic, repTopic := e.ns+".plain.requests", e.ns+".plain.replies"
 	if err := e.createTopic(ctx, reqTopic, 12); err != nil {
@@ -158,9 +159,9 @@ func benchPlainRoundTrip(ctx context.Context, e *env) ([]row, error) {
 		}
 	}
 	r, err := measureRoundTrip(ctx, e, fmt.Sprintf("request/reply plain franz-go @%d/s", e.cfg.rate), roundTrip)
-	if len(r.lat) > 0 {
-		r.target = "ref ≈0.5/1.4 ms"
-		r.comment = fmt.Sprintf("same round trip with bare kgo clients configured like the bus's, raw %d B bytes each way, no envelope or headers; reference p50/p99 from the issue; %s", e.cfg.bodyBytes, r.comment)
+	if len(r.Lat) > 0 {
+		r.Target = "ref ≈0.5/1.4 ms"
+		r.Comment = fmt.Sprintf("same round trip with bare kgo clients configured like the bus's, raw %d B bytes each way, no envelope or headers; reference p50/p99 from the issue; %s", e.cfg.bodyBytes, r.Comment)
 	}
-	return []row{r}, err
+	return []bench.Row{r}, err
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/terroir-ai/terroir/pkg/bus"
 	"github.com/terroir-ai/terroir/pkg/events"
+	"github.com/terroir-ai/terroir/scripts/internal/bench"
 )
 
 // tracker follows a numbered set of records or requests: when each was
@@ -82,7 +83,7 @@ func (e *env) request(id string) (bus.Meta, events.InferenceRequest) {
 // benchPubSub publishes sealed inference requests from many goroutines to
 // a consumer group on another bus and measures publish-to-decoded latency
 // and throughput.
-func benchPubSub(ctx context.Context, e *env) ([]row, error) {
+func benchPubSub(ctx context.Context, e *env) ([]bench.Row, error) {
 	cfg := e.cfg
 	warm, meas := newTracker(200), newTracker(cfg.records)
 	var sealedBytes atomic.Int64
@@ -125,7 +126,7 @@ func benchPubSub(ctx context.Context, e *env) ([]row, error) {
 	if err := meas.wait(ctx, 120*time.Second); err != nil {
 		return nil, fmt.Errorf("consuming: %w", err)
 	}
-	var e2e hist
+	var e2e bench.Hist
 	var first, lastArrived int64 = 1 << 62, 0
 	for i := range meas.sent {
 		s, a := meas.sent[i].Load(), meas.arrived[i].Load()
@@ -141,20 +142,20 @@ func benchPubSub(ctx context.Context, e *env) ([]row, error) {
 	publishRate := float64(n) / time.Duration(lastAcked-first).Seconds()
 
 	size := fmt.Sprintf("%d B body, %d B sealed value", cfg.bodyBytes, sealedBytes.Load())
-	r1 := latencyRow("produce→consume 1 KB sealed", e2e)
-	r1.value = fmt.Sprintf("%.0f rec/s", consumeRate)
-	r1.errors = int(handleErrs.Load())
-	r1.comment = fmt.Sprintf("%d records from %d concurrent publishers to a consumer group on another bus decoding them (%s); latency from Publish call to decoded in the handler; rate = records / (last decoded − first publish)", n, cfg.publishers, size)
-	r2 := latencyRow("publish 1 KB sealed (acked)", pubLat)
-	r2.value = fmt.Sprintf("%.0f rec/s", publishRate)
-	r2.comment = "time of the Publish call (seal + produce, acks=all) under the same load; rate = records / (last ack − first publish)"
-	return []row{r1, r2}, nil
+	r1 := bench.LatencyRow("produce→consume 1 KB sealed", e2e)
+	r1.Value = fmt.Sprintf("%.0f rec/s", consumeRate)
+	r1.Errors = int(handleErrs.Load())
+	r1.Comment = fmt.Sprintf("%d records from %d concurrent publishers to a consumer group on another bus decoding them (%s); latency from Publish call to decoded in the handler; rate = records / (last decoded − first publish)", n, cfg.publishers, size)
+	r2 := bench.LatencyRow("publish 1 KB sealed (acked)", pubLat)
+	r2.Value = fmt.Sprintf("%.0f rec/s", publishRate)
+	r2.Comment = "time of the Publish call (seal + produce, acks=all) under the same load; rate = records / (last ack − first publish)"
+	return []bench.Row{r1, r2}, nil
 }
 
 // publishAll publishes every record of t from the given number of
 // goroutines and returns the latency of each Publish call, by index.
-func (e *env) publishAll(ctx context.Context, t *tracker, phase string, workers int) (hist, error) {
-	lat := make(hist, len(t.sent))
+func (e *env) publishAll(ctx context.Context, t *tracker, phase string, workers int) (bench.Hist, error) {
+	lat := make(bench.Hist, len(t.sent))
 	var next atomic.Int64
 	var firstErr error
 	var errOnce sync.Once

@@ -9,6 +9,7 @@ import (
 
 	"github.com/terroir-ai/terroir/pkg/bus"
 	"github.com/terroir-ai/terroir/pkg/events"
+	"github.com/terroir-ai/terroir/scripts/internal/bench"
 )
 
 // Round-trip targets of the bus, from the issue that introduced it.
@@ -26,8 +27,8 @@ type pacer interface {
 
 // loadResult is what an open-loop run measured.
 type loadResult struct {
-	lat      hist // round trips of the requests that succeeded
-	lag      hist // how late each call started after its scheduled time
+	lat      bench.Hist // round trips of the requests that succeeded
+	lag      bench.Hist // how late each call started after its scheduled time
 	errors   int
 	firstErr error
 	achieved float64 // successful requests per second
@@ -95,20 +96,20 @@ func openLoop(ctx context.Context, rate int, dur, timeout time.Duration, fn func
 
 // measureRoundTrip primes the path with one request (which waits for the
 // consumer group to form), warms up, then measures.
-func measureRoundTrip(ctx context.Context, e *env, name string, fn func(ctx context.Context, id string) error) (row, error) {
+func measureRoundTrip(ctx context.Context, e *env, name string, fn func(ctx context.Context, id string) error) (bench.Row, error) {
 	cfg := e.cfg
 	pctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	err := fn(pctx, "prime-0")
 	cancel()
 	if err != nil {
-		return row{}, fmt.Errorf("first request: %w", err)
+		return bench.Row{}, fmt.Errorf("first request: %w", err)
 	}
 	if cfg.warmup > 0 {
 		w, err := openLoop(ctx, cfg.rate, cfg.warmup, cfg.timeout, func(ctx context.Context, i int) error {
 			return fn(ctx, requestID("warm", i))
 		})
 		if err != nil {
-			return row{}, err
+			return bench.Row{}, err
 		}
 		if w.firstErr != nil {
 			fmt.Fprintf(e.stderr, "busbench: %s: %d warm-up requests failed, first: %v\n", name, w.errors, w.firstErr)
@@ -120,26 +121,26 @@ func measureRoundTrip(ctx context.Context, e *env, name string, fn func(ctx cont
 		return fn(ctx, requestID("rr", i))
 	})
 	if err != nil {
-		return row{}, err
+		return bench.Row{}, err
 	}
 	cpu1, _ := processCPU()
 	ticks1, steal1, _ := cpuTicks()
-	r := latencyRow(name, res.lat)
-	lag := res.lag.sorted()
-	r.comment = fmt.Sprintf("generator lag (call start − scheduled) p50 %s p99 %s", ms(lag.quantile(0.5)), ms(lag.quantile(0.99)))
+	r := bench.LatencyRow(name, res.lat)
+	lag := res.lag.Sorted()
+	r.Comment = fmt.Sprintf("generator lag (call start − scheduled) p50 %s p99 %s", bench.MS(lag.Quantile(0.5)), bench.MS(lag.Quantile(0.99)))
 	if done := len(res.lat) + res.errors; cpuOK && done > 0 {
 		who := "this process only"
 		if e.fake != nil {
 			who = "the in-process broker included"
 		}
-		r.comment += fmt.Sprintf("; process CPU (user+sys, %s) %s per round trip", who, ms((cpu1-cpu0)/time.Duration(done)))
+		r.Comment += fmt.Sprintf("; process CPU (user+sys, %s) %s per round trip", who, bench.MS((cpu1-cpu0)/time.Duration(done)))
 	}
 	if ticksOK && ticks1 > ticks0 {
-		r.comment += fmt.Sprintf("; CPU time stolen by the hypervisor %.1f%%", 100*float64(steal1-steal0)/float64(ticks1-ticks0))
+		r.Comment += fmt.Sprintf("; CPU time stolen by the hypervisor %.1f%%", 100*float64(steal1-steal0)/float64(ticks1-ticks0))
 	}
-	r.n = len(res.lat) + res.errors
-	r.errors = res.errors
-	r.value = fmt.Sprintf("%.1f req/s", res.achieved)
+	r.N = len(res.lat) + res.errors
+	r.Errors = res.errors
+	r.Value = fmt.Sprintf("%.1f req/s", res.achieved)
 	if res.firstErr != nil {
 		fmt.Fprintf(e.stderr, "busbench: %s: %d requests failed, first: %v\n", name, res.errors, res.firstErr)
 	}
@@ -147,7 +148,7 @@ func measureRoundTrip(ctx context.Context, e *env, name string, fn func(ctx cont
 		return r, ctx.Err()
 	}
 	if res.errors > 0 {
-		return r, fmt.Errorf("%d of %d requests failed, first: %w", res.errors, r.n, res.firstErr)
+		return r, fmt.Errorf("%d of %d requests failed, first: %w", res.errors, r.N, res.firstErr)
 	}
 	return r, nil
 }
@@ -155,7 +156,7 @@ func measureRoundTrip(ctx context.Context, e *env, name string, fn func(ctx cont
 // benchBusRoundTrip measures request/reply through the bus: a Requester
 // on the front bus, a consumer group on the back bus that decodes each
 // request and replies with a sealed result.
-func benchBusRoundTrip(ctx context.Context, e *env) ([]row, error) {
+func benchBusRoundTrip(ctx context.Context, e *env) ([]bench.Row, error) {
 	reply := func(ctx context.Context, d *bus.Delivery) error {
 		var req events.InferenceRequest
 		if err := d.Decode(ctx, &req); err != nil {
@@ -210,12 +211,12 @@ func benchBusRoundTrip(ctx context.Context, e *env) ([]row, error) {
 	}
 	name := fmt.Sprintf("request/reply via bus @%d/s", e.cfg.rate)
 	r, err := measureRoundTrip(ctx, e, name, roundTrip)
-	if len(r.lat) > 0 {
-		p50, p99 := r.lat.quantile(0.50), r.lat.quantile(0.99)
-		r.target = fmt.Sprintf("p50≤%s p99≤%s", ms(targetP50), ms(targetP99))
-		r.met = yesNo(p50 <= targetP50 && p99 <= targetP99)
-		r.comment = fmt.Sprintf("open loop, each request in its own goroutine, latency from its scheduled send to its sealed reply decoded; %d B request body and reply body, both sealed; requester and responder on separate buses; %s",
-			e.cfg.bodyBytes, r.comment)
+	if len(r.Lat) > 0 {
+		p50, p99 := r.Lat.Quantile(0.50), r.Lat.Quantile(0.99)
+		r.Target = fmt.Sprintf("p50≤%s p99≤%s", bench.MS(targetP50), bench.MS(targetP99))
+		r.Met = bench.YesNo(p50 <= targetP50 && p99 <= targetP99)
+		r.Comment = fmt.Sprintf("open loop, each request in its own goroutine, latency from its scheduled send to its sealed reply decoded; %d B request body and reply body, both sealed; requester and responder on separate buses; %s",
+			e.cfg.bodyBytes, r.Comment)
 	}
-	return []row{r}, err
+	return []bench.Row{r}, err
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/terroir-ai/terroir/pkg/bus"
 	"github.com/terroir-ai/terroir/pkg/events"
+	"github.com/terroir-ai/terroir/scripts/internal/bench"
 	"github.com/terroir-ai/terroir/services/review/store"
 )
 
@@ -44,7 +45,7 @@ func (e *env) part(i int, output bool) events.AbuseRecord {
 
 // publishAll publishes every request's two parts to the abuse log, as
 // content safety does, with at most cfg.inflight records unacknowledged.
-func (e *env) publishAll(ctx context.Context) (row, error) {
+func (e *env) publishAll(ctx context.Context) (bench.Row, error) {
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.timeout)
 	defer cancel()
 	n := e.requests()
@@ -99,8 +100,8 @@ func (e *env) publishAll(ctx context.Context) (row, error) {
 	took := time.Since(start)
 	err := errors.Join(errs...)
 	rate := float64(e.records()) / took.Seconds()
-	return row{name: "publish (sealed, to the abuse log)", n: e.records(), value: fmt.Sprintf("%.0f records/s", rate),
-		comment: fmt.Sprintf("%d records in %s, %d unacknowledged at most; the load, not a target", e.records(), took.Round(time.Millisecond), e.cfg.inflight)}, err
+	return bench.Row{Name: "publish (sealed, to the abuse log)", N: e.records(), Value: fmt.Sprintf("%.0f records/s", rate),
+		Comment: fmt.Sprintf("%d records in %s, %d unacknowledged at most; the load, not a target", e.records(), took.Round(time.Millisecond), e.cfg.inflight)}, err
 }
 
 // progress prints how far a phase is every 10 s until stopped.
@@ -132,7 +133,7 @@ type sample struct {
 // indexes it: from Run's start (the group join included) until the
 // consumer has handled every record, then waits for the offsets to be
 // committed and checks the index.
-func (e *env) ingest(ctx context.Context) ([]row, error) {
+func (e *env) ingest(ctx context.Context) ([]bench.Row, error) {
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.timeout)
 	defer cancel()
 	total := float64(e.records())
@@ -202,12 +203,12 @@ func (e *env) ingest(ctx context.Context) ([]row, error) {
 	if keys != int64(e.requests()) {
 		errs = append(errs, fmt.Errorf("the index holds %d entries, want one per request (%d)", keys, e.requests()))
 	}
-	r := row{name: "ingest (Store.Run, backlog)", n: e.records(), value: fmt.Sprintf("%.0f records/s", rate),
-		errors: int(failed + dead), target: fmt.Sprintf("≥ %d records/s", targetIngest), met: yesNo(rate >= targetIngest && len(errs) == 0),
-		comment: fmt.Sprintf("%d records in %s from Run's start (group join included) to the last one indexed; steady rate (10–90 %%) %.0f records/s; "+
+	r := bench.Row{Name: "ingest (Store.Run, backlog)", N: e.records(), Value: fmt.Sprintf("%.0f records/s", rate),
+		Errors: int(failed + dead), Target: fmt.Sprintf("≥ %d records/s", targetIngest), Met: bench.YesNo(rate >= targetIngest && len(errs) == 0),
+		Comment: fmt.Sprintf("%d records in %s from Run's start (group join included) to the last one indexed; steady rate (10–90 %%) %.0f records/s; "+
 			"index: %d Redis keys (one per request), %s used by Redis; errors = failed handler attempts + dead-lettered",
 			e.records(), took.Round(time.Millisecond), steady, keys, mem)}
-	return []row{r}, errors.Join(errs...)
+	return []bench.Row{r}, errors.Join(errs...)
 }
 
 // rateBetween is the rate at which samples went from lo to hi handled.
@@ -312,7 +313,7 @@ func redisMemory(ctx context.Context, e *env) string {
 
 // lookups looks up random stored requests, then unknown request IDs, and
 // checks every answer.
-func (e *env) lookups(ctx context.Context) ([]row, error) {
+func (e *env) lookups(ctx context.Context) ([]bench.Row, error) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	hits := make([]int, e.cfg.lookups)
 	for i := range hits {
@@ -347,11 +348,11 @@ func (e *env) lookups(ctx context.Context) ([]row, error) {
 		}
 		return nil
 	})
-	rows := []row{latencyRow("lookup (stored request, both parts)", hitLat)}
-	rows[0].errors = hitErrs
-	rows[0].target = "p99 ≤ " + ms(targetLookup99)
-	rows[0].met = yesNo(hitErrs == 0 && len(hitLat) > 0 && hitLat.sorted().quantile(0.99) <= targetLookup99)
-	rows[0].comment = fmt.Sprintf("random requests among %d (%d records stored), %d at a time: index read, both parts read back from the topic, opened, checked and joined",
+	rows := []bench.Row{bench.LatencyRow("lookup (stored request, both parts)", hitLat)}
+	rows[0].Errors = hitErrs
+	rows[0].Target = "p99 ≤ " + bench.MS(targetLookup99)
+	rows[0].Met = bench.YesNo(hitErrs == 0 && len(hitLat) > 0 && hitLat.Sorted().Quantile(0.99) <= targetLookup99)
+	rows[0].Comment = fmt.Sprintf("random requests among %d (%d records stored), %d at a time: index read, both parts read back from the topic, opened, checked and joined",
 		e.requests(), e.records(), e.cfg.concurrency)
 	var errs []error
 	if firstErr != nil {
@@ -365,9 +366,9 @@ func (e *env) lookups(ctx context.Context) ([]row, error) {
 			}
 			return nil
 		})
-		r := latencyRow("lookup (unknown request ID)", missLat)
-		r.errors = missErrs
-		r.comment = "answered ErrNotFound from the index alone"
+		r := bench.LatencyRow("lookup (unknown request ID)", missLat)
+		r.Errors = missErrs
+		r.Comment = "answered ErrNotFound from the index alone"
 		rows = append(rows, r)
 		if firstErr != nil {
 			errs = append(errs, fmt.Errorf("%d unknown-ID lookups failed, the first: %w", missErrs, firstErr))
@@ -378,10 +379,10 @@ func (e *env) lookups(ctx context.Context) ([]row, error) {
 
 // measure runs f(0..n-1) on cfg.concurrency workers and returns the
 // latency of each successful call, the failures and the first failure.
-func (e *env) measure(ctx context.Context, n int, f func(k int) error) (hist, int, error) {
+func (e *env) measure(ctx context.Context, n int, f func(k int) error) (bench.Hist, int, error) {
 	var next atomic.Int64
 	var mu sync.Mutex
-	lat := make(hist, 0, n)
+	lat := make(bench.Hist, 0, n)
 	fails := 0
 	var first error
 	var wg sync.WaitGroup

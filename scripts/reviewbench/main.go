@@ -20,21 +20,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
+
+	"github.com/terroir-ai/terroir/scripts/internal/bench"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "reviewbench:", err)
-		os.Exit(1)
-	}
-}
+func main() { bench.Main("reviewbench", run) }
 
 // Targets.
 const (
@@ -106,18 +97,15 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg, err := parseFlags(args, stderr)
 	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
 		return err
 	}
 	e, err := newEnv(ctx, cfg, stderr)
 	if err != nil {
 		return err
 	}
-	defer e.close()
+	defer e.Close()
 
-	var rows []row
+	var rows []bench.Row
 	var errs []error
 	fmt.Fprintf(stderr, "reviewbench: publishing %d records (%d requests)\n", e.records(), e.requests())
 	r, err := e.publishAll(ctx)
@@ -145,10 +133,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		errs = append(errs, fmt.Errorf("interrupted: %w", err))
 	}
 
-	fmt.Fprintln(stdout)
-	fmt.Fprintln(stdout, e.facts())
-	fmt.Fprintln(stdout)
-	if err := printTable(stdout, rows); err != nil {
+	if err := bench.PrintReport(stdout, e.facts(), rows); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
