@@ -356,9 +356,26 @@ func (b *Browser) settle(ctx context.Context) {
 func (b *Browser) Fill(selector, value string) error {
 	return b.do(fmt.Sprintf("filling %q", selector),
 		chromedp.WaitVisible(chromedp.CSS(selector)),
-		chromedp.Clear(chromedp.CSS(selector)),
+		clearField(selector),
 		chromedp.SendKeys(chromedp.CSS(selector), value),
 	)
+}
+
+// clearField empties the value property of the field that selector (CSS)
+// matches: what the field holds, typed into or not. chromedp.Clear resets
+// the value attribute or a textarea's text node instead, and fails on an
+// empty textarea, which has none; chromedp.SetValue cannot set "" (it
+// passes the empty string to the page as undefined).
+func clearField(selector string) chromedp.Action[chromedp.Void] {
+	sel, _ := json.Marshal(selector) // a string always marshals
+	expr := fmt.Sprintf(`(() => { const e = document.querySelector(%s); if (!e || !("value" in e)) return false; e.value = ""; return true; })()`, sel)
+	return func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
+		ok, err := chromedp.Evaluate[bool](expr)(ctx, t)
+		if err == nil && !ok {
+			err = errors.New("no field with a value matches")
+		}
+		return chromedp.Void{}, err
+	}
 }
 
 // Click clicks the element that selector (CSS) matches, once it is visible.
