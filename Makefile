@@ -7,7 +7,9 @@ GO      ?= go
 MODULES := pkg services/ingress services/contentsafety services/inference \
            services/batch services/finetuning services/assistants services/review \
            integration scripts
-TESTFLAGS ?= -race -count=1 -timeout 15m
+# Browser tests keep a screenshot of each page they visit under
+# .terroir/test-artifacts.
+TESTFLAGS ?= -race -count=1 -timeout 15m -artifacts -outputdir $(CURDIR)/.terroir/test-artifacts
 
 .PHONY: run smoke devstack test vet fmt-check build bench deps
 
