@@ -31,6 +31,7 @@ deps:
 
 ## test: vet and test every module against in-process kfake and a real redis-server
 test: deps fmt-check vet
+	@mkdir -p .terroir/test-artifacts
 	@set -e; for m in $(MODULES); do \
 		echo "== test $$m"; \
 		(cd $$m && $(GO) test $(TESTFLAGS) ./...); \
