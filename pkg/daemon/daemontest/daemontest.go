@@ -67,19 +67,40 @@ func Start(t *testing.T, run daemon.RunFunc, extra map[string]string) *Service {
 	return StartEnv(t, run, Env(t, extra))
 }
 
-// StartEnv runs run with env and waits until /readyz answers 200.
+// StartEnv runs run with env and waits until /readyz answers 200. A free
+// port can be taken by another test between FreeAddr and the service's
+// bind: when the service exits for that reason, it is started again on
+// fresh HTTP and admin addresses (env is updated in place).
 func StartEnv(t *testing.T, run daemon.RunFunc, env map[string]string) *Service {
 	t.Helper()
-	s := Launch(t, run, env)
+	for attempt := 1; ; attempt++ {
+		s := Launch(t, run, env)
+		ready, err := s.waitReady(t)
+		if ready {
+			return s
+		}
+		if attempt < 3 && err != nil && strings.Contains(err.Error(), "address already in use") {
+			env["TERROIR_HTTP_ADDR"], env["TERROIR_ADMIN_ADDR"] = FreeAddr(t), FreeAddr(t)
+			continue
+		}
+		t.Fatalf("service exited before it was ready: %v", err)
+	}
+}
+
+// waitReady waits until /readyz answers 200 (true), or reports what run
+// returned when the service exits first.
+func (s *Service) waitReady(t *testing.T) (bool, error) {
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		code, body := s.Get(t, "/readyz")
 		if code == http.StatusOK {
-			return s
+			return true, nil
 		}
 		select {
 		case err := <-s.done:
-			t.Fatalf("service exited before it was ready: %v", err)
+			s.done <- err // for the cleanup
+			return false, err
 		default:
 		}
 		if time.Now().After(deadline) {
