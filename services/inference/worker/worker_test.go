@@ -126,7 +126,7 @@ func TestWorkerAnswersOnTheCompletionsTopic(t *testing.T) {
 	b, got := startWorker(t)
 	send(t, b, "chat-1", events.OperationChatCompletions, false, `{"model":"chat","messages":[{"role":"user","content":"Tell me about the sea."}],"max_tokens":20,"seed":7,"n":2}`)
 	send(t, b, "chat-2", events.OperationChatCompletions, false, `{"model":"chat","messages":[{"role":"user","content":"Tell me about the sea."}],"max_tokens":20,"seed":7,"n":2}`)
-	send(t, b, "stream-1", events.OperationChatCompletions, true, `{"model":"chat","messages":[{"role":"user","content":"Tell me about the sea."}],"max_tokens":40,"stream":true}`)
+	send(t, b, "stream-1", events.OperationChatCompletions, true, `{"model":"chat","messages":[{"role":"user","content":"Tell me about the sea."}],"max_tokens":40,"stream":true,"seed":7}`)
 	send(t, b, "embed-1", events.OperationEmbeddings, false, `{"model":"embed","input":["whale","sea"],"dimensions":8,"encoding_format":"base64"}`)
 	send(t, b, "bad-1", events.OperationChatCompletions, false, `{"model":"chat","messages":[{"role":"user","content":"x"}],"max_tokens":100000}`)
 
