@@ -94,13 +94,13 @@ func (c *Console) Handler() http.Handler {
 	mux.HandleFunc("GET /static/console.css", c.serveCSS)
 	mux.HandleFunc("GET /{$}", c.authed(c.home))
 	mux.HandleFunc("POST /access", c.authed(c.requestAccess))
-	mux.HandleFunc("POST /access/{geo}/{id}/approve", c.authed(c.approve))
-	mux.HandleFunc("POST /access/{geo}/{id}/deny", c.authed(c.deny))
-	mux.HandleFunc("GET /cases/{geo}", c.authed(c.caseQueue))
-	mux.HandleFunc("GET /cases/{geo}/{id}", c.authed(c.caseDetail))
-	mux.HandleFunc("POST /cases/{geo}/{id}/decide", c.authed(c.decide))
+	mux.HandleFunc("POST /access/{geo}/{id}/approve", c.authed(c.inGeo(c.approve)))
+	mux.HandleFunc("POST /access/{geo}/{id}/deny", c.authed(c.inGeo(c.deny)))
+	mux.HandleFunc("GET /cases/{geo}", c.authed(c.inGeo(c.caseQueue)))
+	mux.HandleFunc("GET /cases/{geo}/{id}", c.authed(c.inGeo(c.caseDetail)))
+	mux.HandleFunc("POST /cases/{geo}/{id}/decide", c.authed(c.inGeo(c.decide)))
 	mux.HandleFunc("POST /lookup", c.authed(c.lookup))
-	mux.HandleFunc("GET /audit/{geo}", c.authed(c.auditTrail))
+	mux.HandleFunc("GET /audit/{geo}", c.authed(c.inGeo(c.auditTrail)))
 	mux.HandleFunc("/", c.authed(func(w http.ResponseWriter, r *http.Request, _ caller) { c.writeNotFound(w) }))
 	// Browsers refuse cross-origin POSTs here before the token is even
 	// looked at.
@@ -279,4 +279,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}
 	}
 	return m, nil
+}
+
+// inGeo answers a page under /…/{geo}/ with the not-found page unless the
+// console serves that geography.
+func (c *Console) inGeo(h func(http.ResponseWriter, *http.Request, caller)) func(http.ResponseWriter, *http.Request, caller) {
+	return func(w http.ResponseWriter, r *http.Request, who caller) {
+		if !c.served(r.PathValue("geo")) {
+			c.writeNotFound(w)
+			return
+		}
+		h(w, r, who)
+	}
 }

@@ -200,10 +200,6 @@ func (c *Console) deny(w http.ResponseWriter, r *http.Request, who caller) {
 func (c *Console) answer(w http.ResponseWriter, r *http.Request, who caller, approving bool) {
 	ctx := r.Context()
 	g, id := r.PathValue("geo"), r.PathValue("id")
-	if !c.served(g) {
-		c.writeNotFound(w)
-		return
-	}
 	event := map[bool]string{true: "approved", false: "denied"}[approving]
 	if !who.IsManager() {
 		c.refuseAnswer(w, who, g, id, "Only managers answer requests for access.")
@@ -323,10 +319,6 @@ type queueData struct {
 
 func (c *Console) caseQueue(w http.ResponseWriter, r *http.Request, who caller) {
 	g := r.PathValue("geo")
-	if !c.served(g) {
-		c.writeNotFound(w)
-		return
-	}
 	if !canSeeQueue(who.Person, g) {
 		c.noGrant(w, who, g)
 		return
@@ -349,10 +341,6 @@ type caseData struct {
 func (c *Console) caseDetail(w http.ResponseWriter, r *http.Request, who caller) {
 	ctx := r.Context()
 	g, id := r.PathValue("geo"), r.PathValue("id")
-	if !c.served(g) {
-		c.writeNotFound(w)
-		return
-	}
 	if !canSeeQueue(who.Person, g) {
 		c.noGrant(w, who, g)
 		return
@@ -395,10 +383,6 @@ func (c *Console) caseOf(w http.ResponseWriter, r *http.Request, who caller, g, 
 func (c *Console) decide(w http.ResponseWriter, r *http.Request, who caller) {
 	ctx := r.Context()
 	g, id := r.PathValue("geo"), r.PathValue("id")
-	if !c.served(g) {
-		c.writeNotFound(w)
-		return
-	}
 	decision := r.PostForm.Get("decision")
 	enforcement, known := "", false
 	for _, d := range decisions {
@@ -614,10 +598,6 @@ type auditData struct {
 // auditTrail shows managers a geography's latest audit entries.
 func (c *Console) auditTrail(w http.ResponseWriter, r *http.Request, who caller) {
 	g := r.PathValue("geo")
-	if !c.served(g) {
-		c.writeNotFound(w)
-		return
-	}
 	if !who.IsManager() {
 		c.message(w, http.StatusForbidden, who, "managers-only", "Managers only", "Only managers read the audit trail.")
 		return
