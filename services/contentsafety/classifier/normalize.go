@@ -13,7 +13,8 @@ import (
 //  1. fold: case folding, compatibility decomposition (NFKD, which also
 //     folds fullwidth forms, ligatures, circled and mathematical letters),
 //     a table of confusable Cyrillic and Greek letters, removal of
-//     zero-width characters and combining marks, and mapping of every other
+//     invisible characters (every format character, variation selectors,
+//     blank filler letters) and combining marks, and mapping of every other
 //     non-ASCII punctuation or space to an ASCII equivalent;
 //  2. tokenise: words are runs of letters, digits and the leetspeak symbols
 //     @ and $, with ! | * ' allowed inside a word; leetspeak is undone in
@@ -63,21 +64,27 @@ var confusables = map[rune]byte{
 // multiFold are letters that fold to more than one Latin letter.
 var multiFold = map[rune]string{'ß': "ss", 'æ': "ae", 'œ': "oe", 'Æ': "ae", 'Œ': "oe"}
 
-// isZeroWidth reports characters that are invisible and must not split a
-// word: zero-width space, joiners, word joiner, soft hyphen, BOM and the
-// invisible operators.
-func isZeroWidth(r rune) bool {
+// isInvisible reports characters that draw nothing and must neither show
+// nor split a word: every format character (category Cf: zero-width space
+// and joiners, soft hyphen, bidi embeddings, overrides and isolates, the
+// Arabic letter mark, tag characters, interlinear annotations, shorthand
+// format controls), variation selectors, the combining grapheme joiner,
+// and the filler letters of Hangul and Braille that render as blanks.
+// An attacker puts them inside a word ("ki\u202Ell") so that a filter
+// reading words sees two harmless halves; they are dropped before
+// tokenising.
+func isInvisible(r rune) bool {
 	switch {
-	case r == 0x00AD, r == 0x180E, r == 0xFEFF, r == 0x034F:
+	case r == 0x034F, r == 0x180E: // combining grapheme joiner, Mongolian vowel separator
 		return true
-	case r >= 0x200B && r <= 0x200F:
+	case r == 0x115F, r == 0x1160, r == 0x3164, r == 0xFFA0, r == 0x2800: // fillers
 		return true
-	case r >= 0x2060 && r <= 0x2064:
+	case r >= 0xFE00 && r <= 0xFE0F, r >= 0xE0100 && r <= 0xE01EF: // variation selectors
 		return true
-	case r >= 0xFE00 && r <= 0xFE0F: // variation selectors
+	case r >= 0xE0000 && r <= 0xE007F: // tags, including unassigned ones
 		return true
 	}
-	return false
+	return unicode.Is(unicode.Cf, r)
 }
 
 // fold appends the folded form of s to dst: ASCII lower case, non-ASCII
@@ -108,7 +115,7 @@ func foldRune(dst []byte, r rune, enc string, depth int) []byte {
 		}
 		return append(dst, b)
 	}
-	if isZeroWidth(r) || unicode.In(r, unicode.Mn, unicode.Me) {
+	if isInvisible(r) || unicode.In(r, unicode.Mn, unicode.Me) {
 		return dst
 	}
 	if c, ok := confusables[r]; ok {
@@ -116,6 +123,11 @@ func foldRune(dst []byte, r rune, enc string, depth int) []byte {
 	}
 	if m, ok := multiFold[r]; ok {
 		return append(dst, m...)
+	}
+	if r == 0x3000 {
+		// the ideographic space is as wide as two letters: a word gap
+		// between spaced-out letters, not a letter gap
+		return append(dst, ' ', ' ')
 	}
 	if depth < 3 {
 		if enc == "" {
@@ -225,8 +237,8 @@ type tok struct {
 type pendingLetter struct {
 	c        byte
 	brk      bool // a sentence break preceded it
-	joinable bool // the separator before it may sit inside a spaced-out word
-	sep      int  // length of the separator before it
+	joinable bool   // the separator before it may sit inside a spaced-out word
+	sep      string // the separator before it, when joinable
 }
 
 // tokenizer state, reused across calls through scratch.
@@ -312,7 +324,11 @@ func (z *tokenizer) run(s string) {
 			break
 		}
 		joinable := sepJoin && sepLen <= 3
-		z.word1(f[i:j], sepBreak, joinable, sepLen)
+		sep := ""
+		if joinable {
+			sep = sepString(f[i-sepLen : i])
+		}
+		z.word1(f[i:j], sepBreak, joinable, sep)
 		sepLen, sepBreak, sepJoin, newlines = 0, false, true, 0
 		i = j
 	}
@@ -328,12 +344,31 @@ func isSingle(raw []byte) bool {
 	return ('a' <= c && c <= 'z') || leet[c] != 0
 }
 
+// sepString returns the separator between two single letters as a
+// string without allocating for the common short ones.
+func sepString(b []byte) string {
+	switch string(b) {
+	case " ":
+		return " "
+	case ".":
+		return "."
+	case "-":
+		return "-"
+	case "_":
+		return "_"
+	case "  ":
+		return "  "
+	}
+	return string(b)
+}
+
 // word1 takes one raw word with the separator that preceded it.
-func (z *tokenizer) word1(raw []byte, brk, joinable bool, sep int) {
+func (z *tokenizer) word1(raw []byte, brk, joinable bool, sep string) {
 	if isSingle(raw) {
-		// a wider gap than the one between the first two letters ends
-		// a spaced-out word: "s e n d   n u d e s" is two words
-		if len(z.pending) > 0 && (!joinable || len(z.pending) >= 2 && sep > z.pending[1].sep) {
+		// a gap other than the one between the first two letters ends a
+		// spaced-out word: "s e n d   n u d e s" and "k.i.l.l m.e" are
+		// two words each
+		if len(z.pending) > 0 && (!joinable || len(z.pending) >= 2 && sep != z.pending[1].sep) {
 			z.flushPending()
 		}
 		z.pending = append(z.pending, pendingLetter{c: raw[0], brk: brk, joinable: joinable, sep: sep})
