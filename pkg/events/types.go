@@ -56,6 +56,9 @@ type InferenceChunk struct {
 	RequestID string `json:"request_id"`
 	// Seq is the chunk's position in the stream, from 0 without gaps.
 	Seq int `json:"seq"`
+	// Operation is the operation the chunk answers, so that content
+	// safety reads its body by type, not by guessing; empty means absent.
+	Operation Operation `json:"operation,omitempty"`
 	// Body is one chat.completion.chunk or text completion chunk object.
 	Body json.RawMessage `json:"body"`
 	// CreatedAt is when the chunk was produced.
@@ -74,6 +77,9 @@ type InferenceResult struct {
 	RequestID string `json:"request_id"`
 	// Status is the outcome.
 	Status Status `json:"status"`
+	// Operation is the operation the result answers, so that content
+	// safety reads its body by type; empty means absent.
+	Operation Operation `json:"operation,omitempty"`
 	// Body is the final OpenAI-shaped response object; empty means absent.
 	Body json.RawMessage `json:"body,omitempty"`
 	// PromptFilterResults is copied from the request's: when set, content

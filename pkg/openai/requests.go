@@ -57,40 +57,35 @@ type ChatMessage struct {
 	// Content is a string, an array of content parts, or null.
 	Content    json.RawMessage `json:"content"`
 	Name       string          `json:"name,omitempty"`
-	ToolCalls  json.RawMessage `json:"tool_calls,omitempty"`
+	ToolCalls  []ToolCall      `json:"tool_calls,omitempty"`
 	ToolCallID string          `json:"tool_call_id,omitempty"`
 	Refusal    *string         `json:"refusal,omitempty"`
 	Audio      json.RawMessage `json:"audio,omitempty"`
 	// FunctionCall is the deprecated form of ToolCalls.
-	FunctionCall json.RawMessage `json:"function_call,omitempty"`
+	FunctionCall *FunctionCall `json:"function_call,omitempty"`
 }
 
 // Text returns the message's text: its string content, or its text
 // parts joined by newlines.
 func (m ChatMessage) Text() (string, error) {
-	c := bytes.TrimSpace(m.Content)
-	if len(c) == 0 || bytes.Equal(c, []byte("null")) {
-		return "", nil
-	}
-	if c[0] == '"' {
-		var s string
-		err := json.Unmarshal(c, &s)
-		return s, err
-	}
-	var parts []struct {
-		Type string `json:"type"`
-		Text string `json:"text"`
-	}
-	if err := json.Unmarshal(c, &parts); err != nil {
-		return "", fmt.Errorf("content must be a string or an array of content parts")
+	text, parts, err := contentParts(m.Content)
+	if err != nil || text != nil {
+		return deref(text), err
 	}
 	var texts []string
 	for _, p := range parts {
-		if p.Type == "text" {
-			texts = append(texts, p.Text)
+		if p.Type == "text" && p.Text != nil {
+			texts = append(texts, *p.Text)
 		}
 	}
 	return strings.Join(texts, "\n"), nil
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
 }
 
 // StreamOptions are the options of a streamed response.
@@ -170,10 +165,10 @@ type ChatRequest struct {
 	MaxCompletionTokens *int            `json:"max_completion_tokens,omitempty"`
 	TopLogprobs         *int            `json:"top_logprobs,omitempty"`
 	ResponseFormat      json.RawMessage `json:"response_format,omitempty"`
-	Tools               json.RawMessage `json:"tools,omitempty"`
+	Tools               []Tool          `json:"tools,omitempty"`
 	ToolChoice          json.RawMessage `json:"tool_choice,omitempty"`
 	ParallelToolCalls   *bool           `json:"parallel_tool_calls,omitempty"`
-	Functions           json.RawMessage `json:"functions,omitempty"`
+	Functions           []FunctionDef   `json:"functions,omitempty"`
 	FunctionCall        json.RawMessage `json:"function_call,omitempty"`
 	Metadata            json.RawMessage `json:"metadata,omitempty"`
 	Store               *bool           `json:"store,omitempty"`
@@ -202,9 +197,10 @@ func (r *ChatRequest) Validate() error {
 		if !chatRoles[m.Role] {
 			return invalid(p+".role", "%s.role must be one of system, developer, user, assistant, tool, not %q", p, m.Role)
 		}
-		if _, err := m.Text(); err != nil {
-			return invalid(p+".content", "%s.%s", p, err.Error())
-		}
+	}
+	// every text the model reads must be one content safety can check
+	if _, err := r.TextFields(); err != nil {
+		return err
 	}
 	if r.MaxTokens != nil && r.MaxCompletionTokens != nil {
 		return invalid("max_tokens", "set max_tokens or max_completion_tokens, not both")
@@ -228,16 +224,6 @@ func (r *ChatRequest) TokenLimit() int {
 		return *r.MaxTokens
 	}
 	return 0
-}
-
-// PromptTexts returns the text of every message, for classification.
-func (r *ChatRequest) PromptTexts() []string {
-	out := make([]string, 0, len(r.Messages))
-	for _, m := range r.Messages {
-		t, _ := m.Text()
-		out = append(out, t)
-	}
-	return out
 }
 
 // CompletionRequest is the body of POST /completions.

@@ -5,55 +5,27 @@ import (
 
 	"github.com/terroir-ai/terroir/pkg/control"
 	"github.com/terroir-ai/terroir/pkg/events"
+	"github.com/terroir-ai/terroir/pkg/openai"
 )
 
-// Annotations is Azure's content_filter_results object for one prompt
-// (prompt_filter_results[].content_filter_results, or the
-// innererror.content_filter_result of a blocked prompt) or one choice.
-// The four harm categories are always present; jailbreak only for
-// prompts; profanity only when the policy filters profanity in that
-// direction; custom_blocklists only when the policy applies blocklists in
-// that direction. Fields are in the order the live service sends them.
-type Annotations struct {
-	CustomBlocklists *BlocklistAnnotation `json:"custom_blocklists,omitempty"`
-	Hate             *CategoryAnnotation  `json:"hate,omitempty"`
-	Jailbreak        *DetectionAnnotation `json:"jailbreak,omitempty"`
-	Profanity        *DetectionAnnotation `json:"profanity,omitempty"`
-	SelfHarm         *CategoryAnnotation  `json:"self_harm,omitempty"`
-	Sexual           *CategoryAnnotation  `json:"sexual,omitempty"`
-	Violence         *CategoryAnnotation  `json:"violence,omitempty"`
-}
+// Annotations is Azure's content_filter_results object (see
+// openai.ContentFilterResults): the four harm categories always, jailbreak
+// only for prompts, profanity only when the policy filters profanity in
+// that direction, custom_blocklists only when the policy applies
+// blocklists in that direction.
+type Annotations = openai.ContentFilterResults
 
 // CategoryAnnotation is the result of one harm category.
-type CategoryAnnotation struct {
-	// Filtered is set when the policy blocked the content for this
-	// category.
-	Filtered bool `json:"filtered"`
-	// Severity is safe, low, medium or high.
-	Severity events.Severity `json:"severity"`
-}
+type CategoryAnnotation = openai.CategoryFilterResult
 
 // DetectionAnnotation is the result of a detector (jailbreak, profanity).
-type DetectionAnnotation struct {
-	Filtered bool `json:"filtered"`
-	Detected bool `json:"detected"`
-}
+type DetectionAnnotation = openai.DetectionFilterResult
 
 // BlocklistAnnotation is the result of the custom blocklists.
-type BlocklistAnnotation struct {
-	// Filtered is set when any applied list matched.
-	Filtered bool `json:"filtered"`
-	// Details has one entry per applied list that matched; it is an
-	// empty array, never null, when none did.
-	Details []BlocklistDetail `json:"details"`
-}
+type BlocklistAnnotation = openai.BlocklistFilterResult
 
 // BlocklistDetail names one matched blocklist.
-type BlocklistDetail struct {
-	Filtered bool `json:"filtered"`
-	// ID is the blocklist's name.
-	ID string `json:"id"`
-}
+type BlocklistDetail = openai.BlocklistDetail
 
 // Apply applies policy p's rules for direction dir to r, returning the
 // annotations and whether the content is blocked. A category whose

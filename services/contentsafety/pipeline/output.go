@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/terroir-ai/terroir/pkg/bus"
 	"github.com/terroir-ai/terroir/pkg/control"
 	"github.com/terroir-ai/terroir/pkg/events"
+	"github.com/terroir-ai/terroir/pkg/openai"
 	"github.com/terroir-ai/terroir/services/contentsafety/classifier"
 )
 
@@ -25,6 +27,7 @@ type object = map[string]json.RawMessage
 // streamState is what the output stage holds of one streamed answer.
 type streamState struct {
 	seq     int // next reply sequence number (0 was the prompt verdict)
+	kind    openai.ChoiceKind
 	pol     control.FilterPolicy
 	bl      *classifier.Blocklists
 	res     control.Resource
@@ -35,11 +38,15 @@ type streamState struct {
 }
 
 type choiceState struct {
-	stream  *classifier.Stream
-	text    strings.Builder // the choice's text, kept in memory until the answer ends
-	result  classifier.Result
-	ann     classifier.Annotations
-	blocked bool
+	stream *classifier.Stream
+	text   strings.Builder // the choice's text, kept in memory until the answer ends
+	// args decode the JSON text of each tool call's arguments as its
+	// pieces arrive, by parameter path, so escapes hide nothing.
+	args      map[string]*openai.ArgumentsDecoder
+	lastParam string // the field the latest text came from
+	result    classifier.Result
+	ann       classifier.Annotations
+	blocked   bool
 	// released is set once a chunk of the choice reached the app, which
 	// then knows the choice's role.
 	released bool
@@ -47,8 +54,8 @@ type choiceState struct {
 
 type heldChunk struct {
 	index  int
-	head   object // the chunk's fields other than choices
-	choice object
+	head   object          // the chunk's fields other than choices
+	choice json.RawMessage // the choice as the model sent it
 }
 
 // output is the output stage's handler.
@@ -124,21 +131,52 @@ func (st *streamState) choice(p *Pipeline, i int) *choiceState {
 	return cs
 }
 
-// deltaText returns the text a streamed choice adds.
-func deltaText(choice object) string {
-	var s string
-	if raw, ok := choice["text"]; ok {
-		_ = json.Unmarshal(raw, &s)
-		return s
+// deltaText returns the text a streamed choice adds, from every field
+// that carries text: content, refusal, tool-call names and arguments
+// (decoded piece by piece), the legacy function_call, reasoning and any
+// other field of the delta. Text from a new field starts on a new line,
+// so two fields never glue into one word.
+func (cs *choiceState) deltaText(ch *openai.Choice) string {
+	var b []byte
+	ch.Pieces(func(param, text string, args bool) {
+		if text == "" {
+			return
+		}
+		if cs.lastParam != "" && param != cs.lastParam {
+			b = append(b, '\n')
+		}
+		cs.lastParam = param
+		if !args {
+			b = append(b, text...)
+			return
+		}
+		if cs.args == nil {
+			cs.args = map[string]*openai.ArgumentsDecoder{}
+		}
+		dec := cs.args[param]
+		if dec == nil {
+			dec = &openai.ArgumentsDecoder{}
+			cs.args[param] = dec
+		}
+		b = dec.Write(b, text)
+	})
+	return string(b)
+}
+
+// kindOf returns the kind of an answer's choices: by the operation the
+// worker named, or, from a worker that named none, by the object type.
+func kindOf(op events.Operation, head object, streamed bool) openai.ChoiceKind {
+	switch {
+	case op == events.OperationCompletions:
+		return openai.TextChoice
+	case op == events.OperationChatCompletions && streamed:
+		return openai.ChatChunkChoice
+	case op == events.OperationChatCompletions:
+		return openai.ChatChoice
 	}
-	var delta struct {
-		Content *string `json:"content"`
-	}
-	_ = json.Unmarshal(choice["delta"], &delta)
-	if delta.Content != nil {
-		return *delta.Content
-	}
-	return ""
+	var o string
+	_ = json.Unmarshal(head["object"], &o)
+	return openai.KindOf(o)
 }
 
 func (p *Pipeline) chunk(ctx context.Context, d *bus.Delivery, c events.InferenceChunk) error {
@@ -150,18 +188,24 @@ func (p *Pipeline) chunk(ctx context.Context, d *bus.Delivery, c events.Inferenc
 	if err := json.Unmarshal(c.Body, &head); err != nil {
 		return bus.Permanent(err)
 	}
-	var choices []object
-	_ = json.Unmarshal(head["choices"], &choices)
+	var choices []json.RawMessage
+	if err := json.Unmarshal(head["choices"], &choices); err != nil && len(head["choices"]) > 0 {
+		return bus.Permanent(fmt.Errorf("reading the choices of a chunk: %w", err))
+	}
 	delete(head, "choices")
 	st.head = head
-	for _, ch := range choices {
-		var i int
-		_ = json.Unmarshal(ch["index"], &i)
+	st.kind = kindOf(c.Operation, head, true)
+	for _, raw := range choices {
+		var ch openai.Choice
+		if err := json.Unmarshal(raw, &ch); err != nil {
+			return bus.Permanent(fmt.Errorf("reading a choice of a chunk: %w", err))
+		}
+		i := ch.Index
 		cs := st.choice(p, i)
 		if cs.blocked {
 			continue
 		}
-		if t := deltaText(ch); t != "" {
+		if t := cs.deltaText(&ch); t != "" {
 			cs.text.WriteString(t)
 			if r, checked := cs.stream.Add(t); checked {
 				if err := p.judge(ctx, d, st, head, i, cs, r); err != nil {
@@ -172,7 +216,7 @@ func (p *Pipeline) chunk(ctx context.Context, d *bus.Delivery, c events.Inferenc
 				}
 			}
 		}
-		st.held = append(st.held, heldChunk{index: i, head: head, choice: ch})
+		st.held = append(st.held, heldChunk{index: i, head: head, choice: raw})
 	}
 	for _, cs := range st.choices {
 		if !cs.blocked && cs.stream.Pending() > 0 {
@@ -193,44 +237,26 @@ func (p *Pipeline) judge(ctx context.Context, d *bus.Delivery, st *streamState, 
 	}
 	cs.blocked = true
 	st.held = slices.DeleteFunc(st.held, func(h heldChunk) bool { return h.index == i })
-	annRaw, err := json.Marshal(ann)
+	end, err := json.Marshal(openai.NewBlockedChoice(st.kind, i, ann, !cs.released))
 	if err != nil {
 		return err
-	}
-	end := object{"index": json.RawMessage(itoa(i)), "finish_reason": json.RawMessage(`"content_filter"`), "content_filter_results": annRaw,
-		"logprobs": json.RawMessage("null")}
-	if _, chat := head["object"]; chat && strings.Contains(string(head["object"]), "chat") {
-		// A choice's first delta names its role, as SDKs expect, even
-		// when nothing of it passed the filter.
-		end["delta"] = json.RawMessage(`{}`)
-		if !cs.released {
-			end["delta"] = json.RawMessage(`{"role":"assistant"}`)
-		}
-	} else {
-		end["text"] = json.RawMessage(`""`)
 	}
 	return p.send(ctx, d, st, head, end, nil)
 }
 
-func itoa(i int) string {
-	raw, _ := json.Marshal(i)
-	return string(raw)
-}
-
 // send replies one chunk holding one choice.
-func (p *Pipeline) send(ctx context.Context, d *bus.Delivery, st *streamState, head, choice object, ann *classifier.Annotations) error {
+func (p *Pipeline) send(ctx context.Context, d *bus.Delivery, st *streamState, head object, choice json.RawMessage, ann *classifier.Annotations) error {
 	if ann != nil {
-		raw, err := json.Marshal(ann)
-		if err != nil {
+		var err error
+		if choice, err = annotate(choice, *ann); err != nil {
 			return err
 		}
-		choice["content_filter_results"] = raw
 	}
 	obj := object{}
 	for k, v := range head {
 		obj[k] = v
 	}
-	chs, err := json.Marshal([]object{choice})
+	chs, err := json.Marshal([]json.RawMessage{choice})
 	if err != nil {
 		return err
 	}
@@ -241,7 +267,30 @@ func (p *Pipeline) send(ctx context.Context, d *bus.Delivery, st *streamState, h
 	}
 	seq := st.seq
 	st.seq++
-	return p.cfg.Bus.Reply(ctx, d, seq, false, events.InferenceChunk{RequestID: d.Meta.RequestID, Seq: seq, Body: body, CreatedAt: time.Now().UTC()})
+	return p.cfg.Bus.Reply(ctx, d, seq, false, events.InferenceChunk{RequestID: d.Meta.RequestID, Seq: seq, Operation: st.op(), Body: body, CreatedAt: time.Now().UTC()})
+}
+
+// op is the operation of the stream's kind of choices.
+func (st *streamState) op() events.Operation {
+	if st.kind == openai.TextChoice {
+		return events.OperationCompletions
+	}
+	return events.OperationChatCompletions
+}
+
+// annotate adds the filter results to a choice that passed, leaving the
+// rest of it as the model sent it.
+func annotate(choice json.RawMessage, ann classifier.Annotations) (json.RawMessage, error) {
+	var obj object
+	if err := json.Unmarshal(choice, &obj); err != nil {
+		return nil, err
+	}
+	raw, err := json.Marshal(ann)
+	if err != nil {
+		return nil, err
+	}
+	obj["content_filter_results"] = raw
+	return json.Marshal(obj)
 }
 
 // release sends every held chunk, annotated with its choice's results.
@@ -282,13 +331,10 @@ func (p *Pipeline) result(ctx context.Context, d *bus.Delivery, r events.Inferen
 	var worst *classifier.Annotations
 	anyBlocked := false
 	output := r.Body
-	op := operationOf(r.Body)
+	op := r.Operation
 	if streamed {
 		head := st.head
-		op = events.OperationChatCompletions
-		if strings.Contains(string(head["object"]), "text_completion") {
-			op = events.OperationCompletions
-		}
+		op = st.op()
 		idx := make([]int, 0, len(st.choices))
 		for i := range st.choices {
 			idx = append(idx, i)
@@ -323,7 +369,14 @@ func (p *Pipeline) result(ctx context.Context, d *bus.Delivery, r events.Inferen
 			return err
 		}
 	} else if len(r.Body) > 0 {
-		body, t, m, w, b, err := p.checkBody(st, r.Body, promptResults)
+		var top object
+		if err := json.Unmarshal(r.Body, &top); err != nil {
+			return bus.Permanent(fmt.Errorf("reading an answer: %w", err))
+		}
+		if op == "" {
+			op = operationOf(top)
+		}
+		body, t, m, w, b, err := p.checkBody(st, top, kindOf(op, top, false), promptResults)
 		if err != nil {
 			return err
 		}
@@ -346,56 +399,39 @@ func headOr(head object, st *streamState) object {
 	return object{"object": json.RawMessage(`"chat.completion.chunk"`)}
 }
 
-// checkBody classifies every choice of a complete answer and annotates
-// it; a filtered choice ends with finish_reason content_filter and loses
-// its content. promptResults, when set, become the answer's
-// prompt_filter_results.
-func (p *Pipeline) checkBody(st *streamState, body, promptResults json.RawMessage) (json.RawMessage, []string, classifier.Result, *classifier.Annotations, bool, error) {
-	var obj object
+// checkBody classifies every text of every choice of a complete answer
+// and annotates it; a filtered choice is replaced by a blocked choice
+// built from an allow-list (finish_reason content_filter, no content,
+// refusal, tool calls, reasoning or logprobs). promptResults, when set,
+// become the answer's prompt_filter_results.
+func (p *Pipeline) checkBody(st *streamState, obj object, kind openai.ChoiceKind, promptResults json.RawMessage) (json.RawMessage, []string, classifier.Result, *classifier.Annotations, bool, error) {
 	var merged classifier.Result
-	if err := json.Unmarshal(body, &obj); err != nil {
-		return nil, nil, merged, nil, false, bus.Permanent(err)
-	}
-	var choices []object
+	var choices []json.RawMessage
 	if err := json.Unmarshal(obj["choices"], &choices); err != nil || choices == nil {
-		return body, nil, merged, nil, false, nil // embeddings
+		body, err := json.Marshal(obj)
+		return body, nil, merged, nil, false, err // embeddings carry no text to check
 	}
 	var texts []string
 	var worst *classifier.Annotations
 	anyBlocked := false
-	for _, ch := range choices {
-		var text string
-		_, chat := ch["message"]
-		if chat {
-			var msg struct {
-				Content *string `json:"content"`
-			}
-			_ = json.Unmarshal(ch["message"], &msg)
-			if msg.Content != nil {
-				text = *msg.Content
-			}
-		} else {
-			_ = json.Unmarshal(ch["text"], &text)
+	for k, raw := range choices {
+		var ch openai.Choice
+		if err := json.Unmarshal(raw, &ch); err != nil {
+			return nil, nil, merged, nil, false, bus.Permanent(fmt.Errorf("reading a choice of an answer: %w", err))
 		}
+		text := openai.Join(ch.TextFields())
 		texts = append(texts, text)
 		r := p.cfg.Classifier.ClassifyWith(text, events.DirectionCompletion, st.bl, st.pol.Completion.Blocklists)
 		merged = classifier.Merge(merged, r)
 		ann, blocked := classifier.Apply(st.pol, events.DirectionCompletion, r)
-		raw, err := json.Marshal(ann)
+		var err error
+		if blocked {
+			choices[k], err = json.Marshal(openai.NewBlockedChoice(kind, ch.Index, ann, true))
+		} else {
+			choices[k], err = annotate(raw, ann)
+		}
 		if err != nil {
 			return nil, nil, merged, nil, false, err
-		}
-		ch["content_filter_results"] = raw
-		if blocked {
-			ch["finish_reason"] = json.RawMessage(`"content_filter"`)
-			if chat {
-				var msg object
-				_ = json.Unmarshal(ch["message"], &msg)
-				msg["content"] = json.RawMessage("null")
-				ch["message"], _ = json.Marshal(msg)
-			} else {
-				ch["text"] = json.RawMessage(`""`)
-			}
 		}
 		if blocked || worst == nil {
 			worst = &ann
@@ -440,13 +476,12 @@ func (p *Pipeline) record(ctx context.Context, d *bus.Delivery, st *streamState,
 	return nil
 }
 
-// operationOf names the operation of an answer from its object type.
-func operationOf(body json.RawMessage) events.Operation {
-	var o struct {
-		Object string `json:"object"`
-	}
-	_ = json.Unmarshal(body, &o)
-	switch o.Object {
+// operationOf names the operation of an answer from its object type,
+// for a worker that did not name it.
+func operationOf(top object) events.Operation {
+	var o string
+	_ = json.Unmarshal(top["object"], &o)
+	switch o {
 	case "text_completion":
 		return events.OperationCompletions
 	case "list":

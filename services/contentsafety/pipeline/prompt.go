@@ -16,12 +16,11 @@ import (
 	"github.com/terroir-ai/terroir/services/contentsafety/classifier"
 )
 
-// blockedMessage is the message of Azure's content-filter error.
-const blockedMessage = "The response was filtered due to the prompt triggering the content management policy of this resource. Please modify your prompt and retry."
-
 // promptTexts returns the texts a request's prompt_filter_results cover,
-// by prompt_index: the whole conversation for chat, each prompt for
-// completions, all inputs for embeddings.
+// by prompt_index: every text field of a chat request (messages in every
+// form, tool definitions, earlier tool calls, response format), each
+// prompt of a completions request (with its suffix), all inputs of an
+// embeddings request. An error names a field that cannot be checked.
 func promptTexts(req events.InferenceRequest) ([]string, error) {
 	switch req.Operation {
 	case events.OperationChatCompletions:
@@ -29,13 +28,27 @@ func promptTexts(req events.InferenceRequest) ([]string, error) {
 		if err := json.Unmarshal(req.Body, &r); err != nil {
 			return nil, err
 		}
-		return []string{strings.Join(r.PromptTexts(), "\n")}, nil
+		fields, err := r.TextFields()
+		if err != nil {
+			return nil, err
+		}
+		return []string{openai.Join(fields)}, nil
 	case events.OperationCompletions:
 		var r openai.CompletionRequest
 		if err := json.Unmarshal(req.Body, &r); err != nil {
 			return nil, err
 		}
-		return r.Prompts()
+		prompts, err := r.Prompts()
+		if err != nil {
+			return nil, err
+		}
+		if r.Suffix != nil && *r.Suffix != "" {
+			// the suffix is part of every prompt the model completes
+			for i := range prompts {
+				prompts[i] += "\n" + *r.Suffix
+			}
+		}
+		return prompts, nil
 	case events.OperationEmbeddings:
 		var r openai.EmbeddingRequest
 		if err := json.Unmarshal(req.Body, &r); err != nil {
@@ -47,11 +60,6 @@ func promptTexts(req events.InferenceRequest) ([]string, error) {
 	return nil, fmt.Errorf("operation %s is not checked", req.Operation)
 }
 
-type promptResult struct {
-	Index   int                    `json:"prompt_index"`
-	Results classifier.Annotations `json:"content_filter_results"`
-}
-
 // prompt is the prompt stage's handler.
 func (p *Pipeline) prompt(ctx context.Context, d *bus.Delivery) error {
 	var req events.InferenceRequest
@@ -60,21 +68,21 @@ func (p *Pipeline) prompt(ctx context.Context, d *bus.Delivery) error {
 	}
 	res, pol, bl, err := p.policy(req.Resource, req.Deployment)
 	if err != nil {
-		return p.refuse(ctx, d, req, err.Error())
+		return p.refuse(ctx, d, req, err)
 	}
 	texts, err := promptTexts(req)
 	if err != nil {
-		return p.refuse(ctx, d, req, "unreadable request body")
+		return p.refuse(ctx, d, req, err)
 	}
 	rules := rulesOf(pol, events.DirectionPrompt)
-	var results []promptResult
+	var results []openai.PromptFilterResult
 	var merged classifier.Result
 	var worst classifier.Annotations
 	blocked := false
 	for i, t := range texts {
 		r := p.cfg.Classifier.ClassifyWith(t, events.DirectionPrompt, bl, rules.Blocklists)
 		a, b := classifier.Apply(pol, events.DirectionPrompt, r)
-		results = append(results, promptResult{Index: i, Results: a})
+		results = append(results, openai.PromptFilterResult{PromptIndex: i, ContentFilterResults: a})
 		merged = classifier.Merge(merged, r)
 		if b || i == 0 {
 			worst = a
@@ -99,15 +107,12 @@ func (p *Pipeline) prompt(ctx context.Context, d *bus.Delivery) error {
 		sends = append(sends, p.cfg.Bus.PublishAsync(ctx, req.HomeGeo, bus.StreamAbuseLog, home, rec))
 	}
 	if blocked {
-		body, err := json.Marshal(map[string]any{"error": map[string]any{
-			"message": blockedMessage, "type": nil, "param": "prompt", "code": "content_filter", "status": 400,
-			"innererror": map[string]any{"code": "ResponsibleAIPolicyViolation", "content_filter_result": worst},
-		}})
+		body, err := json.Marshal(openai.NewContentFilterError(worst))
 		if err != nil {
 			return errors.Join(err, bus.WaitAll(sends...))
 		}
 		sends = append(sends, p.cfg.Bus.ReplyAsync(ctx, d, 0, true, events.InferenceResult{RequestID: req.RequestID, Status: events.StatusFiltered,
-			Body: body, Error: &events.ResultError{Kind: events.ErrorContentFiltered, Code: "content_filter", Param: "prompt", Message: blockedMessage},
+			Body: body, Error: &events.ResultError{Kind: events.ErrorContentFiltered, Code: "content_filter", Param: "prompt", Message: openai.PromptFilteredMessage},
 			CreatedAt: time.Now().UTC()}))
 		return bus.WaitAll(sends...)
 	}
@@ -121,7 +126,7 @@ func (p *Pipeline) prompt(ctx context.Context, d *bus.Delivery) error {
 		return bus.WaitAll(sends...)
 	}
 	// A stream's first event is the verdict, sent before the model starts.
-	verdict, err := json.Marshal(map[string]any{"choices": []any{}, "created": 0, "id": "", "model": "", "object": "", "prompt_filter_results": results})
+	verdict, err := json.Marshal(openai.VerdictChunk{Choices: []json.RawMessage{}, PromptFilterResults: results})
 	if err != nil {
 		return errors.Join(err, bus.WaitAll(sends...))
 	}
@@ -133,11 +138,18 @@ func (p *Pipeline) prompt(ctx context.Context, d *bus.Delivery) error {
 }
 
 // refuse answers a request that cannot be checked (unknown resource,
-// unreadable body): it is never passed on unchecked.
-func (p *Pipeline) refuse(ctx context.Context, d *bus.Delivery, req events.InferenceRequest, reason string) error {
+// unreadable body, a field content safety cannot read): it is never
+// passed on unchecked. A field error names its parameter; no error
+// carries the request's text.
+func (p *Pipeline) refuse(ctx context.Context, d *bus.Delivery, req events.InferenceRequest, cause error) error {
+	re := &events.ResultError{Kind: events.ErrorInvalidRequest, Code: "invalid_request", Message: "the request could not be checked by content safety"}
+	reason := "unknown resource or unreadable body"
+	var fe *openai.FieldError
+	if errors.As(cause, &fe) {
+		re.Param, re.Message, reason = fe.Param, fe.Message, "field content safety cannot check"
+	}
 	p.log.Warn("request refused unchecked", zap.String("request_id", req.RequestID), zap.String("resource", req.Resource),
-		zap.String("deployment", req.Deployment), zap.String("reason", reason))
+		zap.String("deployment", req.Deployment), zap.String("reason", reason), zap.String("param", re.Param))
 	return p.cfg.Bus.Reply(ctx, d, 0, true, events.InferenceResult{RequestID: req.RequestID, Status: events.StatusError,
-		Error:     &events.ResultError{Kind: events.ErrorInvalidRequest, Code: "invalid_request", Message: "the request could not be checked by content safety"},
-		CreatedAt: time.Now().UTC()})
+		Operation: req.Operation, Error: re, CreatedAt: time.Now().UTC()})
 }

@@ -136,7 +136,7 @@ func (w *Worker) handle(ctx context.Context, d *bus.Delivery) error {
 		}
 		return w.cfg.Bus.Publish(ctx, d.Geo, bus.StreamCompletions, meta, ev)
 	}
-	result := events.InferenceResult{RequestID: req.RequestID, Status: events.StatusOK, PromptFilterResults: req.PromptFilterResults}
+	result := events.InferenceResult{RequestID: req.RequestID, Status: events.StatusOK, Operation: req.Operation, PromptFilterResults: req.PromptFilterResults}
 	be, ok := w.cfg.Backends[req.Model]
 	if !ok {
 		result.Status, result.Error = events.StatusError, &events.ResultError{Kind: events.ErrorNotFound, Code: "model_not_found",
@@ -144,7 +144,7 @@ func (w *Worker) handle(ctx context.Context, d *bus.Delivery) error {
 	} else {
 		rctx, cancel := context.WithTimeout(ctx, w.cfg.Timeout)
 		ans, err := be.Serve(rctx, req, func(chunk []byte) error {
-			return publish(events.InferenceChunk{RequestID: req.RequestID, Seq: seq, Body: chunk, CreatedAt: time.Now().UTC()}, false)
+			return publish(events.InferenceChunk{RequestID: req.RequestID, Seq: seq, Operation: req.Operation, Body: chunk, CreatedAt: time.Now().UTC()}, false)
 		})
 		cancel()
 		if err != nil {

@@ -176,8 +176,9 @@ func parse(op events.Operation, raw []byte) (parsed, error) {
 		v = &req
 		p.model, p.stream, p.choices, p.usageTail = req.Model, req.Stream, req.Choices(), req.IncludeUsage()
 		chars := 0
-		for _, t := range req.PromptTexts() {
-			chars += len(t)
+		fields, _ := req.TextFields() // an unreadable part fails Validate below
+		for _, f := range fields {
+			chars += len(f.Text)
 		}
 		limit := req.TokenLimit()
 		if limit == 0 {

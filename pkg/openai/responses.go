@@ -1,0 +1,211 @@
+package openai
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+)
+
+// Choice is a choice of a chat completion (Message), a chat completion
+// chunk (Delta) or a text completion and its chunks (Text), as content
+// safety reads it.
+type Choice struct {
+	Index        int               `json:"index"`
+	Message      *AssistantMessage `json:"message,omitempty"`
+	Delta        *AssistantMessage `json:"delta,omitempty"`
+	Text         *string           `json:"text,omitempty"`
+	FinishReason *string           `json:"finish_reason"`
+	Logprobs     json.RawMessage   `json:"logprobs,omitempty"`
+}
+
+// AssistantMessage is what a model wrote in a choice, or a piece of it
+// in a delta.
+type AssistantMessage struct {
+	Role string `json:"role,omitempty"`
+	// Content is a string, null, or (from some upstreams) content parts.
+	Content      json.RawMessage `json:"content,omitempty"`
+	Refusal      *string         `json:"refusal,omitempty"`
+	ToolCalls    []ToolCall      `json:"tool_calls,omitempty"`
+	FunctionCall *FunctionCall   `json:"function_call,omitempty"`
+	// Other holds every other field an upstream sent (reasoning_content,
+	// reasoning, audio with its transcript, annotations, …): content
+	// safety reads the text in them too, so no upstream's naming of
+	// reasoning text escapes the filter.
+	Other map[string]json.RawMessage `json:"-"`
+}
+
+// knownMessageFields are the fields AssistantMessage reads itself.
+var knownMessageFields = []string{"role", "content", "refusal", "tool_calls", "function_call"}
+
+// UnmarshalJSON reads the known fields and keeps the others in Other.
+func (m *AssistantMessage) UnmarshalJSON(b []byte) error {
+	type plain AssistantMessage
+	if err := json.Unmarshal(b, (*plain)(m)); err != nil {
+		return err
+	}
+	var all map[string]json.RawMessage
+	if err := json.Unmarshal(b, &all); err != nil {
+		return err
+	}
+	for k := range all {
+		if slices.Contains(knownMessageFields, k) {
+			delete(all, k)
+		}
+	}
+	if len(all) > 0 {
+		m.Other = all
+	}
+	return nil
+}
+
+// ChoiceKind is the object a choice belongs to.
+type ChoiceKind int
+
+// Choice kinds.
+const (
+	ChatChoice ChoiceKind = iota
+	ChatChunkChoice
+	TextChoice
+)
+
+// KindOf returns the kind of the choices of an object of type object
+// ("chat.completion", "chat.completion.chunk", "text_completion").
+func KindOf(object string) ChoiceKind {
+	switch object {
+	case "chat.completion.chunk":
+		return ChatChunkChoice
+	case "text_completion":
+		return TextChoice
+	}
+	return ChatChoice
+}
+
+// TextFields returns every text of the choice, in order: text, content
+// (string or parts), refusal, tool calls (function names and the strings
+// in their arguments), the legacy function_call, and the text of every
+// other field of the message (reasoning and the like). Arguments are
+// decoded whole (see ArgumentsText); a stream decodes its argument
+// pieces with an ArgumentsDecoder instead, through Pieces. Logprobs are
+// not read: they repeat the text's tokens, and a blocked choice drops
+// them.
+func (c *Choice) TextFields() []TextField {
+	var s textSink
+	c.each(func(param, text string, args bool) {
+		if args {
+			text = ArgumentsText(text)
+		}
+		s.add(param, text)
+	})
+	return s
+}
+
+// Pieces calls fn with every text of the choice as it came, marking
+// tool-call arguments (which a stream receives in pieces of JSON text)
+// with args set.
+func (c *Choice) Pieces(fn func(param, text string, args bool)) { c.each(fn) }
+
+func (c *Choice) each(fn func(param, text string, args bool)) {
+	p := fmt.Sprintf("choices[%d]", c.Index)
+	if c.Text != nil {
+		fn(p+".text", *c.Text, false)
+	}
+	for _, nm := range [2]struct {
+		name string
+		m    *AssistantMessage
+	}{{"message", c.Message}, {"delta", c.Delta}} {
+		name, m := nm.name, nm.m
+		if m == nil {
+			continue
+		}
+		mp := p + "." + name
+		text, parts, err := contentParts(m.Content)
+		switch {
+		case text != nil:
+			fn(mp+".content", *text, false)
+		case err != nil:
+			fn(mp+".content", JSONText(m.Content), false)
+		}
+		for j, part := range parts {
+			pp := fmt.Sprintf("%s.content[%d]", mp, j)
+			switch {
+			case part.Text != nil:
+				fn(pp+".text", *part.Text, false)
+			case part.Refusal != nil:
+				fn(pp+".refusal", *part.Refusal, false)
+			}
+		}
+		if m.Refusal != nil {
+			fn(mp+".refusal", *m.Refusal, false)
+		}
+		for k, tc := range m.ToolCalls {
+			i := k
+			if tc.Index != nil {
+				i = *tc.Index
+			}
+			tp := fmt.Sprintf("%s.tool_calls[%d].function", mp, i)
+			fn(tp+".name", tc.Function.Name, false)
+			fn(tp+".arguments", tc.Function.Arguments, true)
+		}
+		if m.FunctionCall != nil {
+			fn(mp+".function_call.name", m.FunctionCall.Name, false)
+			fn(mp+".function_call.arguments", m.FunctionCall.Arguments, true)
+		}
+		keys := make([]string, 0, len(m.Other))
+		for k := range m.Other {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			fn(mp+"."+k, JSONText(m.Other[k]), false)
+		}
+	}
+}
+
+// BlockedChoice is the whole of a choice that content safety withheld:
+// built from this allow-list of fields, so that nothing else a model
+// returned (content, refusal, tool calls, reasoning, logprobs, audio)
+// can carry the blocked text to the app.
+type BlockedChoice struct {
+	Index                int                   `json:"index"`
+	Message              *BlockedMessage       `json:"message,omitempty"`
+	Delta                *BlockedDelta         `json:"delta,omitempty"`
+	Text                 *string               `json:"text,omitempty"`
+	Logprobs             *struct{}             `json:"logprobs"`
+	FinishReason         string                `json:"finish_reason"`
+	ContentFilterResults *ContentFilterResults `json:"content_filter_results"`
+}
+
+// BlockedMessage is the message of a blocked choice: content and refusal
+// null.
+type BlockedMessage struct {
+	Role    string  `json:"role"`
+	Content *string `json:"content"`
+	Refusal *string `json:"refusal"`
+}
+
+// BlockedDelta is the last delta of a blocked streamed choice: empty, or
+// naming the role when nothing of the choice reached the app.
+type BlockedDelta struct {
+	Role string `json:"role,omitempty"`
+}
+
+// NewBlockedChoice returns choice index of kind, withheld with the given
+// filter results and finish_reason "content_filter". For a chunk, role
+// names the assistant when none of the choice reached the app yet, as
+// the SDKs expect a choice's first delta to.
+func NewBlockedChoice(kind ChoiceKind, index int, results ContentFilterResults, role bool) BlockedChoice {
+	b := BlockedChoice{Index: index, FinishReason: "content_filter", ContentFilterResults: &results}
+	switch kind {
+	case ChatChoice:
+		b.Message = &BlockedMessage{Role: "assistant"}
+	case ChatChunkChoice:
+		b.Delta = &BlockedDelta{}
+		if role {
+			b.Delta.Role = "assistant"
+		}
+	default:
+		empty := ""
+		b.Text = &empty
+	}
+	return b
+}
