@@ -2,6 +2,7 @@ package control_test
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 
 	"github.com/terroir-ai/terroir/pkg/control"
 	"github.com/terroir-ai/terroir/pkg/events"
+	"github.com/terroir-ai/terroir/pkg/events/eventstest"
 )
 
 func change(t *testing.T, kind events.ControlKind, resource, id string, at time.Time, spec any) events.ControlChange {
@@ -153,5 +155,96 @@ func TestThresholdBlocks(t *testing.T) {
 		if got := c.t.Blocks(c.s); got != c.want {
 			t.Errorf("%s blocks %s = %v", c.t, c.s, got)
 		}
+	}
+}
+
+// TestGuardRules: a policy stored before it had guard settings, and the
+// built-in default, use the guard model and fail open; settings survive
+// the control topic.
+func TestGuardRules(t *testing.T) {
+	t.Parallel()
+	s := control.NewState(zap.NewNop())
+	now := time.Now()
+	s.ApplyChange(change(t, events.ControlResource, "acme", "acme", now, control.Resource{Name: "acme", Location: "eu", ContentLogging: true}))
+	old := events.ControlChange{Kind: events.ControlFilterPolicy, ID: "old", Resource: "acme", Actor: "test", At: now,
+		Spec: json.RawMessage(`{"name":"old","resource":"acme","prompt":{"thresholds":{"hate":"low"},"jailbreak":true,"profanity":false},` +
+			`"completion":{"thresholds":{"hate":"high"},"jailbreak":false,"profanity":false}}`)}
+	s.ApplyChange(old)
+	s.ApplyChange(change(t, events.ControlFilterPolicy, "acme", "strict", now, control.FilterPolicy{Name: "strict", Resource: "acme",
+		Prompt:     control.FilterRules{Guard: control.GuardRules{OnFailure: control.GuardFailClosed}},
+		Completion: control.FilterRules{Guard: control.GuardRules{Off: true}}}))
+
+	cases := []struct {
+		policy     string
+		dir        string
+		applies    bool
+		failClosed bool
+	}{
+		{"default", "prompt", true, false},
+		{"default", "completion", true, false},
+		{"old", "prompt", true, false},
+		{"old", "completion", true, false},
+		{"strict", "prompt", true, true},
+		{"strict", "completion", false, false},
+	}
+	for _, c := range cases {
+		p, ok := s.FilterPolicy("acme", c.policy)
+		if !ok {
+			t.Fatalf("policy %s is missing", c.policy)
+		}
+		g := p.Prompt.Guard
+		if c.dir == "completion" {
+			g = p.Completion.Guard
+		}
+		if g.Applies() != c.applies || g.FailsClosed() != c.failClosed {
+			t.Errorf("%s/%s: applies=%v failsClosed=%v, want %v %v", c.policy, c.dir, g.Applies(), g.FailsClosed(), c.applies, c.failClosed)
+		}
+		if want := map[bool]control.GuardFailure{false: control.GuardFailOpen, true: control.GuardFailClosed}[c.failClosed]; g.Failure() != want {
+			t.Errorf("%s/%s: Failure() = %q, want %q", c.policy, c.dir, g.Failure(), want)
+		}
+	}
+	// the default settings add nothing to a stored policy
+	raw, err := json.Marshal(control.DefaultFilterPolicy("acme"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if json.Valid(raw) && strings.Contains(string(raw), "guard") {
+		t.Fatalf("default policy serialises guard settings: %s", raw)
+	}
+}
+
+// TestFilterPolicySpecMatchesSchema: what the control plane publishes for
+// a filter policy, guard settings included, is what control.change v1
+// describes, and a failure mode it does not know is refused.
+func TestFilterPolicySpecMatchesSchema(t *testing.T) {
+	t.Parallel()
+	_, sch := eventstest.Load(t, events.TypeControlChange)
+	strict := control.DefaultFilterPolicy("acme")
+	strict.Name = "strict"
+	strict.Prompt.Guard = control.GuardRules{OnFailure: control.GuardFailClosed}
+	strict.Completion.Guard = control.GuardRules{Off: true, OnFailure: control.GuardFailOpen}
+	bad := control.DefaultFilterPolicy("acme")
+	bad.Name = "bad"
+	bad.Prompt.Guard.OnFailure = "sometimes"
+	cases := []struct {
+		name   string
+		policy control.FilterPolicy
+		valid  bool
+	}{
+		{"default", control.DefaultFilterPolicy("acme"), true},
+		{"guard settings", strict, true},
+		{"unknown failure mode", bad, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			raw, err := json.Marshal(change(t, events.ControlFilterPolicy, "acme", c.policy.Name, time.Now().UTC(), c.policy))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := eventstest.Validate(sch, raw); (err == nil) != c.valid {
+				t.Fatalf("valid = %v, want %v (%v): %s", err == nil, c.valid, err, raw)
+			}
+		})
 	}
 }

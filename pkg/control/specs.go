@@ -95,8 +95,9 @@ func (t Threshold) Blocks(s events.Severity) bool {
 }
 
 // DefaultFilterPolicyName is the policy every resource has without
-// creating it; it blocks medium severity and above in both directions
-// and detects jailbreak attempts.
+// creating it; it blocks medium severity and above in both directions,
+// detects jailbreak attempts, and asks the guard model where one is
+// configured, failing open.
 const DefaultFilterPolicyName = "default"
 
 // FilterPolicy is a content-filter policy of a resource.
@@ -117,6 +118,53 @@ type FilterRules struct {
 	Profanity bool `json:"profanity"`
 	// Blocklists names the resource's blocklists that block.
 	Blocklists []string `json:"blocklists,omitempty"`
+	// Guard says whether the guard-model stage rates this direction and
+	// what a failure of it means. Its zero value is the default: rated
+	// wherever contentsafety has a guard model configured, failing open.
+	Guard GuardRules `json:"guard,omitzero"`
+}
+
+// GuardFailure is what happens to a text when the guard model could not
+// rate it (unreachable, too slow, an answer that is not a verdict).
+type GuardFailure string
+
+// Guard failure modes.
+const (
+	// GuardFailOpen lets the built-in rules decide alone; the failure is
+	// counted. It is the default: the rules always run, so a guard outage
+	// lowers the filter to the built-in level instead of stopping the
+	// deployment.
+	GuardFailOpen GuardFailure = "open"
+	// GuardFailClosed blocks the text as filtered.
+	GuardFailClosed GuardFailure = "closed"
+)
+
+// GuardFailures lists the failure modes.
+var GuardFailures = []GuardFailure{GuardFailOpen, GuardFailClosed}
+
+// GuardRules are a policy's guard-model settings for one direction. They
+// only matter where contentsafety has a guard model configured; without
+// one the rules decide alone whatever these say.
+type GuardRules struct {
+	// Off skips the guard model for this direction.
+	Off bool `json:"off,omitempty"`
+	// OnFailure is GuardFailOpen or GuardFailClosed; empty means
+	// GuardFailOpen.
+	OnFailure GuardFailure `json:"onFailure,omitempty"`
+}
+
+// Applies reports whether the guard model rates this direction.
+func (g GuardRules) Applies() bool { return !g.Off }
+
+// FailsClosed reports whether a guard failure blocks the text.
+func (g GuardRules) FailsClosed() bool { return g.OnFailure == GuardFailClosed }
+
+// Failure is the failure mode in effect, GuardFailOpen when unset.
+func (g GuardRules) Failure() GuardFailure {
+	if g.OnFailure == "" {
+		return GuardFailOpen
+	}
+	return g.OnFailure
 }
 
 // DefaultFilterPolicy returns resource's built-in default policy.

@@ -297,6 +297,9 @@ func TestSchemasRejectInvalidPayloads(t *testing.T) {
 		{"control policy without assignment", all[events.TypeControlChange][3], func(m map[string]any) {
 			delete(m["spec"].(map[string]any), "assignedTo")
 		}},
+		{"control filter policy unknown guard failure mode", all[events.TypeControlChange][4], func(m map[string]any) {
+			m["spec"].(map[string]any)["prompt"].(map[string]any)["guard"] = map[string]any{"onFailure": "sometimes"}
+		}},
 		{"datakey other algorithm", all[events.TypeDataKey][0], func(m map[string]any) { m["algorithm"] = "AES-128-GCM" }},
 		{"datakey without wrapped key", all[events.TypeDataKey][0], func(m map[string]any) { delete(m, "wrapped") }},
 		{"datakey deletion keeps wrapped key", all[events.TypeDataKey][1], func(m map[string]any) {
@@ -568,6 +571,16 @@ func samples() map[events.Type][]events.Event {
 				Actor: "mgmt:platform-admin",
 				At:    at,
 				Spec:  json.RawMessage(`{"name":"default","assignedTo":["*"],"allowedModels":["terroir-ngram"],"curatedOnly":true}`),
+			},
+			events.ControlChange{
+				Kind:     events.ControlFilterPolicy,
+				ID:       "strict",
+				Resource: "contoso-eu",
+				Actor:    "mgmt:operator@contoso.example",
+				At:       at,
+				Spec: json.RawMessage(`{"name":"strict","resource":"contoso-eu",` +
+					`"prompt":{"thresholds":{"hate":"low","sexual":"medium","violence":"medium","self_harm":"low"},"jailbreak":true,"profanity":false,"guard":{"onFailure":"closed"}},` +
+					`"completion":{"thresholds":{"hate":"medium","sexual":"medium","violence":"medium","self_harm":"medium"},"jailbreak":false,"profanity":true,"guard":{"off":true}}}`),
 			},
 		},
 		events.TypeDataKey: {

@@ -2,7 +2,12 @@
 // prints a table: per-category precision, recall (per severity) and F1,
 // jailbreak and profanity precision and recall, the false-positive rate on
 // the benign items of the evaluation set and on public-domain prose, and
-// the classification speed in µs per KB of text.
+// the classification speed in µs per KB of text. A second table measures
+// what the optional guard-model stage adds per call (p50, p90, p99)
+// against an in-process stand-in server that answers in Llama Guard's
+// format with no model delay: the client's own overhead and a loopback
+// HTTP round trip, labelled as such. A real guard model adds its server's
+// time to answer on top.
 //
 // Run it from the repository root:
 //
@@ -10,7 +15,8 @@
 //
 // or from scripts/ as "go run ./safetyeval". -data names the classifier's
 // testdata directory when it is somewhere else; -misses lists the IDs of
-// the items the classifier got wrong.
+// the items the classifier got wrong; -guard-calls sets how many calls the
+// guard rows measure (0 skips them).
 package main
 
 import (
@@ -22,7 +28,9 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 
+	"github.com/terroir-ai/terroir/scripts/internal/bench"
 	"github.com/terroir-ai/terroir/services/contentsafety/classifier"
 	"github.com/terroir-ai/terroir/services/contentsafety/classifier/evaluation"
 )
@@ -47,6 +55,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("safetyeval", flag.ContinueOnError)
 	data := fs.String("data", "", "the classifier's testdata directory (found automatically from the repository root or scripts/)")
 	misses := fs.Bool("misses", false, "list the evaluation items the classifier got wrong")
+	guardCalls := fs.Int("guard-calls", 2000, "calls per guard-stage row; 0 skips the guard rows")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -90,6 +99,15 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		for _, m := range report.Misses {
 			fmt.Fprintf(out, "  %s %s want=%s got=%s\n", m.ID, m.What, m.Want, m.Got)
 		}
+	}
+	if *guardCalls > 0 {
+		rows, err := guardRows(ctx, *guardCalls)
+		if err != nil {
+			return err
+		}
+		facts := fmt.Sprintf("guard stage against an in-process stand-in (Llama Guard format, zero model delay) — machine: GOMAXPROCS=%d NumCPU=%d cpu=%q %s",
+			runtime.GOMAXPROCS(0), runtime.NumCPU(), bench.CPUModel(), runtime.Version())
+		return bench.PrintReport(out, facts, rows)
 	}
 	return nil
 }

@@ -31,7 +31,7 @@ func main() { os.Exit(daemon.Main(service, run)) }
 func run(ctx context.Context, getenv func(string) string) error {
 	env := config.New(getenv)
 	common := daemon.LoadConfig(env, service, defaultAdminAddr)
-	window := env.Int("TERROIR_STREAM_WINDOW_BYTES", 256, 16, 1<<20)
+	cfg := loadConfig(env)
 	if err := env.Err(); err != nil {
 		return err
 	}
@@ -44,7 +44,7 @@ func run(ctx context.Context, getenv func(string) string) error {
 		return err
 	}
 	p, err := pipeline.New(pipeline.Config{Bus: d.Bus, State: d.Control, Classifier: cls, Geos: common.Geos,
-		Stream: classifier.StreamOptions{Window: window, Overlap: min(64, window)}, Log: d.Log})
+		Stream: classifier.StreamOptions{Window: cfg.StreamWindow, Overlap: min(64, cfg.StreamWindow)}, Log: d.Log})
 	if err != nil {
 		return err
 	}

@@ -217,6 +217,10 @@ func TestBadInputIsOpenAIShapedAndNamesTheField(t *testing.T) {
 		{"bad threshold", "PUT", "/mgmt/resources/acme/contentFilterPolicies/p", `{"properties":{"contentFilters":[{"name":"hate","source":"Prompt","severityThreshold":"Extreme"}]}}`, 400, "properties.contentFilters[0].severityThreshold"},
 		{"bad source", "PUT", "/mgmt/resources/acme/contentFilterPolicies/p", `{"properties":{"contentFilters":[{"name":"hate","source":"Both","severityThreshold":"Low"}]}}`, 400, "properties.contentFilters[0].source"},
 		{"jailbreak on completions", "PUT", "/mgmt/resources/acme/contentFilterPolicies/p", `{"properties":{"contentFilters":[{"name":"jailbreak","source":"Completion"}]}}`, 400, "properties.contentFilters[0].source"},
+		{"unknown guard failure mode", "PUT", "/mgmt/resources/acme/contentFilterPolicies/p", `{"properties":{"contentFilters":[{"name":"guard_model","source":"Prompt","failureMode":"Sometimes"}]}}`, 400, "properties.contentFilters[0].failureMode"},
+		{"failure mode on a category", "PUT", "/mgmt/resources/acme/contentFilterPolicies/p", `{"properties":{"contentFilters":[{"name":"hate","source":"Prompt","severityThreshold":"Low"},{"name":"violence","source":"Prompt","severityThreshold":"Low","failureMode":"Closed"}]}}`, 400, "properties.contentFilters[1].failureMode"},
+		{"guard filter without source", "PUT", "/mgmt/resources/acme/contentFilterPolicies/p", `{"properties":{"contentFilters":[{"name":"guard_model","failureMode":"Closed"}]}}`, 400, "properties.contentFilters[0].source"},
+		{"guard filter twice", "PUT", "/mgmt/resources/acme/contentFilterPolicies/p", `{"properties":{"contentFilters":[{"name":"guard_model","source":"Prompt"},{"name":"guard","source":"prompt"}]}}`, 400, "properties.contentFilters[1]"},
 		{"unknown blocklist", "PUT", "/mgmt/resources/acme/contentFilterPolicies/p", `{"properties":{"customBlocklists":[{"blocklistName":"ghost","source":"Prompt"}]}}`, 400, "properties.customBlocklists[0].blocklistName"},
 		{"default policy is read-only", "PUT", "/mgmt/resources/acme/contentFilterPolicies/default", `{}`, 400, "name"},
 		{"bad regex", "PUT", "/mgmt/resources/acme/blocklists/b", `{"properties":{"blocklistItems":[{"pattern":"ok"},{"pattern":"(unclosed","isRegex":true}]}}`, 400, "properties.blocklistItems[1].pattern"},
@@ -473,11 +477,29 @@ func TestContentFilterPoliciesAndBlocklists(t *testing.T) {
 	a, _ := startIngress(t)
 	a.op("PUT", "/mgmt/resources/acme", resourceBody("eu"), http.StatusCreated)
 	def := a.op("GET", "/mgmt/resources/acme/contentFilterPolicies/default", nil, http.StatusOK)
+	guards := 0
 	for _, f := range props(def)["contentFilters"].([]any) {
 		f := f.(map[string]any)
-		if f["name"] != "jailbreak" && f["name"] != "profanity" && (f["severityThreshold"] != "Medium" || f["blocking"] != true) {
-			t.Fatalf("default policy does not block medium and above: %s", def.raw)
+		switch f["name"] {
+		case "jailbreak", "profanity":
+		case "guard_model":
+			// the guard model rates both directions where one is
+			// configured, and its failure lets the rules decide alone
+			guards++
+			if f["enabled"] != true || f["blocking"] != true || f["failureMode"] != "Open" {
+				t.Fatalf("default policy's guard filter = %v", f)
+			}
+		default:
+			if f["severityThreshold"] != "Medium" || f["blocking"] != true {
+				t.Fatalf("default policy does not block medium and above: %s", def.raw)
+			}
+			if _, ok := f["failureMode"]; ok {
+				t.Fatalf("a category filter has a failure mode: %v", f)
+			}
 		}
+	}
+	if guards != 2 {
+		t.Fatalf("default policy has %d guard filters, want one per source: %s", guards, def.raw)
 	}
 	bl := a.op("PUT", "/mgmt/resources/acme/blocklists/competitors", map[string]any{"properties": map[string]any{
 		"description": "names we do not discuss",
@@ -499,6 +521,8 @@ func TestContentFilterPoliciesAndBlocklists(t *testing.T) {
 			map[string]any{"name": "violence", "source": "Completion", "enabled": false},
 			map[string]any{"name": "jailbreak", "source": "Prompt", "blocking": false},
 			map[string]any{"name": "profanity", "source": "Completion"},
+			map[string]any{"name": "guard_model", "source": "Prompt", "failureMode": "closed"},
+			map[string]any{"name": "Guard-Model", "source": "Completion", "enabled": false},
 		},
 		"customBlocklists": []any{map[string]any{"blocklistName": "competitors", "source": "Prompt"}},
 	}}
@@ -506,13 +530,23 @@ func TestContentFilterPoliciesAndBlocklists(t *testing.T) {
 	want := map[string]string{
 		"hate/Prompt": "Low/true", "sexual/Prompt": "Medium/true", "self_harm/Completion": "High/true",
 		"violence/Completion": "/false", "jailbreak/Prompt": "/false", "profanity/Completion": "/true", "profanity/Prompt": "/false",
+		"guard_model/Prompt": "Closed/true", "guard_model/Completion": "Open/false",
 	}
 	for _, f := range props(p)["contentFilters"].([]any) {
 		f := f.(map[string]any)
 		k := fmt.Sprint(f["name"], "/", f["source"])
 		threshold, _ := f["severityThreshold"].(string)
+		if f["name"] == "guard_model" {
+			threshold, _ = f["failureMode"].(string)
+		}
 		if w, ok := want[k]; ok && fmt.Sprint(threshold, "/", f["blocking"]) != w {
 			t.Errorf("%s = %s/%v, want %s", k, threshold, f["blocking"], w)
+		}
+		delete(want, k)
+	}
+	for k := range want {
+		if strings.HasPrefix(k, "guard_model/") {
+			t.Errorf("the policy shows no %s filter", k)
 		}
 	}
 	if bls := props(p)["customBlocklists"].([]any); len(bls) != 1 || bls[0].(map[string]any)["blocklistName"] != "competitors" {

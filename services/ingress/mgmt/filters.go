@@ -20,7 +20,11 @@ const (
 
 // filterPolicyJSON mirrors an Azure RAI policy: one content filter per
 // category (and jailbreak, profanity) and source, and the custom
-// blocklists it applies.
+// blocklists it applies. Terroir adds one filter per source, guard_model:
+// whether the guard model (where contentsafety has one configured) rates
+// that source's text, and with failureMode what happens when it cannot
+// ("Open": the built-in rules decide alone; "Closed": the text is
+// blocked).
 type filterPolicyJSON struct {
 	Name       string `json:"name"`
 	Properties struct {
@@ -37,6 +41,8 @@ type contentFilterJSON struct {
 	SeverityThreshold string `json:"severityThreshold,omitempty"`
 	Blocking          bool   `json:"blocking"`
 	Enabled           bool   `json:"enabled"`
+	// FailureMode is set on the guard_model filter only.
+	FailureMode string `json:"failureMode,omitempty"`
 }
 
 type blocklistRefJSON struct {
@@ -56,6 +62,7 @@ type filterPolicyInput struct {
 			SeverityThreshold *string `json:"severityThreshold"`
 			Blocking          *bool   `json:"blocking"`
 			Enabled           *bool   `json:"enabled"`
+			FailureMode       *string `json:"failureMode"`
 		} `json:"contentFilters"`
 		CustomBlocklists []struct {
 			BlocklistName *string `json:"blocklistName"`
@@ -67,8 +74,19 @@ type filterPolicyInput struct {
 
 var sources = []string{"Prompt", "Completion"}
 
-func title(t control.Threshold) string {
-	return strings.ToUpper(string(t[:1])) + string(t[1:])
+// guardFilter is the name of the guard-model filter.
+const guardFilter = "guard_model"
+
+// filterNames lists the filters a policy sets, for error messages.
+const filterNames = "hate, sexual, violence, self_harm, jailbreak, profanity or guard_model"
+
+// title capitalises a threshold or failure mode the way Azure spells
+// enumerations ("Medium", "Open").
+func title[S ~string](s S) string {
+	if s == "" {
+		return ""
+	}
+	return strings.ToUpper(string(s[:1])) + string(s[1:])
 }
 
 func renderFilterPolicy(p control.FilterPolicy) filterPolicyJSON {
@@ -95,6 +113,9 @@ func renderFilterPolicy(p control.FilterPolicy) filterPolicyJSON {
 			out.Properties.ContentFilters = append(out.Properties.ContentFilters, contentFilterJSON{Name: "jailbreak", Source: src, Enabled: rules.Jailbreak, Blocking: rules.Jailbreak})
 		}
 		out.Properties.ContentFilters = append(out.Properties.ContentFilters, contentFilterJSON{Name: "profanity", Source: src, Enabled: rules.Profanity, Blocking: rules.Profanity})
+		g := rules.Guard
+		out.Properties.ContentFilters = append(out.Properties.ContentFilters, contentFilterJSON{Name: guardFilter, Source: src,
+			Enabled: g.Applies(), Blocking: g.Applies(), FailureMode: title(g.Failure())})
 		for _, b := range rules.Blocklists {
 			out.Properties.CustomBlocklists = append(out.Properties.CustomBlocklists, blocklistRefJSON{BlocklistName: b, Source: src, Blocking: true})
 		}
@@ -103,7 +124,7 @@ func renderFilterPolicy(p control.FilterPolicy) filterPolicyJSON {
 }
 
 // normalCategory maps the spellings Azure and OpenAI use to a category,
-// "jailbreak" or "profanity".
+// "jailbreak", "profanity" or guardFilter.
 func normalCategory(name string) (string, bool) {
 	n := strings.NewReplacer("-", "", "_", "", " ", "").Replace(strings.ToLower(name))
 	switch n {
@@ -111,6 +132,8 @@ func normalCategory(name string) (string, bool) {
 		return n, true
 	case "selfharm":
 		return "self_harm", true
+	case "guardmodel", "guard":
+		return guardFilter, true
 	}
 	return "", false
 }
@@ -153,11 +176,11 @@ func (a *API) filterPolicyFrom(res control.Resource, name string, in filterPolic
 	for i, f := range in.Properties.ContentFilters {
 		param := fmt.Sprintf("properties.contentFilters[%d]", i)
 		if f.Name == nil {
-			return p, apierr.Invalid(param+".name", "%s.name is required: hate, sexual, violence, self_harm, jailbreak or profanity", param)
+			return p, apierr.Invalid(param+".name", "%s.name is required: %s", param, filterNames)
 		}
 		cat, ok := normalCategory(*f.Name)
 		if !ok {
-			return p, apierr.Invalid(param+".name", "unknown content filter %q: hate, sexual, violence, self_harm, jailbreak or profanity", *f.Name)
+			return p, apierr.Invalid(param+".name", "unknown content filter %q: %s", *f.Name, filterNames)
 		}
 		rules, src, err := direction(&p, f.Source, param+".source")
 		if err != nil {
@@ -168,6 +191,9 @@ func (a *API) filterPolicyFrom(res control.Resource, name string, in filterPolic
 		}
 		seen[cat+"/"+src] = true
 		on := (f.Enabled == nil || *f.Enabled) && (f.Blocking == nil || *f.Blocking)
+		if f.FailureMode != nil && cat != guardFilter {
+			return p, apierr.Invalid(param+".failureMode", "failureMode applies to the %s filter only", guardFilter)
+		}
 		switch cat {
 		case "jailbreak":
 			if src != "Prompt" {
@@ -176,6 +202,15 @@ func (a *API) filterPolicyFrom(res control.Resource, name string, in filterPolic
 			rules.Jailbreak = on
 		case "profanity":
 			rules.Profanity = on
+		case guardFilter:
+			rules.Guard.Off = !on
+			if f.FailureMode != nil {
+				mode := control.GuardFailure(strings.ToLower(*f.FailureMode))
+				if !slices.Contains(control.GuardFailures, mode) {
+					return p, apierr.Invalid(param+".failureMode", "unknown failure mode %q: Open (the built-in rules decide alone) or Closed (the text is blocked)", *f.FailureMode)
+				}
+				rules.Guard.OnFailure = mode
+			}
 		default:
 			t := control.ThresholdOff
 			if on {
