@@ -17,6 +17,7 @@ import (
 	"github.com/terroir-ai/terroir/pkg/config"
 	"github.com/terroir-ai/terroir/pkg/daemon"
 	"github.com/terroir-ai/terroir/services/contentsafety/classifier"
+	"github.com/terroir-ai/terroir/services/contentsafety/guard"
 	"github.com/terroir-ai/terroir/services/contentsafety/pipeline"
 )
 
@@ -43,8 +44,15 @@ func run(ctx context.Context, getenv func(string) string) error {
 	if err != nil {
 		return err
 	}
+	var g *guard.Guard
+	if cfg.Guard.Enabled() {
+		if g, err = guard.New(cfg.Guard, d.Log, d.Registry); err != nil {
+			return err
+		}
+		defer g.Close()
+	}
 	p, err := pipeline.New(pipeline.Config{Bus: d.Bus, State: d.Control, Classifier: cls, Geos: common.Geos,
-		Stream: classifier.StreamOptions{Window: cfg.StreamWindow, Overlap: min(64, cfg.StreamWindow)}, Log: d.Log})
+		Stream: classifier.StreamOptions{Window: cfg.StreamWindow, Overlap: min(64, cfg.StreamWindow)}, Guard: g, Log: d.Log})
 	if err != nil {
 		return err
 	}

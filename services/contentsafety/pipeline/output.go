@@ -47,6 +47,7 @@ type choiceState struct {
 	result    classifier.Result
 	ann       classifier.Annotations
 	blocked   bool
+	closed    bool // the guard model was unavailable and the policy fails closed
 	// released is set once a chunk of the choice reached the app, which
 	// then knows the choice's role.
 	released bool
@@ -197,7 +198,7 @@ func (p *Pipeline) chunk(ctx context.Context, d *bus.Delivery, c events.Inferenc
 	st.kind = kindOf(c.Operation, head, true)
 	for _, raw := range choices {
 		var ch openai.Choice
-		if err := json.Unmarshal(raw, &ch); err != nil {
+		if err = json.Unmarshal(raw, &ch); err != nil {
 			return bus.Permanent(fmt.Errorf("reading a choice of a chunk: %w", err))
 		}
 		i := ch.Index
@@ -208,6 +209,11 @@ func (p *Pipeline) chunk(ctx context.Context, d *bus.Delivery, c events.Inferenc
 		if t := cs.deltaText(&ch); t != "" {
 			cs.text.WriteString(t)
 			if r, checked := cs.stream.Add(t); checked {
+				// the guard model rates the choice so far each time a
+				// window is released, so it too sees text before the app
+				if r, err = p.guardChoice(ctx, st, cs, r); err != nil {
+					return err
+				}
 				if err := p.judge(ctx, d, st, head, i, cs, r); err != nil {
 					return err
 				}
@@ -231,6 +237,7 @@ func (p *Pipeline) chunk(ctx context.Context, d *bus.Delivery, c events.Inferenc
 func (p *Pipeline) judge(ctx context.Context, d *bus.Delivery, st *streamState, head object, i int, cs *choiceState, r classifier.Result) error {
 	cs.result = r
 	ann, blocked := classifier.Apply(st.pol, events.DirectionCompletion, r)
+	blocked = blocked || cs.closed
 	cs.ann = ann
 	if !blocked {
 		return nil
@@ -348,7 +355,11 @@ func (p *Pipeline) result(ctx context.Context, d *bus.Delivery, r events.Inferen
 		for _, i := range idx {
 			cs := st.choices[i]
 			if !cs.blocked {
-				if err := p.judge(ctx, d, st, headOr(head, st), i, cs, cs.stream.Flush()); err != nil {
+				r, err := p.guardChoice(ctx, st, cs, cs.stream.Flush())
+				if err != nil {
+					return err
+				}
+				if err := p.judge(ctx, d, st, headOr(head, st), i, cs, r); err != nil {
 					return err
 				}
 			}
@@ -376,7 +387,7 @@ func (p *Pipeline) result(ctx context.Context, d *bus.Delivery, r events.Inferen
 		if op == "" {
 			op = operationOf(top)
 		}
-		body, t, m, w, b, err := p.checkBody(st, top, kindOf(op, top, false), promptResults)
+		body, t, m, w, b, err := p.checkBody(ctx, st, top, kindOf(op, top, false), promptResults)
 		if err != nil {
 			return err
 		}
@@ -404,7 +415,7 @@ func headOr(head object, st *streamState) object {
 // built from an allow-list (finish_reason content_filter, no content,
 // refusal, tool calls, reasoning or logprobs). promptResults, when set,
 // become the answer's prompt_filter_results.
-func (p *Pipeline) checkBody(st *streamState, obj object, kind openai.ChoiceKind, promptResults json.RawMessage) (json.RawMessage, []string, classifier.Result, *classifier.Annotations, bool, error) {
+func (p *Pipeline) checkBody(ctx context.Context, st *streamState, obj object, kind openai.ChoiceKind, promptResults json.RawMessage) (json.RawMessage, []string, classifier.Result, *classifier.Annotations, bool, error) {
 	var merged classifier.Result
 	var choices []json.RawMessage
 	if err := json.Unmarshal(obj["choices"], &choices); err != nil || choices == nil {
@@ -421,10 +432,13 @@ func (p *Pipeline) checkBody(st *streamState, obj object, kind openai.ChoiceKind
 		}
 		text := openai.Join(ch.TextFields())
 		texts = append(texts, text)
-		r := p.cfg.Classifier.ClassifyWith(text, events.DirectionCompletion, st.bl, st.pol.Completion.Blocklists)
+		r, closed, err := p.rate(ctx, events.DirectionCompletion, st.pol, st.bl, text)
+		if err != nil {
+			return nil, nil, merged, nil, false, err
+		}
 		merged = classifier.Merge(merged, r)
 		ann, blocked := classifier.Apply(st.pol, events.DirectionCompletion, r)
-		var err error
+		blocked = blocked || closed
 		if blocked {
 			choices[k], err = json.Marshal(openai.NewBlockedChoice(kind, ch.Index, ann, true))
 		} else {
@@ -488,4 +502,12 @@ func operationOf(top object) events.Operation {
 		return events.OperationEmbeddings
 	}
 	return events.OperationChatCompletions
+}
+
+// guardChoice merges the guard model's verdict on a streamed choice's
+// text so far into r, the classifier's.
+func (p *Pipeline) guardChoice(ctx context.Context, st *streamState, cs *choiceState, r classifier.Result) (classifier.Result, error) {
+	r, closed, err := p.guarded(ctx, events.DirectionCompletion, st.pol.Completion, cs.text.String(), r)
+	cs.closed = cs.closed || closed
+	return r, err
 }

@@ -35,6 +35,7 @@ import (
 	"github.com/terroir-ai/terroir/pkg/control"
 	"github.com/terroir-ai/terroir/pkg/events"
 	"github.com/terroir-ai/terroir/services/contentsafety/classifier"
+	"github.com/terroir-ai/terroir/services/contentsafety/guard"
 )
 
 // Config configures the pipeline.
@@ -47,7 +48,10 @@ type Config struct {
 	Geos []string
 	// Stream sizes the windows streamed output is checked in.
 	Stream classifier.StreamOptions
-	Log    *zap.Logger
+	// Guard is the optional guard-model stage; nil when none is
+	// configured, and then the classifier decides alone.
+	Guard *guard.Guard
+	Log   *zap.Logger
 }
 
 // Pipeline runs both stages.
@@ -172,4 +176,33 @@ func (p *Pipeline) signal(ctx context.Context, m bus.Meta, dir events.Direction,
 		s.BlocklistHits = append(s.BlocklistHits, h.List)
 	}
 	return s, nil
+}
+
+// rate classifies text in direction dir with the classifier and, where
+// the policy lets it, the guard model, whose verdict merges with the
+// classifier's (the stricter wins). closed is set when the guard model
+// was unavailable and the policy fails closed: the text is blocked
+// whatever the ratings say. An error (the context ended) means the
+// record must be processed again.
+func (p *Pipeline) rate(ctx context.Context, dir events.Direction, pol control.FilterPolicy, bl *classifier.Blocklists, text string) (r classifier.Result, closed bool, err error) {
+	rules := rulesOf(pol, dir)
+	r = p.cfg.Classifier.ClassifyWith(text, dir, bl, rules.Blocklists)
+	r, closed, err = p.guarded(ctx, dir, rules, text, r)
+	return r, closed, err
+}
+
+// guarded merges the guard model's verdict on text into r.
+func (p *Pipeline) guarded(ctx context.Context, dir events.Direction, rules control.FilterRules, text string, r classifier.Result) (classifier.Result, bool, error) {
+	if p.cfg.Guard == nil {
+		return r, false, nil
+	}
+	d := p.cfg.Guard.Evaluate(ctx, rules.Guard, dir, []string{text})
+	switch {
+	case d.Outcome == guard.OutcomeError:
+		return r, false, d.Err
+	case d.Blocked:
+		r = classifier.Merge(r, classifier.Result{Rules: []string{"guard.unavailable"}})
+		return r, true, nil
+	}
+	return classifier.Merge(r, d.Result), false, nil
 }

@@ -32,7 +32,10 @@ type harness struct {
 	script map[string]func(emit func(ev events.Event, final bool)) // by request ID
 }
 
-func newHarness(t *testing.T) *harness {
+// harnessOption adjusts the pipeline's configuration or control state.
+type harnessOption func(*Config, *control.State)
+
+func newHarness(t *testing.T, opts ...harnessOption) *harness {
 	t.Helper()
 	b := bustest.New(t).Bus(t, bustest.Options{Geos: []string{"eu"}})
 	st := control.NewState(zap.NewNop())
@@ -45,8 +48,12 @@ func newHarness(t *testing.T) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := New(Config{Bus: b, State: st, Classifier: c, Geos: []string{"eu"}, Log: zaptest.NewLogger(t),
-		Stream: classifier.StreamOptions{Window: 64, Overlap: 32}})
+	cfg := Config{Bus: b, State: st, Classifier: c, Geos: []string{"eu"}, Log: zaptest.NewLogger(t),
+		Stream: classifier.StreamOptions{Window: 64, Overlap: 32}}
+	for _, o := range opts {
+		o(&cfg, st)
+	}
+	p, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -74,14 +74,17 @@ func (p *Pipeline) prompt(ctx context.Context, d *bus.Delivery) error {
 	if err != nil {
 		return p.refuse(ctx, d, req, err)
 	}
-	rules := rulesOf(pol, events.DirectionPrompt)
 	var results []openai.PromptFilterResult
 	var merged classifier.Result
 	var worst classifier.Annotations
 	blocked := false
 	for i, t := range texts {
-		r := p.cfg.Classifier.ClassifyWith(t, events.DirectionPrompt, bl, rules.Blocklists)
+		r, closed, err := p.rate(ctx, events.DirectionPrompt, pol, bl, t)
+		if err != nil {
+			return err
+		}
 		a, b := classifier.Apply(pol, events.DirectionPrompt, r)
+		b = b || closed
 		results = append(results, openai.PromptFilterResult{PromptIndex: i, ContentFilterResults: a})
 		merged = classifier.Merge(merged, r)
 		if b || i == 0 {
