@@ -190,6 +190,9 @@ func TestAppRequestsTravelTheBusAndComeBack(t *testing.T) {
 		{"unknown field", "/v1/chat/completions", chatBody("chat", "hi", `"temprature":1`), 400, "temprature", "invalid_value", "unknown"},
 		{"range", "/v1/chat/completions", chatBody("chat", "hi", `"temperature":3`), 400, "temperature", "invalid_value", "0 to 2"},
 		{"too large", "/v1/chat/completions", chatBody("chat", strings.Repeat("x", 3000), ""), 413, "body", "request_too_large", "limit"},
+		{"content part the filter cannot read", "/v1/chat/completions", `{"model":"chat","messages":[{"role":"user","content":[{"type":"text","text":"hi"},{"type":"hidden_text","hidden_text":"hi"}]}]}`, 400, "messages[0].content[1].type", "invalid_value", "content safety"},
+		{"text part without text", "/v1/chat/completions", `{"model":"chat","messages":[{"role":"user","content":[{"type":"text"}]}]}`, 400, "messages[0].content[0].text", "invalid_value", "required"},
+		{"malformed tool call", "/v1/chat/completions", `{"model":"chat","messages":[{"role":"assistant","tool_calls":[{"id":"c","function":"x"}]}]}`, 400, "", "invalid_value", ""},
 	}
 	for _, c := range cases {
 		r := a.do("POST", c.path, key, c.body)
