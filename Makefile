@@ -11,7 +11,7 @@ MODULES := pkg services/ingress services/contentsafety services/inference \
 # .terroir/test-artifacts.
 TESTFLAGS ?= -race -count=1 -timeout 15m -artifacts -outputdir $(CURDIR)/.terroir/test-artifacts
 
-.PHONY: run smoke devstack test vet fmt-check build bench deps
+.PHONY: run smoke devstack test vet fmt-check build bench deps fuzz
 
 ## run: start the dev stack (embedded Kafka, Redis, every service); Ctrl-C stops it
 # The launcher is built, not `go run`, so a clean Ctrl-C exits 0.
@@ -54,3 +54,30 @@ bench:
 	cd scripts && $(GO) run ./busbench
 	cd scripts && $(GO) run ./safetyeval
 	cd scripts && $(GO) run ./reviewbench
+
+# Fuzz targets as module:package:FuzzName. `make test` runs their seed
+# corpora (inline seeds and testdata/fuzz/); `make fuzz` searches for new
+# inputs, one target at a time.
+FUZZTIME    ?= 30s
+FUZZTARGETS := pkg:./openai:FuzzChatRequest \
+               pkg:./openai:FuzzCompletionRequest \
+               pkg:./openai:FuzzEmbeddingRequest \
+               services/ingress:./apierr:FuzzDecodeBytes \
+               services/ingress:./apierr:FuzzDecode \
+               services/ingress:./api:FuzzParse \
+               services/inference:./worker:FuzzSSEReader \
+               services/inference:./worker:FuzzSSERoundTrip \
+               services/inference:./worker:FuzzReadStream \
+               services/inference:./worker:FuzzReadBody \
+               services/contentsafety:./classifier:FuzzNormalize \
+               services/contentsafety:./classifier:FuzzClassify \
+               services/contentsafety:./classifier:FuzzStream \
+               services/contentsafety:./classifier:FuzzBlocklists
+
+## fuzz: fuzz the request bodies, the upstream stream reader and the content classifier, FUZZTIME (default 30s) per target
+fuzz:
+	@set -e; for t in $(FUZZTARGETS); do \
+		m=$${t%%:*}; rest=$${t#*:}; p=$${rest%%:*}; f=$${rest#*:}; \
+		echo "== fuzz $$m $$p $$f"; \
+		(cd $$m && $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$p); \
+	done

@@ -24,6 +24,19 @@ func invalid(param, format string, args ...any) *FieldError {
 	return &FieldError{Param: param, Message: fmt.Sprintf(format, args...)}
 }
 
+// maxQuoted is the longest value an error message quotes back.
+const maxQuoted = 32
+
+// notValue is ", not <v>" for an error message about a value the caller
+// chose, or "" when v is longer than any valid value: a long one may be
+// prompt text, which never reaches an error message.
+func notValue(v string) string {
+	if len(v) > maxQuoted {
+		return ""
+	}
+	return fmt.Sprintf(", not %q", v)
+}
+
 // StringOrList is a parameter that is a string or a list of strings
 // (stop sequences).
 type StringOrList []string
@@ -195,7 +208,7 @@ func (r *ChatRequest) Validate() error {
 	for i, m := range r.Messages {
 		p := fmt.Sprintf("messages[%d]", i)
 		if !chatRoles[m.Role] {
-			return invalid(p+".role", "%s.role must be one of system, developer, user, assistant, tool, not %q", p, m.Role)
+			return invalid(p+".role", "%s.role must be one of system, developer, user, assistant, tool%s", p, notValue(m.Role))
 		}
 	}
 	// every text the model reads must be one content safety can check
@@ -333,7 +346,7 @@ func (r *EmbeddingRequest) Validate() error {
 		return err
 	}
 	if r.EncodingFormat != "" && r.EncodingFormat != "float" && r.EncodingFormat != "base64" {
-		return invalid("encoding_format", "encoding_format must be float or base64, not %q", r.EncodingFormat)
+		return invalid("encoding_format", "encoding_format must be float or base64%s", notValue(r.EncodingFormat))
 	}
 	if r.Dimensions != nil && (*r.Dimensions < 1 || *r.Dimensions > 1536) {
 		return invalid("dimensions", "dimensions must be from 1 to 1536, not %d", *r.Dimensions)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"sync"
 
 	"github.com/terroir-ai/terroir/pkg/control"
 )
@@ -40,7 +41,7 @@ type regexItem struct {
 // it.
 func CompileBlocklists(lists []control.Blocklist) (*Blocklists, error) {
 	b := &Blocklists{byName: map[string]int{}}
-	z := &tokenizer{}
+	z := &tokenizer{voc: blocklistVocab()}
 	var trie acBuilder
 	trie.init()
 	for _, l := range lists {
@@ -78,6 +79,19 @@ func CompileBlocklists(lists []control.Blocklist) (*Blocklists, error) {
 	b.ac = trie.build()
 	return b, nil
 }
+
+// blocklistVocab is the embedded lexicon's vocabulary, which literal
+// items are resolved against as the text they are matched with is: an
+// item "f*ck", "kiiill" or "ki1l" must normalise to the word the same
+// spelling in a text does, or it never matches it. Nil when the lexicon
+// does not compile (New reports that).
+var blocklistVocab = sync.OnceValue(func() *vocab {
+	lx, err := parseLexicon(lexiconSource)
+	if err != nil {
+		return nil
+	}
+	return &lx.voc
+})
 
 // Names returns the names of the compiled lists.
 func (b *Blocklists) Names() []string { return slices.Clone(b.names) }

@@ -18,6 +18,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"slices"
 	"strconv"
@@ -184,7 +185,7 @@ func parse(op events.Operation, raw []byte) (parsed, error) {
 		if limit == 0 {
 			limit = 256 // what an answer is assumed to take when the request sets no limit
 		}
-		p.estimate = chars/4 + limit*p.choices
+		p.estimate = tokenEstimate(chars/4, limit, p.choices)
 	case events.OperationCompletions:
 		var req openai.CompletionRequest
 		if err := apierr.DecodeBytes(raw, &req); err != nil {
@@ -196,7 +197,7 @@ func parse(op events.Operation, raw []byte) (parsed, error) {
 		if req.MaxTokens != nil {
 			limit = *req.MaxTokens
 		}
-		p.estimate = len(req.Prompt)/4 + limit*p.choices
+		p.estimate = tokenEstimate(len(req.Prompt)/4, limit, p.choices)
 	case events.OperationEmbeddings:
 		var req openai.EmbeddingRequest
 		if err := apierr.DecodeBytes(raw, &req); err != nil {
@@ -214,6 +215,16 @@ func parse(op events.Operation, raw []byte) (parsed, error) {
 		return p, apierr.Invalid("body", "%s", err.Error())
 	}
 	return p, nil
+}
+
+// tokenEstimate is prompt + limit*choices for a validated request (every
+// term positive), saturating at math.MaxInt: a huge max_tokens must not
+// wrap around to an estimate the rate limit would wave through.
+func tokenEstimate(prompt, limit, choices int) int {
+	if limit > 0 && choices > 0 && limit > (math.MaxInt-prompt)/choices {
+		return math.MaxInt
+	}
+	return prompt + limit*choices
 }
 
 func (a *API) serve(op events.Operation, flavor events.APIFlavor, deploymentPath bool) http.Handler {

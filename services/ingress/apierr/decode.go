@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -57,16 +58,23 @@ func DecodeBytes(raw []byte, v any) error {
 	}
 	if te, ok := errors.AsType[*json.UnmarshalTypeError](err); ok {
 		param := te.Field
-		if param == "" {
-			return Invalid("body", "the request body must be %s, not %s", strings.Replace(jsonKind(te.Type), "an ", "a JSON ", 1), te.Value)
+		value := te.Value // "number 1.5": the kind and, for a number, its text
+		if len(value) > maxQuoted {
+			value, _, _ = strings.Cut(value, " ")
 		}
-		return Invalid(param, "%s must be %s, not %s", param, jsonKind(te.Type), te.Value)
+		if param == "" {
+			return Invalid("body", "the request body must be %s, not %s", strings.Replace(jsonKind(te.Type), "an ", "a JSON ", 1), value)
+		}
+		return Invalid(param, "%s must be %s, not %s", param, jsonKind(te.Type), value)
 	}
-	if strings.HasPrefix(err.Error(), "json: unknown field ") {
+	if key, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
 		if p := UnknownField(raw, reflect.TypeOf(v)); p != "" {
 			return Invalid(p, "unknown field %s", p)
 		}
-		return Invalid("body", "%s", strings.TrimPrefix(err.Error(), "json: "))
+		if k, err := strconv.Unquote(key); err == nil && len(k) <= maxQuoted {
+			return Invalid("body", "unknown field %s", k)
+		}
+		return Invalid("body", "the request body holds a field that is not a parameter of this request")
 	}
 	return Invalid("body", "the request body could not be read as JSON")
 }
@@ -92,8 +100,14 @@ func jsonKind(t reflect.Type) string {
 	return "a " + t.Kind().String()
 }
 
+// maxQuoted is the longest key or value an error message quotes from a
+// body: longer than any parameter name, a key may be prompt text sent as
+// one, and prompt text never reaches an error message.
+const maxQuoted = 32
+
 // UnknownField returns the dotted path of the first field of raw (in key
-// order) that t does not have, or "" when there is none.
+// order) that t does not have, or "" when there is none. A path through a
+// key longer than maxQuoted is never returned.
 func UnknownField(raw []byte, t reflect.Type) string {
 	var v any
 	if json.Unmarshal(raw, &v) != nil {
@@ -115,6 +129,9 @@ func unknownIn(v any, t reflect.Type, path string) string {
 		slices.Sort(keys)
 		for _, k := range keys {
 			var ft reflect.Type
+			if len(k) > maxQuoted {
+				continue
+			}
 			switch t.Kind() {
 			case reflect.Map:
 				ft = t.Elem()
