@@ -64,10 +64,19 @@ func FuzzChatRequest(f *testing.F) {
 				t.Fatalf("text of %d bytes from content of %d bytes", len(text), len(m.Content))
 			}
 		}
-		if n := len(r.PromptTexts()); n != len(r.Messages) {
-			t.Fatalf("%d prompt texts for %d messages", n, len(r.Messages))
+		fields, ferr := r.TextFields()
+		verr := r.Validate()
+		if ferr != nil && verr == nil {
+			t.Fatalf("a request whose text fields cannot be read validates: %v", ferr)
 		}
-		checkValidate(t, body, r.Validate())
+		if ferr == nil {
+			for _, f := range fields {
+				if f.Param == "" || f.Text == "" {
+					t.Fatalf("text field %+v", f)
+				}
+			}
+		}
+		checkValidate(t, body, verr)
 		_ = r.TokenLimit()
 		_ = r.Choices()
 		_ = r.IncludeUsage()

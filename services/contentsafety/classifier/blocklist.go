@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
-	"sync"
 
 	"github.com/terroir-ai/terroir/pkg/control"
 )
@@ -35,13 +34,18 @@ type regexItem struct {
 	re *regexp.Regexp
 }
 
-// CompileBlocklists compiles lists. It fails on an invalid regular
+// CompileBlocklists compiles lists, with the literal items normalised
+// as c normalises text. It fails on an invalid regular
 // expression or a literal item that normalises to nothing, naming the list
 // and item ID; a later list with the same name as an earlier one replaces
 // it.
-func CompileBlocklists(lists []control.Blocklist) (*Blocklists, error) {
+func (c *Classifier) CompileBlocklists(lists []control.Blocklist) (*Blocklists, error) {
 	b := &Blocklists{byName: map[string]int{}}
-	z := &tokenizer{voc: blocklistVocab()}
+	// literal items resolve against the lexicon's vocabulary as the text
+	// they are matched with does: an item "f*ck", "kiiill" or "ki1l" must
+	// normalise to the word the same spelling in a text does, or it never
+	// matches it
+	z := &tokenizer{voc: &c.lx.voc}
 	var trie acBuilder
 	trie.init()
 	for _, l := range lists {
@@ -79,19 +83,6 @@ func CompileBlocklists(lists []control.Blocklist) (*Blocklists, error) {
 	b.ac = trie.build()
 	return b, nil
 }
-
-// blocklistVocab is the embedded lexicon's vocabulary, which literal
-// items are resolved against as the text they are matched with is: an
-// item "f*ck", "kiiill" or "ki1l" must normalise to the word the same
-// spelling in a text does, or it never matches it. Nil when the lexicon
-// does not compile (New reports that).
-var blocklistVocab = sync.OnceValue(func() *vocab {
-	lx, err := parseLexicon(lexiconSource)
-	if err != nil {
-		return nil
-	}
-	return &lx.voc
-})
 
 // Names returns the names of the compiled lists.
 func (b *Blocklists) Names() []string { return slices.Clone(b.names) }

@@ -13,7 +13,7 @@ import (
 func TestBlocklists(t *testing.T) {
 	t.Parallel()
 	c := newClassifier(t)
-	bl, err := classifier.CompileBlocklists([]control.Blocklist{
+	bl, err := newClassifier(t).CompileBlocklists([]control.Blocklist{
 		{Name: "food", Items: []control.BlocklistItem{
 			{ID: "pizza", Pattern: "pizza"},
 			{ID: "hot-dog", Pattern: "Hot Dog"},
@@ -73,7 +73,7 @@ func TestCompileBlocklistsErrors(t *testing.T) {
 		{"empty literal", control.BlocklistItem{ID: "l1", Pattern: " !!! "}},
 	}
 	for _, tt := range tests {
-		_, err := classifier.CompileBlocklists([]control.Blocklist{{Name: "mylist", Items: []control.BlocklistItem{tt.item}}})
+		_, err := newClassifier(t).CompileBlocklists([]control.Blocklist{{Name: "mylist", Items: []control.BlocklistItem{tt.item}}})
 		if err == nil {
 			t.Errorf("%s: no error", tt.name)
 			continue
@@ -87,7 +87,7 @@ func TestCompileBlocklistsErrors(t *testing.T) {
 func TestBlocklistReplacedByName(t *testing.T) {
 	t.Parallel()
 	c := newClassifier(t)
-	bl, err := classifier.CompileBlocklists([]control.Blocklist{
+	bl, err := newClassifier(t).CompileBlocklists([]control.Blocklist{
 		{Name: "l", Items: []control.BlocklistItem{{ID: "old", Pattern: "apple"}}},
 		{Name: "l", Items: []control.BlocklistItem{{ID: "new", Pattern: "pear"}}},
 	})

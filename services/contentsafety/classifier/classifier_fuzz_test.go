@@ -227,7 +227,11 @@ func FuzzStream(f *testing.F) {
 	f.Add(strings.Repeat("ж", 100), []byte{1, 2}, uint16(3), uint16(2), false)
 	f.Add("\xff\xfe"+harmful, []byte{5}, uint16(7), uint16(9), true)
 	f.Add(strings.Repeat("x", 500), []byte{}, uint16(10), uint16(1000), false)
-	bl, err := classifier.CompileBlocklists(streamLists)
+	fc, err := classifier.New()
+	if err != nil {
+		f.Fatal(err)
+	}
+	bl, err := fc.CompileBlocklists(streamLists)
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -301,7 +305,7 @@ func FuzzBlocklists(f *testing.F) {
 		c := sharedClassifier(t)
 		var bl *classifier.Blocklists
 		var err error
-		within(t, func() { bl, err = classifier.CompileBlocklists(lists) })
+		within(t, func() { bl, err = c.CompileBlocklists(lists) })
 		// an item is refused when it is an invalid regular expression or a
 		// literal with no words
 		refused := false

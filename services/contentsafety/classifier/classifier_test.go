@@ -103,7 +103,7 @@ func TestClassify(t *testing.T) {
 func TestResultNeverCarriesText(t *testing.T) {
 	t.Parallel()
 	c := newClassifier(t)
-	bl, err := classifier.CompileBlocklists([]control.Blocklist{{Name: "words", Items: []control.BlocklistItem{{ID: "i1", Pattern: "zanzibarcanary"}}}})
+	bl, err := newClassifier(t).CompileBlocklists([]control.Blocklist{{Name: "words", Items: []control.BlocklistItem{{ID: "i1", Pattern: "zanzibarcanary"}}}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,6 @@ import (
 
 	"github.com/terroir-ai/terroir/pkg/control"
 	"github.com/terroir-ai/terroir/pkg/events"
-	"github.com/terroir-ai/terroir/services/contentsafety/classifier"
 )
 
 // invisibles are the format characters (category Cf) and filler letters
@@ -88,7 +87,7 @@ func TestNormalizeJoinsSpacedAndDottedLetters(t *testing.T) {
 func TestBlocklistSharesNormaliser(t *testing.T) {
 	t.Parallel()
 	c := newClassifier(t)
-	bl, err := classifier.CompileBlocklists([]control.Blocklist{{Name: "codes", Items: []control.BlocklistItem{
+	bl, err := newClassifier(t).CompileBlocklists([]control.Blocklist{{Name: "codes", Items: []control.BlocklistItem{
 		{ID: "1", Pattern: "project\u202Enightfall"},
 		{ID: "2", Pattern: "zephyr"},
 	}}})

@@ -63,7 +63,7 @@ func TestStream(t *testing.T) {
 func TestStreamSplitTerm(t *testing.T) {
 	t.Parallel()
 	c := newClassifier(t)
-	bl, err := classifier.CompileBlocklists([]control.Blocklist{{Name: "codes", Items: []control.BlocklistItem{{ID: "falcon", Pattern: "project falcon"}}}})
+	bl, err := newClassifier(t).CompileBlocklists([]control.Blocklist{{Name: "codes", Items: []control.BlocklistItem{{ID: "falcon", Pattern: "project falcon"}}}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -136,7 +136,7 @@ func (p *Pipeline) blocklists(resource string) (*classifier.Blocklists, error) {
 	if bl, ok := p.blocks[resource]; ok {
 		return bl, nil
 	}
-	bl, err := classifier.CompileBlocklists(p.cfg.State.Blocklists(resource))
+	bl, err := p.cfg.Classifier.CompileBlocklists(p.cfg.State.Blocklists(resource))
 	if err != nil {
 		return nil, fmt.Errorf("compiling blocklists of %s: %w", resource, err)
 	}
