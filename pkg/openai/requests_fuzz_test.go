@@ -3,23 +3,18 @@ package openai_test
 import (
 	"encoding/json"
 	"errors"
-	"strconv"
 	"strings"
 	"testing"
 	"unicode/utf8"
 
 	"github.com/terroir-ai/terroir/pkg/openai"
+	"github.com/terroir-ai/terroir/pkg/openai/openaitest"
 )
 
 // The fuzz targets below decode arbitrary bodies into each request type
 // and check what the REST edge relies on: nothing panics, Validate either
 // accepts the request or names a parameter, and an error never carries
 // the body's text (prompt text must not reach an error message).
-
-// maxEcho is the longest value an error message may quote from the
-// request: a parameter name or a short value the caller chose. Anything
-// longer could be prompt text.
-const maxEcho = 32
 
 // maxMessage bounds an error message whatever the request holds.
 const maxMessage = 256
@@ -168,7 +163,7 @@ func checkValidate(t *testing.T, body []byte, err error) {
 
 // checkError checks an error about body: it names a parameter (param,
 // when given, or a prefix of it), is short, and quotes nothing longer
-// than maxEcho from the body.
+// than openaitest.MaxEcho from the body.
 func checkError(t *testing.T, body []byte, param string, err error) {
 	t.Helper()
 	msg := err.Error()
@@ -189,39 +184,7 @@ func checkError(t *testing.T, body []byte, param string, err error) {
 			t.Fatalf("error names parameter %q, want %q", fe.Param, param)
 		}
 	}
-	for _, s := range bodyStrings(body) {
-		if len(s) <= maxEcho {
-			continue
-		}
-		if strings.Contains(msg, s) || strings.Contains(msg, strings.Trim(strconv.Quote(s), `"`)) {
-			t.Fatalf("error message %q repeats text of the request", msg)
-		}
+	if err := openaitest.CheckNoEcho(body, msg); err != nil {
+		t.Fatal(err)
 	}
-}
-
-// bodyStrings returns every key and string value of a JSON body.
-func bodyStrings(body []byte) []string {
-	var v any
-	if json.Unmarshal(body, &v) != nil {
-		return nil
-	}
-	var out []string
-	var walk func(any)
-	walk = func(v any) {
-		switch x := v.(type) {
-		case string:
-			out = append(out, x)
-		case []any:
-			for _, e := range x {
-				walk(e)
-			}
-		case map[string]any:
-			for k, e := range x {
-				out = append(out, k)
-				walk(e)
-			}
-		}
-	}
-	walk(v)
-	return out
 }

@@ -1,24 +1,18 @@
 package apierr_test
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
-	"strconv"
 	"strings"
 	"testing"
 	"unicode/utf8"
 
+	"github.com/terroir-ai/terroir/pkg/openai/openaitest"
+
 	"github.com/terroir-ai/terroir/services/ingress/apierr"
 )
-
-// maxEcho is the longest string of a body an error may repeat: a field
-// name or a short value the caller chose. A longer one could be prompt
-// text, which never reaches an error message.
-const maxEcho = 32
 
 // FuzzDecodeBytes decodes arbitrary bodies strictly: nothing panics, and
 // a refused body is a 400 that names a parameter, in a short message that
@@ -92,7 +86,7 @@ func FuzzDecode(f *testing.F) {
 }
 
 // checkNoEcho fails when e is long, not UTF-8, or repeats a string of
-// body longer than maxEcho.
+// body longer than openaitest.MaxEcho.
 func checkNoEcho(t *testing.T, body []byte, e *apierr.Error) {
 	t.Helper()
 	for _, s := range []string{e.Message, e.Param} {
@@ -100,45 +94,7 @@ func checkNoEcho(t *testing.T, body []byte, e *apierr.Error) {
 			t.Fatalf("error %q / %q: not UTF-8 or too long", e.Param, e.Message)
 		}
 	}
-	for _, s := range bodyStrings(body) {
-		if len(s) <= maxEcho {
-			continue
-		}
-		q := strings.Trim(strconv.Quote(s), `"`)
-		for _, m := range []string{e.Message, e.Param} {
-			if strings.Contains(m, s) || strings.Contains(m, q) {
-				t.Fatalf("error %q / %q repeats text of the body", e.Param, e.Message)
-			}
-		}
-	}
-}
-
-// bodyStrings returns every key and string value of the JSON values a
-// body starts with, and the body itself.
-func bodyStrings(body []byte) []string {
-	out := []string{string(body)}
-	var walk func(any)
-	walk = func(v any) {
-		switch x := v.(type) {
-		case string:
-			out = append(out, x)
-		case []any:
-			for _, e := range x {
-				walk(e)
-			}
-		case map[string]any:
-			for k, e := range x {
-				out = append(out, k)
-				walk(e)
-			}
-		}
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	for {
-		var v any
-		if dec.Decode(&v) != nil {
-			return out
-		}
-		walk(v)
+	if err := openaitest.CheckNoEcho(body, e.Message, e.Param); err != nil {
+		t.Fatal(err)
 	}
 }
