@@ -10,7 +10,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/terroir-ai/terroir/pkg/openai/openaitest"
-
 	"github.com/terroir-ai/terroir/services/ingress/apierr"
 )
 
