@@ -23,6 +23,7 @@ import (
 	"sync"
 
 	"github.com/terroir-ai/terroir/pkg/events"
+	"github.com/terroir-ai/terroir/services/contentsafety/classifier/linear"
 )
 
 //go:embed lexicon.txt
@@ -57,8 +58,9 @@ type BlocklistHit struct {
 
 // Classifier classifies text. Build one with New and share it.
 type Classifier struct {
-	lx   *lexicon
-	pool sync.Pool // *scratch
+	lx    *lexicon
+	model *linear.Model // nil for the rules alone
+	pool  sync.Pool     // *scratch
 }
 
 // scratch is the per-call working memory, pooled so that Classify
@@ -69,10 +71,25 @@ type scratch struct {
 	gen   uint32
 	cands []int32
 	rules []string
+	feats []uint32 // hashed features for the linear model
 }
 
-// New compiles the embedded lexicon.
+// New compiles the embedded lexicon and loads the embedded weights of the
+// linear model (package linear).
 func New() (*Classifier, error) {
+	c, err := newFromSource(lexiconSource)
+	if err != nil {
+		return nil, err
+	}
+	if c.model, err = linear.Shipped(); err != nil {
+		return nil, fmt.Errorf("loading content-safety model: %w", err)
+	}
+	return c, nil
+}
+
+// NewRulesOnly compiles the embedded lexicon without the linear model, to
+// measure what the model adds.
+func NewRulesOnly() (*Classifier, error) {
 	return newFromSource(lexiconSource)
 }
 
@@ -112,9 +129,10 @@ func (c *Classifier) ClassifyWith(text string, dir events.Direction, bl *Blockli
 	s := c.pool.Get().(*scratch)
 	defer c.pool.Put(s)
 	s.z.run(text)
-	var sev [numCats]int8
+	var sev, cleared [numCats]int8
 	s.rules = s.rules[:0]
-	c.scan(s, dir, &sev)
+	c.scan(s, dir, &sev, &cleared)
+	c.scoreModel(s, dir, &sev, &cleared)
 
 	r := Result{
 		Severity: make(map[string]events.Severity, catJailbreak),
@@ -135,8 +153,10 @@ func (c *Classifier) ClassifyWith(text string, dir events.Direction, bl *Blockli
 	return r
 }
 
-// scan runs the lexicon over every sentence of the tokenised text.
-func (c *Classifier) scan(s *scratch, dir events.Direction, sev *[numCats]int8) {
+// scan runs the lexicon over every sentence of the tokenised text. It
+// raises sev to the findings and lowers textCleared to the strongest
+// context rule of each category that fired.
+func (c *Classifier) scan(s *scratch, dir events.Direction, sev, textCleared *[numCats]int8) {
 	lx := c.lx
 	toks := s.z.toks
 	sents := s.z.sents
@@ -188,6 +208,7 @@ func (c *Classifier) scan(s *scratch, dir events.Direction, sev *[numCats]int8) 
 			}
 		}
 		for cat := range numCats {
+			textCleared[cat] = min(textCleared[cat], cleared[cat])
 			// a context rule clears low and medium findings of its
 			// category in this sentence, and high ones too when it is
 			// safe_all
