@@ -86,13 +86,13 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("safetytrain", flag.ContinueOnError)
 	dir := fs.String("dir", "", "the classifier's directory (found automatically from the repository root or scripts/)")
 	outPath := fs.String("out", "", "where to write the weights (default <dir>/linear/weights.bin.gz)")
-	bits := fs.Uint("bits", 18, "log2 of the number of feature buckets")
+	bits := fs.Uint("bits", 16, "log2 of the number of feature buckets")
 	epochs := fs.Int("epochs", 8, "passes over the training data")
 	seed := fs.Uint64("seed", 1, "seed of the augmentation and the example order")
-	lambdas := fs.String("lambda", "1e-6,1e-5,1e-4", "L2 strengths to try; the one with the lowest dev log loss is kept")
+	lambdas := fs.String("lambda", "1e-2,3e-2,1e-1", "L2 strengths to try; the one with the lowest dev log loss is kept")
 	rate := fs.Float64("rate", 0.1, "AdaGrad learning rate")
 	nvar := fs.Int("variants", 2, "disguised copies per training sentence")
-	corpusW := fs.Float64("corpus-weight", 0.5, "weight of a corpus sentence relative to a training item")
+	corpusW := fs.Float64("corpus-weight", 0.2, "weight of a corpus sentence relative to a training item")
 	posW := fs.Float64("positive-weight", 1, "weight of a harmful or jailbreak item relative to a benign one")
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -130,9 +130,10 @@ func (c *Classifier) ClassifyWith(text string, dir events.Direction, bl *Blockli
 	defer c.pool.Put(s)
 	s.z.run(text)
 	var sev, cleared [numCats]int8
+	var negated [numCats]bool
 	s.rules = s.rules[:0]
-	c.scan(s, dir, &sev, &cleared)
-	c.scoreModel(s, dir, &sev, &cleared)
+	c.scan(s, dir, &sev, &cleared, &negated)
+	c.scoreModel(s, dir, &sev, &cleared, &negated)
 
 	r := Result{
 		Severity: make(map[string]events.Severity, catJailbreak),
@@ -154,9 +155,10 @@ func (c *Classifier) ClassifyWith(text string, dir events.Direction, bl *Blockli
 }
 
 // scan runs the lexicon over every sentence of the tokenised text. It
-// raises sev to the findings and lowers textCleared to the strongest
-// context rule of each category that fired.
-func (c *Classifier) scan(s *scratch, dir events.Direction, sev, textCleared *[numCats]int8) {
+// raises sev to the findings, lowers textCleared to the strongest context
+// rule of each category that fired, and sets negatedCats for the
+// categories where a rule matched right after a negation.
+func (c *Classifier) scan(s *scratch, dir events.Direction, sev, textCleared *[numCats]int8, negatedCats *[numCats]bool) {
 	lx := c.lx
 	toks := s.z.toks
 	sents := s.z.sents
@@ -195,7 +197,14 @@ func (c *Classifier) scan(s *scratch, dir events.Direction, sev, textCleared *[n
 			if r.outs[0].cat == catJailbreak && dir != events.DirectionPrompt {
 				continue
 			}
-			if !lx.matches(r, sent) {
+			ok, negated := lx.matches(r, sent)
+			if negated && r.outs[0].sev > 0 {
+				// a negated harmful phrase clears the linear model's
+				// finding of its category, which cannot see negation
+				// (see scoreModel)
+				negatedCats[r.outs[0].cat] = true
+			}
+			if !ok {
 				continue
 			}
 			for _, o := range r.outs {

@@ -20,8 +20,12 @@ var modelRules = [numCats]string{"model.hate", "model.sexual", "model.violence",
 // raises sev where the model rates higher than the rules. cleared holds,
 // per category, the strongest context rule that fired anywhere in the
 // text: it clears the model's low and medium findings (and high ones
-// too when it is safe_all), as it does the rules' in its sentence.
-func (c *Classifier) scoreModel(s *scratch, dir events.Direction, sev *[numCats]int8, cleared *[numCats]int8) {
+// too when it is safe_all), as it does the rules' in its sentence. A
+// category where a rule matched right after a negation (negated), and
+// no rule matched otherwise, keeps the rules' verdict (safe): a bag of words
+// cannot tell "I do not want to kill myself" from "I want to kill
+// myself".
+func (c *Classifier) scoreModel(s *scratch, dir events.Direction, sev, cleared *[numCats]int8, negated *[numCats]bool) {
 	toks, sents := s.z.toks, s.z.sents
 	if c.model == nil || len(toks) == 0 {
 		return
@@ -57,7 +61,10 @@ func (c *Classifier) scoreModel(s *scratch, dir events.Direction, sev *[numCats]
 	score(a, len(toks))
 
 	for cat, l := range levels {
-		if l == sevNone || cleared[cat] == sevSafeAll || cleared[cat] == sevSafe && l < sevHigh {
+		switch {
+		case l == sevNone, cleared[cat] == sevSafeAll, cleared[cat] == sevSafe && l < sevHigh:
+			continue
+		case negated[cat] && sev[cat] == sevNone:
 			continue
 		}
 		s.rules = append(s.rules, modelRules[cat])
