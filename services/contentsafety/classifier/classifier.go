@@ -5,13 +5,17 @@
 // blocklists, and applies a content-filter policy to produce the
 // content_filter_results annotations of the Azure OpenAI wire format.
 //
-// The classifier is a lexicon of words and phrase rules (lexicon.txt,
-// embedded), matched on normalised text: case, compatibility forms,
-// confusable letters, invisible characters, leetspeak and spaced-out
-// spelling are folded away first (see Normalize). It is rule-based and
-// deterministic, English only, and never keeps, logs or returns the text it
-// classifies: a Result holds severities, flags and the IDs of the rules and
-// blocklist items that fired.
+// The classifier has two stages over normalised text (case, compatibility
+// forms, confusable letters, invisible characters, leetspeak and
+// spaced-out spelling are folded away first, see Normalize): a lexicon of
+// words and phrase rules (lexicon.txt, embedded), and a trained linear
+// model over hashed word and character n-gram features (package linear,
+// weights embedded) that catches wording the rules never saw. Each
+// category gets the higher of the two severities; model findings are
+// reported as the rules "model.<category>". The classifier is
+// deterministic, English only, and never keeps, logs or returns the text
+// it classifies: a Result holds severities, flags and the IDs of the rules
+// and blocklist items that fired.
 //
 // A Classifier is safe for concurrent use.
 package classifier
