@@ -15,7 +15,6 @@ const signBit = 1 << 31
 const (
 	seedWord   uint64 = 0x9e3779b97f4a7c15
 	seedBigram uint64 = 0xc2b2ae3d27d4eb4f
-	seedGram3  uint64 = 0x165667b19e3779f9
 	seedGram4  uint64 = 0x27d4eb2f165667c5
 	seedGram5  uint64 = 0x94d049bb133111eb
 	multiplier uint64 = 0xff51afd7ed558ccd
@@ -53,9 +52,13 @@ func wordKey(w []byte) uint64 {
 // text (lower-case words separated by single spaces, as
 // classifier.Classifier.Normalize returns it), for a table of 2^bits
 // buckets: every word, every pair of adjacent words, and the character
-// 3-, 4- and 5-grams of every word with a boundary marker on each side.
-// The trainer and the runtime both call it, so the two cannot drift
-// apart.
+// 4- and 5-grams of every word with a boundary marker on each side. The
+// trainer and the runtime both call it, so the two cannot drift apart.
+//
+// Character 3-grams were left out: on the training set's dev hold-out
+// they changed neither the log loss nor recall at a given false-positive
+// rate, and they are a third of all features, so scoring without them
+// takes half the time.
 func AppendFeatures(dst []uint32, norm []byte, bits uint) []uint32 {
 	var prev uint64
 	havePrev := false
@@ -79,12 +82,9 @@ func AppendFeatures(dst []uint32, norm []byte, bits uint) []uint32 {
 				n := copy(buf[1:], w) + 2
 				buf[n-1] = boundary
 				clear(buf[n : n+8])
-				for s := 0; s+3 <= n; s++ {
+				for s := 0; s+4 <= n; s++ {
 					k := binary.LittleEndian.Uint64(buf[s:])
-					dst = append(dst, feature(k&0xffffff^seedGram3, bits))
-					if s+4 <= n {
-						dst = append(dst, feature(k&0xffffffff^seedGram4, bits))
-					}
+					dst = append(dst, feature(k&0xffffffff^seedGram4, bits))
 					if s+5 <= n {
 						dst = append(dst, feature(k&0xffffffffff^seedGram5, bits))
 					}

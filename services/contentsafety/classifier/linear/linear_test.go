@@ -63,12 +63,12 @@ func TestFeatures(t *testing.T) {
 	if len(a) == 0 || string(uint32Bytes(a)) != string(uint32Bytes(b)) {
 		t.Fatal("features are not deterministic")
 	}
-	// 3 words, 2 pairs, and 3+2+1 n-grams per letter position beyond
-	// the first two of each bounded word
+	// 3 words, 2 pairs, and the 4- and 5-grams of #kill#, #the# and
+	// #process#
 	want := 3 + 2
 	for _, w := range []string{"kill", "the", "process"} {
 		n := len(w) + 2
-		for g := 3; g <= 5; g++ {
+		for g := 4; g <= 5; g++ {
 			want += max(0, n-g+1)
 		}
 	}
