@@ -43,7 +43,6 @@ func WriteComparison(w io.Writer, cols []Column) {
 		}
 		return fmt.Sprintf("%.3f n=%d", s.Rate(), s.N)
 	}
-	row("", func(*Report) string { return "" })
 	fmt.Fprintf(w, "%-34s", "measure")
 	for _, c := range cols {
 		fmt.Fprintf(w, " %*s", width, c.Name)
