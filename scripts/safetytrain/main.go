@@ -57,13 +57,15 @@ var candidates = []string{
 }
 
 // Budgets for the thresholds, as shares of the held-out benign items and
-// corpus sentences: the medium heads and the jailbreak head share one
-// threshold, the lowest at which together they block at most blockBenign
-// of the benign items and blockCorpus of the corpus sentences; the low
-// heads share one the same way (flagging, not blocking). One threshold per
-// level, not per head, keeps the few held-out items from being fitted.
+// corpus sentences. The medium heads and the jailbreak head share one
+// threshold: the lowest at which the whole classifier, rules and model,
+// blocks at most blockBenign of the benign items (the quality target) and
+// the model blocks at most blockCorpus of the corpus sentences. The low
+// heads share one at which the model flags at most flagBenign and
+// flagCorpus. One threshold per level, not per head, keeps the few
+// held-out items from being fitted.
 const (
-	blockBenign = 0.015
+	blockBenign = 0.03
 	blockCorpus = 0.002
 	flagBenign  = 0.03
 	flagCorpus  = 0.003
@@ -87,10 +89,10 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	dir := fs.String("dir", "", "the classifier's directory (found automatically from the repository root or scripts/)")
 	outPath := fs.String("out", "", "where to write the weights (default <dir>/linear/weights.bin.gz)")
 	bits := fs.Uint("bits", 16, "log2 of the number of feature buckets")
-	epochs := fs.Int("epochs", 8, "passes over the training data")
+	epochs := fs.Int("epochs", 4, "passes over the training data")
 	seed := fs.Uint64("seed", 1, "seed of the augmentation and the example order")
 	lambdas := fs.String("lambda", "1e-2,3e-2,1e-1", "L2 strengths to try; the one with the lowest dev log loss is kept")
-	rate := fs.Float64("rate", 0.1, "AdaGrad learning rate")
+	rate := fs.Float64("rate", 0.05, "AdaGrad learning rate")
 	nvar := fs.Int("variants", 2, "disguised copies per training sentence")
 	corpusW := fs.Float64("corpus-weight", 0.2, "weight of a corpus sentence relative to a training item")
 	posW := fs.Float64("positive-weight", 1, "weight of a harmful or jailbreak item relative to a benign one")
@@ -253,7 +255,11 @@ func trainAndWrite(ctx context.Context, cfg config, out io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(out, "quantised dev log loss %.4f\n", logLoss(quantised{qm}, &dev))
-	chooseThresholds(w, qm, src, devItems, devCorpus, out)
+	rules, err := classifier.NewRulesOnly()
+	if err != nil {
+		return err
+	}
+	chooseThresholds(w, qm, rules, src, devItems, devCorpus, out)
 	data, err := w.Marshal()
 	if err != nil {
 		return err
@@ -268,9 +274,11 @@ func trainAndWrite(ctx context.Context, cfg config, out io.Writer) error {
 // chooseThresholds sets the thresholds on the held-out items and corpus
 // sentences, scored by the quantised model exactly as the classifier
 // scores them.
-func chooseThresholds(w *linear.Weights, qm *linear.Model, src *source, dev []evaluation.Item, corpus []string, out io.Writer) {
+func chooseThresholds(w *linear.Weights, qm *linear.Model, rules *classifier.Classifier, src *source, dev []evaluation.Item, corpus []string, out io.Writer) {
 	var lg, y [][numHeads]float32
 	var benign [][numHeads]float32
+	var rulesBlocked []bool // per benign item
+	policy := control.DefaultFilterPolicy("training")
 	for _, it := range dev {
 		var l [numHeads]float32
 		qm.Logits(src.feats(it.Text), &l)
@@ -285,6 +293,8 @@ func chooseThresholds(w *linear.Weights, qm *linear.Model, src *source, dev []ev
 				l[linear.HeadJailbreak] = float32(math.Inf(-1)) // completions are never checked for jailbreaks
 			}
 			benign = append(benign, l)
+			_, blocked := classifier.Apply(policy, it.Dir, rules.Classify(it.Text, it.Dir))
+			rulesBlocked = append(rulesBlocked, blocked)
 		}
 	}
 	corpusLg := make([][numHeads]float32, len(corpus))
@@ -313,7 +323,37 @@ func chooseThresholds(w *linear.Weights, qm *linear.Model, src *source, dev []ev
 		b, c := top(benign, heads), top(corpusLg, heads)
 		return max(thresholdAbove(b, int(fb*float64(len(b)))), thresholdAbove(c, int(fc*float64(len(c)))))
 	}
-	tMed := shared(medium, blockBenign, blockCorpus)
+	// benign items the rules already block cost the model nothing
+	var extra []float32
+	budget := int(blockBenign * float64(len(benign)))
+	for i, t := range top(benign, medium) {
+		if rulesBlocked[i] {
+			budget--
+		} else {
+			extra = append(extra, t)
+		}
+	}
+	tMed := max(thresholdAbove(extra, max(budget, 0)), shared(medium, 1, blockCorpus))
+	fmt.Fprintf(out, "rules alone block %d of %d held-out benign items; the model may add %d\n", len(benign)-len(extra), len(benign), max(budget, 0))
+	// the trade-off the threshold picks from: held-out items labelled
+	// medium or above, or jailbreaks, that the model alone blocks, at
+	// several shares of held-out benign items blocked
+	bt := top(benign, medium)
+	var ht []float32
+	for i := range lg {
+		for _, h := range medium {
+			if y[i][h] == 1 {
+				ht = append(ht, top(lg[i:i+1], medium)[0])
+				break
+			}
+		}
+	}
+	fmt.Fprintf(out, "\nmodel alone on the dev hold-out, harmful items blocked at benign items blocked:")
+	for _, fp := range []float64{0.01, 0.02, 0.04, 0.08} {
+		t := thresholdAbove(bt, int(fp*float64(len(bt))))
+		fmt.Fprintf(out, " %.3f at %.0f%%", float64(countAtLeast(ht, t))/float64(max(len(ht), 1)), 100*fp)
+	}
+	fmt.Fprintln(out)
 	tLow := shared(append(slices.Clone(low), medium...), flagBenign, flagCorpus)
 	// the high heads refine a medium finding: their threshold is the one
 	// that rates the most held-out harmful items at their label
