@@ -259,7 +259,9 @@ func trainAndWrite(ctx context.Context, cfg config, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	chooseThresholds(w, qm, rules, src, devItems, devCorpus, out)
+	if err := chooseThresholds(w, qm, rules, devItems, devCorpus, out); err != nil {
+		return err
+	}
 	data, err := w.Marshal()
 	if err != nil {
 		return err
@@ -274,14 +276,17 @@ func trainAndWrite(ctx context.Context, cfg config, out io.Writer) error {
 // chooseThresholds sets the thresholds on the held-out items and corpus
 // sentences, scored by the quantised model exactly as the classifier
 // scores them.
-func chooseThresholds(w *linear.Weights, qm *linear.Model, rules *classifier.Classifier, src *source, dev []evaluation.Item, corpus []string, out io.Writer) {
+func chooseThresholds(w *linear.Weights, qm *linear.Model, rules *classifier.Classifier, dev []evaluation.Item, corpus []string, out io.Writer) error {
+	cm, err := classifier.NewWithModel(qm)
+	if err != nil {
+		return err
+	}
 	var lg, y [][numHeads]float32
 	var benign [][numHeads]float32
 	var rulesBlocked []bool // per benign item
 	policy := control.DefaultFilterPolicy("training")
 	for _, it := range dev {
-		var l [numHeads]float32
-		qm.Logits(src.feats(it.Text), &l)
+		l, _ := cm.ModelLogits(it.Text)
 		t := targets(it)
 		var yf [numHeads]float32
 		for h := range numHeads {
@@ -299,7 +304,7 @@ func chooseThresholds(w *linear.Weights, qm *linear.Model, rules *classifier.Cla
 	}
 	corpusLg := make([][numHeads]float32, len(corpus))
 	for i, s := range corpus {
-		qm.Logits(src.feats(s), &corpusLg[i])
+		corpusLg[i], _ = cm.ModelLogits(s)
 	}
 	var medium, low, high []int
 	for c := range linear.NumCategories {
@@ -356,9 +361,13 @@ func chooseThresholds(w *linear.Weights, qm *linear.Model, rules *classifier.Cla
 	fmt.Fprintln(out)
 	tLow := shared(append(slices.Clone(low), medium...), flagBenign, flagCorpus)
 	// the high heads refine a medium finding: their threshold is the one
-	// that rates the most held-out harmful items at their label
+	// that rates the most held-out harmful items at their label, among
+	// those
 	tHigh, bestScore := float32(0), -1
-	for _, cand := range []float32{-3, -2, -1.5, -1, -0.5, 0, 0.5, 1, 1.5, 2, 3} {
+	// that is at least the medium threshold, so a high rating needs
+	// as much confidence as a block
+	for _, step := range []float32{0, 0.5, 1, 1.5, 2, 3, 4} {
+		cand := tMed + step
 		score := 0
 		for i := range lg {
 			for c := range linear.NumCategories {
@@ -389,8 +398,7 @@ func chooseThresholds(w *linear.Weights, qm *linear.Model, rules *classifier.Cla
 	for h := range numHeads {
 		var pos, neg, corp []float32
 		for i := range lg {
-			switch {
-			case y[i][h] == 1:
+			if y[i][h] == 1 {
 				pos = append(pos, lg[i][h])
 			}
 		}
@@ -410,6 +418,7 @@ func chooseThresholds(w *linear.Weights, qm *linear.Model, rules *classifier.Cla
 			float64(countAtLeast(neg, t))/float64(max(len(neg), 1)),
 			float64(countAtLeast(corp, t))/float64(max(len(corp), 1)))
 	}
+	return nil
 }
 
 // isBenign reports targets with no harm and no jailbreak.

@@ -76,6 +76,7 @@ type scratch struct {
 	cands []int32
 	rules []string
 	feats []uint32 // hashed features for the linear model
+	segs  []segment
 }
 
 // New compiles the embedded lexicon and loads the embedded weights of the
@@ -95,6 +96,18 @@ func New() (*Classifier, error) {
 // measure what the model adds.
 func NewRulesOnly() (*Classifier, error) {
 	return newFromSource(lexiconSource)
+}
+
+// NewWithModel compiles the embedded lexicon and uses m as the linear
+// stage instead of the embedded weights (none when m is nil). The trainer
+// uses it to score held-out text exactly as the classifier will.
+func NewWithModel(m *linear.Model) (*Classifier, error) {
+	c, err := newFromSource(lexiconSource)
+	if err != nil {
+		return nil, err
+	}
+	c.model = m
+	return c, nil
 }
 
 func newFromSource(src string) (*Classifier, error) {

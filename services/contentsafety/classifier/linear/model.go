@@ -184,22 +184,35 @@ const lanes = 0x00ff00ff00ff00ff
 // most 255.
 const flushEvery = 256
 
-// Logits sets out to each head's logit for the features feats (from
-// AppendFeatures with m.Bits()).
-func (m *Model) Logits(feats []uint32, out *[NumHeads]float32) {
+// Sums holds per-head sums of quantised weights over a text's features,
+// before bias and scale. The sums of two texts add up to those of the two
+// together (but for the word pair that would join them), so a caller can
+// score every run of adjacent sentences while hashing each word once.
+type Sums [NumHeads]int32
+
+// Add adds o to s.
+func (s *Sums) Add(o *Sums) {
+	for h := range s {
+		s[h] += o[h]
+	}
+}
+
+// Accumulate adds the weights of feats (from AppendFeatures with
+// m.Bits()) to s.
+func (m *Model) Accumulate(feats []uint32, s *Sums) {
 	// acc[sign] holds, for features counted positively (0) and
 	// negatively (1), heads 0-7 in words 0 (even heads) and 1 (odd)
 	// and heads 8-15 in words 2 and 3, four 16-bit lanes each
 	var acc [2][4]uint64
-	var sums [16]int64
-	var count [2]int64
+	var count [2]int32
 	rows := m.rows
 	flush := func() {
-		for s, sign := range [2]int64{1, -1} {
-			for k, word := range acc[s] {
+		for sign, mul := range [2]int32{1, -1} {
+			for k, word := range acc[sign] {
 				for lane := range 4 {
-					h := (k/2)*8 + lane*2 + k%2
-					sums[h] += sign * int64(word>>(16*lane)&0xffff)
+					if h := (k/2)*8 + lane*2 + k%2; h < NumHeads {
+						s[h] += mul * int32(word>>(16*lane)&0xffff)
+					}
 				}
 			}
 		}
@@ -221,10 +234,25 @@ func (m *Model) Logits(feats []uint32, out *[NumHeads]float32) {
 		}
 	}
 	flush()
-	offset := 128 * (count[0] - count[1])
-	for h := range out {
-		out[h] = m.w.Bias[h] + m.w.Scale[h]*float32(sums[h]-offset)
+	// every stored weight is offset by 128
+	for h := range s {
+		s[h] -= 128 * (count[0] - count[1])
 	}
+}
+
+// LogitsOf sets out to each head's logit for the sums s.
+func (m *Model) LogitsOf(s *Sums, out *[NumHeads]float32) {
+	for h := range out {
+		out[h] = m.w.Bias[h] + m.w.Scale[h]*float32(s[h])
+	}
+}
+
+// Logits sets out to each head's logit for the features feats (from
+// AppendFeatures with m.Bits()).
+func (m *Model) Logits(feats []uint32, out *[NumHeads]float32) {
+	var s Sums
+	m.Accumulate(feats, &s)
+	m.LogitsOf(&s, out)
 }
 
 // Levels turns logits into a severity level per category (0 safe, 1 low,
