@@ -57,8 +57,8 @@ var candidates = []string{
 }
 
 // Budgets for the thresholds, as shares of the held-out benign items and
-// corpus sentences. The medium heads and the jailbreak head share one
-// threshold: the lowest at which the whole classifier, rules and model,
+// corpus sentences. The medium heads, the jailbreak head and the harmful
+// head share one threshold: the lowest at which the whole classifier, rules and model,
 // blocks at most blockBenign of the benign items (the quality target) and
 // the model blocks at most blockCorpus of the corpus sentences. The low
 // heads share one at which the model flags at most flagBenign and
@@ -154,6 +154,9 @@ func targets(it evaluation.Item) [numHeads]int8 {
 			}
 		}
 	}
+	for c := range linear.Categories {
+		y[linear.HeadHarmful] = max(y[linear.HeadHarmful], y[linear.Head(c, 2)])
+	}
 	y[linear.HeadJailbreak] = -1
 	if it.Dir == events.DirectionPrompt {
 		y[linear.HeadJailbreak] = 0
@@ -165,7 +168,7 @@ func targets(it evaluation.Item) [numHeads]int8 {
 }
 
 func trainAndWrite(ctx context.Context, cfg config, out io.Writer) error {
-	c, err := classifier.New()
+	c, err := classifier.NewRulesOnly() // the shipped weights may be stale; only Normalize is needed
 	if err != nil {
 		return err
 	}
@@ -312,7 +315,7 @@ func chooseThresholds(w *linear.Weights, qm *linear.Model, rules *classifier.Cla
 		medium = append(medium, linear.Head(c, 2))
 		high = append(high, linear.Head(c, 3))
 	}
-	medium = append(medium, linear.HeadJailbreak)
+	medium = append(medium, linear.HeadJailbreak, linear.HeadHarmful)
 	// the highest logit among heads of each benign item and sentence
 	top := func(set [][numHeads]float32, heads []int) []float32 {
 		out := make([]float32, len(set))
@@ -393,7 +396,7 @@ func chooseThresholds(w *linear.Weights, qm *linear.Model, rules *classifier.Cla
 	for _, h := range high {
 		w.Threshold[h] = tHigh
 	}
-	fmt.Fprintf(out, "\nthresholds (logit): low %.3f, medium and jailbreak %.3f, high %.3f\n", tLow, tMed, tHigh)
+	fmt.Fprintf(out, "\nthresholds (logit): low %.3f, medium, jailbreak and harmful %.3f, high %.3f\n", tLow, tMed, tHigh)
 	fmt.Fprintf(out, "%-16s %8s %8s %10s %12s\n", "head", "recall", "n", "benign FP", "corpus FP")
 	for h := range numHeads {
 		var pos, neg, corp []float32
@@ -408,8 +411,8 @@ func chooseThresholds(w *linear.Weights, qm *linear.Model, rules *classifier.Cla
 		for i := range corpusLg {
 			corp = append(corp, corpusLg[i][h])
 		}
-		name := "jailbreak"
-		if h != linear.HeadJailbreak {
+		name := map[int]string{linear.HeadJailbreak: "jailbreak", linear.HeadHarmful: "harmful"}[h]
+		if name == "" {
 			name = fmt.Sprintf("%s>=%s", linear.Categories[h/linear.NumLevels], []string{"low", "medium", "high"}[h%linear.NumLevels])
 		}
 		t := w.Threshold[h]

@@ -29,12 +29,14 @@ var shipped []byte
 var Categories = [NumCategories]string{"hate", "sexual", "violence", "self_harm"}
 
 // Head layout: category c, severity level l (1 low, 2 medium, 3 high) is
-// head c*3+l-1; the jailbreak head is last.
+// head c*3+l-1; then the jailbreak head, and the harmful head (any
+// category at medium or above).
 const (
 	NumCategories = 4
 	NumLevels     = 3
 	HeadJailbreak = NumCategories * NumLevels
-	NumHeads      = HeadJailbreak + 1
+	HeadHarmful   = HeadJailbreak + 1
+	NumHeads      = HeadHarmful + 1
 )
 
 // Head returns the index of the head for category c at level l (1–3).
@@ -48,7 +50,7 @@ const (
 
 var magic = [4]byte{'T', 'L', 'I', 'N'}
 
-const version = 1
+const version = 2
 
 // Weights is the content of a weights file.
 type Weights struct {
@@ -256,14 +258,20 @@ func (m *Model) Logits(feats []uint32, out *[NumHeads]float32) {
 }
 
 // Levels turns logits into a severity level per category (0 safe, 1 low,
-// 2 medium, 3 high) and the jailbreak decision. The medium head alone
-// decides whether a category is rated medium or above (the level a
+// 2 medium, 3 high) and the jailbreak decision. The medium head of a
+// category decides whether it is rated medium or above (the level a
 // default policy blocks); the high head only raises a medium rating to
-// high, and the low head rates low what the medium head does not.
+// high, and the low head rates low what the medium head does not. The
+// harmful head, trained on every category at once, decides when no
+// medium head does: it rates medium the category whose medium head comes
+// closest to its threshold.
 func (m *Model) Levels(logits *[NumHeads]float32) (levels [NumCategories]int8, jailbreak bool) {
 	t := &m.w.Threshold
+	found := false
+	closest, gap := 0, float32(math.Inf(-1))
 	for c := range NumCategories {
-		switch lo, me, hi := Head(c, 1), Head(c, 2), Head(c, 3); {
+		lo, me, hi := Head(c, 1), Head(c, 2), Head(c, 3)
+		switch {
 		case logits[me] >= t[me] && logits[hi] >= t[hi]:
 			levels[c] = 3
 		case logits[me] >= t[me]:
@@ -271,6 +279,13 @@ func (m *Model) Levels(logits *[NumHeads]float32) (levels [NumCategories]int8, j
 		case logits[lo] >= t[lo]:
 			levels[c] = 1
 		}
+		found = found || levels[c] >= 2
+		if d := logits[me] - t[me]; d > gap {
+			closest, gap = c, d
+		}
+	}
+	if !found && logits[HeadHarmful] >= t[HeadHarmful] {
+		levels[closest] = 2
 	}
 	return levels, logits[HeadJailbreak] >= t[HeadJailbreak]
 }
