@@ -222,6 +222,8 @@ func trainAndWrite(ctx context.Context, cfg config, out io.Writer) error {
 		}
 		addWithVariants(it.Text, targets(it), wt, cfg.variants)
 	}
+	// prose is benign whoever asks, and one sentence in four also comes
+	// disguised, so that disguise is seen on plain text too
 	benignPrompt := targets(evaluation.Item{Dir: events.DirectionPrompt})
 	for i, s := range trainCorpus {
 		n := 0
@@ -258,11 +260,7 @@ func trainAndWrite(ctx context.Context, cfg config, out io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(out, "quantised dev log loss %.4f\n", logLoss(quantised{qm}, &dev))
-	rules, err := classifier.NewRulesOnly()
-	if err != nil {
-		return err
-	}
-	if err := chooseThresholds(w, qm, rules, devItems, devCorpus, out); err != nil {
+	if err := chooseThresholds(w, qm, c, devItems, devCorpus, out); err != nil {
 		return err
 	}
 	data, err := w.Marshal()

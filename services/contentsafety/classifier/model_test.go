@@ -97,3 +97,22 @@ func TestModelDeterministic(t *testing.T) {
 		}
 	}
 }
+
+// TestModelEdgeInputs checks texts without words, with one very long word
+// and with a very long sentence.
+func TestModelEdgeInputs(t *testing.T) {
+	t.Parallel()
+	c := newClassifier(t)
+	for _, text := range []string{
+		"",
+		"   \n\n ... !!! ???",
+		strings.Repeat("a", 5000),
+		strings.Repeat("word ", 3000),
+		strings.Repeat("é漢😀 ", 200),
+	} {
+		r := c.Classify(text, events.DirectionPrompt)
+		if len(r.Severity) != 4 {
+			t.Errorf("%d bytes: severities %v", len(text), r.Severity)
+		}
+	}
+}
