@@ -2,7 +2,12 @@
 // prints a table: per-category precision, recall (per severity) and F1,
 // jailbreak and profanity precision and recall, the false-positive rate on
 // the benign items of the evaluation set and on public-domain prose, and
-// the classification speed in µs per KB of text. A second table measures
+// the classification speed in µs per KB of text. A second table compares,
+// for the rules alone and for rules and linear model together, the
+// training set's dev hold-out, the evaluation set and, when it is present,
+// the frozen evaluation set (testdata/frozen.jsonl), which nothing was
+// trained or tuned on: blocked recall per category, jailbreak recall,
+// benign items blocked and severity calibration. A third table measures
 // what the optional guard-model stage adds per call (p50, p90, p99)
 // against an in-process stand-in server that answers in Llama Guard's
 // format with no model delay: the client's own overhead and a loopback
@@ -15,8 +20,9 @@
 //
 // or from scripts/ as "go run ./safetyeval". -data names the classifier's
 // testdata directory when it is somewhere else; -misses lists the IDs of
-// the items the classifier got wrong; -guard-calls sets how many calls the
-// guard rows measure (0 skips them).
+// the items the classifier got wrong (never listed for the frozen set);
+// -frozen names the frozen set when it is not in testdata; -guard-calls
+// sets how many calls the guard rows measure (0 skips them).
 package main
 
 import (
@@ -56,6 +62,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	data := fs.String("data", "", "the classifier's testdata directory (found automatically from the repository root or scripts/)")
 	misses := fs.Bool("misses", false, "list the evaluation items the classifier got wrong")
 	guardCalls := fs.Int("guard-calls", 2000, "calls per guard-stage row; 0 skips the guard rows")
+	frozenPath := fs.String("frozen", "", "the frozen evaluation set (default <data>/frozen.jsonl when present)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -75,9 +82,29 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	rules, err := classifier.NewRulesOnly()
+	if err != nil {
+		return err
+	}
 	items, err := evaluation.LoadItems(filepath.Join(dir, "eval.jsonl"))
 	if err != nil {
 		return err
+	}
+	trainset, err := evaluation.LoadTrainset(filepath.Join(dir, "..", "trainset"))
+	if err != nil {
+		return err
+	}
+	dev := evaluation.Split(trainset, func(it evaluation.Item) bool { return evaluation.DevHoldOut(it.ID) })
+	if *frozenPath == "" {
+		if p := filepath.Join(dir, "frozen.jsonl"); fileExists(p) {
+			*frozenPath = p
+		}
+	}
+	var frozen []evaluation.Item
+	if *frozenPath != "" {
+		if frozen, err = evaluation.LoadItems(*frozenPath); err != nil {
+			return err
+		}
 	}
 	sentences, err := evaluation.LoadCorpus(filepath.Join(dir, "corpus"))
 	if err != nil {
@@ -94,8 +121,36 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		corpus = again
 	}
 	evaluation.WriteTable(out, report, corpus)
+
+	heldout := evaluation.Split(items, func(it evaluation.Item) bool { return it.Split == "heldout" })
+	cols := []evaluation.Column{
+		{Name: "train-dev rules", Report: evaluation.Evaluate(rules, dev)},
+		{Name: "train-dev", Report: evaluation.Evaluate(c, dev)},
+		{Name: "eval rules", Report: evaluation.Evaluate(rules, items)},
+		{Name: "eval", Report: report},
+		{Name: "eval-heldout", Report: evaluation.Evaluate(c, heldout)},
+	}
+	if frozen != nil {
+		cols = append(cols,
+			evaluation.Column{Name: "frozen rules", Report: evaluation.Evaluate(rules, frozen)},
+			evaluation.Column{Name: "frozen", Report: evaluation.Evaluate(c, frozen)})
+	}
+	fmt.Fprintf(out, "\nrules alone and rules + linear model; train-dev is the training set's dev hold-out (%d of %d items), eval the evaluation set (its dev items were trained on), eval-heldout its held-out items\n", len(dev), len(trainset))
+	evaluation.WriteComparison(out, cols)
+	if frozen == nil {
+		fmt.Fprintln(out, "frozen set: not present (testdata/frozen.jsonl or -frozen)")
+	}
+	var unseen []string
+	for _, s := range sentences {
+		if !evaluation.TrainingSentence(s) {
+			unseen = append(unseen, s)
+		}
+	}
+	half := evaluation.EvaluateCorpus(c, unseen)
+	fmt.Fprintf(out, "corpus flagged, any non-safe: %.4f of all %d sentences, %.4f of the %d the model was not trained on (target <= %.2f)\n",
+		corpus.FlagRate(), corpus.Sentences, half.FlagRate(), half.Sentences, evaluation.Targets.CorpusFP)
 	if *misses {
-		fmt.Fprintln(out, "\nmisses (item, what, want, got):")
+		fmt.Fprintln(out, "\nmisses in eval.jsonl (item, what, want, got):")
 		for _, m := range report.Misses {
 			fmt.Fprintf(out, "  %s %s want=%s got=%s\n", m.ID, m.What, m.Want, m.Got)
 		}
@@ -110,4 +165,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return bench.PrintReport(out, facts, rows)
 	}
 	return nil
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }

@@ -5,13 +5,17 @@
 // blocklists, and applies a content-filter policy to produce the
 // content_filter_results annotations of the Azure OpenAI wire format.
 //
-// The classifier is a lexicon of words and phrase rules (lexicon.txt,
-// embedded), matched on normalised text: case, compatibility forms,
-// confusable letters, invisible characters, leetspeak and spaced-out
-// spelling are folded away first (see Normalize). It is rule-based and
-// deterministic, English only, and never keeps, logs or returns the text it
-// classifies: a Result holds severities, flags and the IDs of the rules and
-// blocklist items that fired.
+// The classifier has two stages over normalised text (case, compatibility
+// forms, confusable letters, invisible characters, leetspeak and
+// spaced-out spelling are folded away first, see Normalize): a lexicon of
+// words and phrase rules (lexicon.txt, embedded), and a trained linear
+// model over hashed word and character n-gram features (package linear,
+// weights embedded) that catches wording the rules never saw. Each
+// category gets the higher of the two severities; model findings are
+// reported as the rules "model.<category>". The classifier is
+// deterministic, English only, and never keeps, logs or returns the text
+// it classifies: a Result holds severities, flags and the IDs of the rules
+// and blocklist items that fired.
 //
 // A Classifier is safe for concurrent use.
 package classifier
@@ -23,6 +27,7 @@ import (
 	"sync"
 
 	"github.com/terroir-ai/terroir/pkg/events"
+	"github.com/terroir-ai/terroir/services/contentsafety/classifier/linear"
 )
 
 //go:embed lexicon.txt
@@ -57,8 +62,9 @@ type BlocklistHit struct {
 
 // Classifier classifies text. Build one with New and share it.
 type Classifier struct {
-	lx   *lexicon
-	pool sync.Pool // *scratch
+	lx    *lexicon
+	model *linear.Model // nil for the rules alone
+	pool  sync.Pool     // *scratch
 }
 
 // scratch is the per-call working memory, pooled so that Classify
@@ -69,11 +75,39 @@ type scratch struct {
 	gen   uint32
 	cands []int32
 	rules []string
+	feats []uint32 // hashed features for the linear model
+	segs  []segment
 }
 
-// New compiles the embedded lexicon.
+// New compiles the embedded lexicon and loads the embedded weights of the
+// linear model (package linear).
 func New() (*Classifier, error) {
+	c, err := newFromSource(lexiconSource)
+	if err != nil {
+		return nil, err
+	}
+	if c.model, err = linear.Shipped(); err != nil {
+		return nil, fmt.Errorf("loading content-safety model: %w", err)
+	}
+	return c, nil
+}
+
+// NewRulesOnly compiles the embedded lexicon without the linear model, to
+// measure what the model adds.
+func NewRulesOnly() (*Classifier, error) {
 	return newFromSource(lexiconSource)
+}
+
+// NewWithModel compiles the embedded lexicon and uses m as the linear
+// stage instead of the embedded weights (none when m is nil). The trainer
+// uses it to score held-out text exactly as the classifier will.
+func NewWithModel(m *linear.Model) (*Classifier, error) {
+	c, err := newFromSource(lexiconSource)
+	if err != nil {
+		return nil, err
+	}
+	c.model = m
+	return c, nil
 }
 
 func newFromSource(src string) (*Classifier, error) {
@@ -112,9 +146,11 @@ func (c *Classifier) ClassifyWith(text string, dir events.Direction, bl *Blockli
 	s := c.pool.Get().(*scratch)
 	defer c.pool.Put(s)
 	s.z.run(text)
-	var sev [numCats]int8
+	var sev, cleared [numCats]int8
+	var negated [numCats]bool
 	s.rules = s.rules[:0]
-	c.scan(s, dir, &sev)
+	c.scan(s, dir, &sev, &cleared, &negated)
+	c.scoreModel(s, dir, &sev, &cleared, &negated)
 
 	r := Result{
 		Severity: make(map[string]events.Severity, catJailbreak),
@@ -135,8 +171,11 @@ func (c *Classifier) ClassifyWith(text string, dir events.Direction, bl *Blockli
 	return r
 }
 
-// scan runs the lexicon over every sentence of the tokenised text.
-func (c *Classifier) scan(s *scratch, dir events.Direction, sev *[numCats]int8) {
+// scan runs the lexicon over every sentence of the tokenised text. It
+// raises sev to the findings, lowers textCleared to the strongest context
+// rule of each category that fired, and sets negatedCats for the
+// categories where a rule matched right after a negation.
+func (c *Classifier) scan(s *scratch, dir events.Direction, sev, textCleared *[numCats]int8, negatedCats *[numCats]bool) {
 	lx := c.lx
 	toks := s.z.toks
 	sents := s.z.sents
@@ -175,7 +214,14 @@ func (c *Classifier) scan(s *scratch, dir events.Direction, sev *[numCats]int8) 
 			if r.outs[0].cat == catJailbreak && dir != events.DirectionPrompt {
 				continue
 			}
-			if !lx.matches(r, sent) {
+			ok, negated := lx.matches(r, sent)
+			if negated && r.outs[0].sev > 0 {
+				// a negated harmful phrase clears the linear model's
+				// finding of its category, which cannot see negation
+				// (see scoreModel)
+				negatedCats[r.outs[0].cat] = true
+			}
+			if !ok {
 				continue
 			}
 			for _, o := range r.outs {
@@ -188,6 +234,7 @@ func (c *Classifier) scan(s *scratch, dir events.Direction, sev *[numCats]int8) 
 			}
 		}
 		for cat := range numCats {
+			textCleared[cat] = min(textCleared[cat], cleared[cat])
 			// a context rule clears low and medium findings of its
 			// category in this sentence, and high ones too when it is
 			// safe_all

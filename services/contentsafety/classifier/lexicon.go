@@ -505,18 +505,19 @@ func compile(prules []parsedRule, neg []phrase) (*lexicon, error) {
 	return lx, nil
 }
 
-// match reports whether elems match toks starting at pos.
-func (lx *lexicon) match(elems []element, toks []tok, pos int) bool {
+// match reports whether elems match toks starting at pos; with stopNeg, a
+// gap never skips a negation.
+func (lx *lexicon) match(elems []element, toks []tok, pos int, stopNeg bool) bool {
 	if len(elems) == 0 {
 		return true
 	}
 	e := &elems[0]
 	if e.isGap {
 		for k := 0; k <= e.gap && pos+k <= len(toks); k++ {
-			if k > 0 && lx.neg.has(toks[pos+k-1].id) {
+			if stopNeg && k > 0 && lx.neg.has(toks[pos+k-1].id) {
 				break
 			}
-			if lx.match(elems[1:], toks, pos+k) {
+			if lx.match(elems[1:], toks, pos+k, stopNeg) {
 				return true
 			}
 		}
@@ -526,14 +527,14 @@ func (lx *lexicon) match(elems []element, toks []tok, pos int) bool {
 		if pos < len(toks) && e.first.has(toks[pos].id) && (e.single.has(toks[pos].id) || lx.seqAt(e, toks, pos) > 0) {
 			return false
 		}
-		return lx.match(elems[1:], toks, pos)
+		return lx.match(elems[1:], toks, pos, stopNeg)
 	}
-	if e.end && pos == len(toks) && lx.match(elems[1:], toks, pos) {
+	if e.end && pos == len(toks) && lx.match(elems[1:], toks, pos, stopNeg) {
 		return true
 	}
 	if pos < len(toks) && e.first.has(toks[pos].id) {
 		id := toks[pos].id
-		if e.single.has(id) && lx.match(elems[1:], toks, pos+1) {
+		if e.single.has(id) && lx.match(elems[1:], toks, pos+1, stopNeg) {
 			return true
 		}
 		from, _ := slices.BinarySearchFunc(e.multi, id, func(seq []int32, id int32) int { return cmp.Compare(seq[0], id) })
@@ -550,12 +551,12 @@ func (lx *lexicon) match(elems []element, toks []tok, pos int) bool {
 					continue multi
 				}
 			}
-			if lx.match(elems[1:], toks, pos+len(seq)) {
+			if lx.match(elems[1:], toks, pos+len(seq), stopNeg) {
 				return true
 			}
 		}
 	}
-	return e.opt && lx.match(elems[1:], toks, pos)
+	return e.opt && lx.match(elems[1:], toks, pos, stopNeg)
 }
 
 // seqAt returns the length of the first multi-word alternative of e at
@@ -581,8 +582,9 @@ multi:
 }
 
 // matches reports whether rule r matches anywhere in the sentence toks,
-// not right after a negation.
-func (lx *lexicon) matches(r *rule, toks []tok) bool {
+// not right after a negation, and otherwise whether it would match if
+// negations were ignored ("I do not want to kill myself").
+func (lx *lexicon) matches(r *rule, toks []tok) (ok, negated bool) {
 	for _, i := range r.required {
 		e := &r.elems[i]
 		found := e.end
@@ -593,23 +595,35 @@ func (lx *lexicon) matches(r *rule, toks []tok) bool {
 			}
 		}
 		if !found {
-			return false
+			return false, false
 		}
 	}
 	e0 := &r.elems[0]
 	plain := !e0.isGap && !e0.opt && !e0.not && !e0.end
 	// profanity is profane whatever precedes it
 	negatable := r.outs[0].cat != catProfanity
+	hasNeg := false
 	for p := range toks {
+		if negatable && lx.neg.has(toks[p].id) {
+			hasNeg = true
+		}
 		if plain && !e0.first.has(toks[p].id) {
 			continue
 		}
 		if negatable && (p > 0 && lx.neg.has(toks[p-1].id) || p > 1 && lx.neg.has(toks[p-2].id)) {
 			continue
 		}
-		if lx.match(r.elems, toks, p) {
-			return true
+		if lx.match(r.elems, toks, p, true) {
+			return true, false
 		}
 	}
-	return false
+	if !hasNeg {
+		return false, false
+	}
+	for p := range toks {
+		if (!plain || e0.first.has(toks[p].id)) && lx.match(r.elems, toks, p, false) {
+			return false, true
+		}
+	}
+	return false, false
 }

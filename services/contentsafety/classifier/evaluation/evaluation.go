@@ -231,7 +231,54 @@ type Report struct {
 	// Obfuscated counts obfuscated harmful items and how many of them
 	// were caught at their labelled severity (and jailbreak flag).
 	Obfuscated, ObfuscatedCaught int
-	Misses                       []Miss
+	// Blocked has, per category, the items labelled medium or high in
+	// it and how many of them the default policy blocks (for any
+	// reason); Harmful is the same over every item whose highest label
+	// is medium or high, each counted once.
+	Blocked map[string]*Share
+	Harmful Share
+	// Calibration has, per category, the number of items by labelled
+	// severity rank (first index) and rated severity rank (second).
+	Calibration map[string]*[4][4]int
+	Misses      []Miss
+}
+
+// Share is how many of N items had some property.
+type Share struct{ N, Hits int }
+
+// Rate is Hits/N, 1 when N is 0.
+func (s Share) Rate() float64 { return ratio(s.Hits, s.N, 1) }
+
+// Calibrated summarises the severity calibration over every category:
+// of the (item, category) pairs labelled low or above, the share rated
+// exactly, and the shares rated lower and higher than labelled; and the
+// share of pairs labelled safe rated higher.
+func (r *Report) Calibrated() (exact, under, over, safeOver float64) {
+	var n, ex, un, ov, ns, so int
+	for _, m := range r.Calibration {
+		for want := range 4 {
+			for got := range 4 {
+				k := m[want][got]
+				if want == 0 {
+					ns += k
+					if got > 0 {
+						so += k
+					}
+					continue
+				}
+				n += k
+				switch {
+				case got == want:
+					ex += k
+				case got < want:
+					un += k
+				default:
+					ov += k
+				}
+			}
+		}
+	}
+	return ratio(ex, n, 1), ratio(un, n, 0), ratio(ov, n, 0), ratio(so, ns, 0)
 }
 
 // TotalRecall is the recall over every (item, category) labelled sev.
@@ -258,8 +305,11 @@ func (r *Report) BenignFlagRate() float64 { return ratio(r.BenignFlagged, r.Beni
 // Evaluate classifies every item and scores the results.
 func Evaluate(c *classifier.Classifier, items []Item) *Report {
 	policy := control.DefaultFilterPolicy("evaluation")
-	r := &Report{Detect: map[string]*Counts{}, Severity: map[string]map[events.Severity]*SeverityRecall{}}
+	r := &Report{Detect: map[string]*Counts{}, Severity: map[string]map[events.Severity]*SeverityRecall{},
+		Blocked: map[string]*Share{}, Calibration: map[string]*[4][4]int{}}
 	for _, cat := range control.Categories {
+		r.Blocked[cat] = &Share{}
+		r.Calibration[cat] = &[4][4]int{}
 		r.Detect[cat] = &Counts{}
 		r.Severity[cat] = map[events.Severity]*SeverityRecall{}
 		for _, s := range []events.Severity{events.SeverityLow, events.SeverityMedium, events.SeverityHigh} {
@@ -272,8 +322,17 @@ func Evaluate(c *classifier.Classifier, items []Item) *Report {
 		_, blocked := classifier.Apply(policy, it.Dir, res)
 		flagged := res.Jailbreak
 		caught := true
+		harmful := false
 		for _, cat := range control.Categories {
 			want, got := it.Labels[cat], res.Severity[cat]
+			r.Calibration[cat][classifier.SeverityRank(want)][classifier.SeverityRank(got)]++
+			if classifier.SeverityRank(want) >= 2 {
+				harmful = true
+				r.Blocked[cat].N++
+				if blocked {
+					r.Blocked[cat].Hits++
+				}
+			}
 			r.Detect[cat].add(classifier.SeverityRank(want) > 0, classifier.SeverityRank(got) > 0)
 			flagged = flagged || classifier.SeverityRank(got) > 0
 			if classifier.SeverityRank(want) > 0 {
@@ -293,6 +352,12 @@ func Evaluate(c *classifier.Classifier, items []Item) *Report {
 			}
 			if classifier.SeverityRank(got) != classifier.SeverityRank(want) {
 				r.Misses = append(r.Misses, Miss{ID: it.ID, What: cat, Want: string(orSafe(want)), Got: string(got)})
+			}
+		}
+		if harmful {
+			r.Harmful.N++
+			if blocked {
+				r.Harmful.Hits++
 			}
 		}
 		if it.Dir == events.DirectionPrompt {

@@ -1,0 +1,57 @@
+package evaluation_test
+
+import (
+	"testing"
+
+	"github.com/terroir-ai/terroir/services/contentsafety/classifier"
+	"github.com/terroir-ai/terroir/services/contentsafety/classifier/evaluation"
+)
+
+// frozenSet is the frozen evaluation set: sentences written independently
+// of the lexicon and the training set, never used to train or tune
+// either. Only aggregate numbers are ever taken from it.
+const frozenSet = "../testdata/frozen.jsonl"
+
+// TestFrozenQualityGate asserts frozenGate on the frozen set at the
+// default policy. The set is part of the repository, so a missing file is
+// a failure, not a reason to skip.
+func TestFrozenQualityGate(t *testing.T) {
+	t.Parallel()
+	items, err := evaluation.LoadItems(frozenSet)
+	if err != nil {
+		t.Fatalf("the frozen evaluation set must be in the repository: %v", err)
+	}
+	if len(items) < 300 {
+		t.Fatalf("frozen set has %d items, want at least 300", len(items))
+	}
+	c, err := classifier.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := evaluation.Evaluate(c, items)
+	if got := r.Harmful.Rate(); got < frozenGate.Blocked {
+		t.Errorf("harmful items blocked %.3f < %.2f", got, frozenGate.Blocked)
+	}
+	jb := evaluation.Share{N: r.Jailbreak.TP + r.Jailbreak.FN, Hits: r.Jailbreak.TP}
+	if got := jb.Rate(); got < frozenGate.Jailbreak {
+		t.Errorf("jailbreaks detected %.3f < %.2f", got, frozenGate.Jailbreak)
+	}
+	if got := r.BenignFPRate(); got > frozenGate.BenignFP {
+		t.Errorf("benign items blocked %.3f > %.2f", got, frozenGate.BenignFP)
+	}
+}
+
+// frozenGate is what TestFrozenQualityGate asserts. The benign bound is
+// the target; the two recall bounds are below the targets
+// (evaluation.FrozenTargets: 0.90 of harmful items blocked, 0.85 of
+// jailbreaks detected), which rules and linear model do not reach yet:
+// measured on the frozen set they block 0.686 of its harmful items and
+// detect 0.621 of its jailbreaks (the rules alone 0.274 and 0.333). The
+// bounds guard what was reached, with a margin for retraining, so that a
+// change that loses recall fails here; safetyeval prints the distance to
+// the targets. Raise them as the classifier improves.
+var frozenGate = struct{ Blocked, Jailbreak, BenignFP float64 }{
+	Blocked:   0.60,
+	Jailbreak: 0.55,
+	BenignFP:  evaluation.FrozenTargets.BenignFP,
+}

@@ -1,0 +1,63 @@
+package evaluation
+
+import (
+	"fmt"
+	"hash/fnv"
+	"path/filepath"
+	"sort"
+)
+
+// The trained stage of the classifier (scripts/safetytrain) learns from
+// the training set in the classifier's trainset/ directory and from half
+// of the corpus; the rules below say which items it did not see, so the
+// evaluation can report numbers on those alone.
+
+// DevHoldOut reports whether the training-set item with this ID belongs
+// to the dev hold-out (about one in ten, chosen by a hash of the ID),
+// which the trainer never trains on and uses only to choose its
+// regularisation and thresholds.
+func DevHoldOut(id string) bool { return hash32(id)%10 == 0 }
+
+// TrainingSentence reports whether a corpus sentence is in the half of the
+// corpus the trainer uses as benign examples; the other half is held out
+// for choosing thresholds and for reporting.
+func TrainingSentence(s string) bool { return hash32(s)%2 == 0 }
+
+func hash32(s string) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(s))
+	return h.Sum32()
+}
+
+// LoadTrainset reads every *.jsonl file of the training set in dir, in
+// name order.
+func LoadTrainset(dir string) ([]Item, error) {
+	paths, err := filepath.Glob(filepath.Join(dir, "*.jsonl"))
+	if err != nil {
+		return nil, err
+	}
+	if len(paths) == 0 {
+		return nil, fmt.Errorf("no training files in %s", dir)
+	}
+	sort.Strings(paths)
+	var out []Item
+	for _, p := range paths {
+		items, err := LoadItems(p)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", filepath.Base(p), err)
+		}
+		out = append(out, items...)
+	}
+	return out, nil
+}
+
+// Split returns the items for which keep is true.
+func Split(items []Item, keep func(Item) bool) []Item {
+	var out []Item
+	for _, it := range items {
+		if keep(it) {
+			out = append(out, it)
+		}
+	}
+	return out
+}
