@@ -197,16 +197,17 @@ func (p *Pipeline) chunk(ctx context.Context, d *bus.Delivery, c events.Inferenc
 	st.head = head
 	st.kind = kindOf(c.Operation, head, true)
 	for _, raw := range choices {
-		var ch openai.Choice
-		if err = json.Unmarshal(raw, &ch); err != nil {
-			return bus.Permanent(fmt.Errorf("reading a choice of a chunk: %w", err))
-		}
+		ch, whole := readChoice(raw)
 		i := ch.Index
 		cs := st.choice(p, i)
 		if cs.blocked {
 			continue
 		}
-		if t := cs.deltaText(&ch); t != "" {
+		t := whole
+		if t == "" {
+			t = cs.deltaText(&ch)
+		}
+		if t != "" {
 			cs.text.WriteString(t)
 			if r, checked := cs.stream.Add(t); checked {
 				// the guard model rates the choice so far each time a
@@ -426,11 +427,10 @@ func (p *Pipeline) checkBody(ctx context.Context, st *streamState, obj object, k
 	var worst *classifier.Annotations
 	anyBlocked := false
 	for k, raw := range choices {
-		var ch openai.Choice
-		if err := json.Unmarshal(raw, &ch); err != nil {
-			return nil, nil, merged, nil, false, bus.Permanent(fmt.Errorf("reading a choice of an answer: %w", err))
+		ch, text := readChoice(raw)
+		if text == "" {
+			text = openai.Join(ch.TextFields())
 		}
-		text := openai.Join(ch.TextFields())
 		texts = append(texts, text)
 		r, closed, err := p.rate(ctx, events.DirectionCompletion, st.pol, st.bl, text)
 		if err != nil {
@@ -510,4 +510,19 @@ func (p *Pipeline) guardChoice(ctx context.Context, st *streamState, cs *choiceS
 	r, closed, err := p.guarded(ctx, events.DirectionCompletion, st.pol.Completion, cs.text.String(), r)
 	cs.closed = cs.closed || closed
 	return r, err
+}
+
+// readChoice reads a choice as the model sent it. A choice that does not
+// have the shape of one (an upstream's own idea of a field) is not passed
+// on unread: whole is then the text of every string in it, which is
+// classified instead, and a blocked choice is withheld as any other.
+func readChoice(raw json.RawMessage) (ch openai.Choice, whole string) {
+	if err := json.Unmarshal(raw, &ch); err == nil {
+		return ch, ""
+	}
+	var idx struct {
+		Index int `json:"index"`
+	}
+	_ = json.Unmarshal(raw, &idx)
+	return openai.Choice{Index: idx.Index}, openai.JSONText(raw)
 }

@@ -245,6 +245,7 @@ func TestEveryOutputFieldIsClassified(t *testing.T) {
 		{"reasoning_content", msg(`"content":"Sure.","reasoning_content":"` + harm + `"`)},
 		{"reasoning object", msg(`"content":"Sure.","reasoning":{"summary":[{"type":"summary_text","text":"` + harm + `"}]}`)},
 		{"audio transcript", msg(`"content":null,"audio":{"id":"a","data":"AAAA","transcript":"` + harm + `"}`)},
+		{"a field of an unexpected shape", msg(`"content":null,"tool_calls":"` + harm + `"`)},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
