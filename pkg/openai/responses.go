@@ -1,6 +1,7 @@
 package openai
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -208,4 +209,106 @@ func NewBlockedChoice(kind ChoiceKind, index int, results ContentFilterResults, 
 		b.Text = &empty
 	}
 	return b
+}
+
+// Completion is a chat completion, a chat completion chunk or a text
+// completion (Object says which) as content safety passes it on: its
+// choices, each read with Choice, and prompt_filter_results are typed;
+// every other field (id, created, model, usage, system_fingerprint,
+// service_tier, an upstream's own) is kept as the model sent it.
+type Completion struct {
+	Object string
+	// Choices are the choices as sent; nil when the object has none
+	// (an embeddings list).
+	Choices []json.RawMessage
+	// PromptFilterResults is set by content safety on a non-streamed
+	// answer.
+	PromptFilterResults []PromptFilterResult
+	rest                map[string]json.RawMessage
+}
+
+// UnmarshalJSON reads a completion object.
+func (c *Completion) UnmarshalJSON(b []byte) error {
+	var all map[string]json.RawMessage
+	if err := json.Unmarshal(b, &all); err != nil {
+		return err
+	}
+	if raw, ok := all["object"]; ok {
+		if err := json.Unmarshal(raw, &c.Object); err != nil {
+			return fmt.Errorf("object: %w", err)
+		}
+	}
+	if raw, ok := all["choices"]; ok && !isNull(raw) {
+		if err := json.Unmarshal(raw, &c.Choices); err != nil {
+			return fmt.Errorf("choices: %w", err)
+		}
+		if c.Choices == nil {
+			c.Choices = []json.RawMessage{}
+		}
+	}
+	if raw, ok := all["prompt_filter_results"]; ok && !isNull(raw) {
+		if err := json.Unmarshal(raw, &c.PromptFilterResults); err != nil {
+			return fmt.Errorf("prompt_filter_results: %w", err)
+		}
+	}
+	delete(all, "choices")
+	delete(all, "prompt_filter_results")
+	c.rest = all
+	return nil
+}
+
+// MarshalJSON writes the completion with its choices as they are now.
+func (c Completion) MarshalJSON() ([]byte, error) {
+	out := make(map[string]json.RawMessage, len(c.rest)+3)
+	for k, v := range c.rest {
+		out[k] = v
+	}
+	if c.Object != "" {
+		raw, err := json.Marshal(c.Object)
+		if err != nil {
+			return nil, err
+		}
+		out["object"] = raw
+	}
+	if c.Choices != nil {
+		raw, err := json.Marshal(c.Choices)
+		if err != nil {
+			return nil, err
+		}
+		out["choices"] = raw
+	}
+	if c.PromptFilterResults != nil {
+		raw, err := json.Marshal(c.PromptFilterResults)
+		if err != nil {
+			return nil, err
+		}
+		out["prompt_filter_results"] = raw
+	}
+	return json.Marshal(out)
+}
+
+// WithChoices returns a copy of c (its other fields shared) holding
+// choices instead of its own.
+func (c Completion) WithChoices(choices ...json.RawMessage) Completion {
+	c.Choices = choices
+	return c
+}
+
+// AnnotateChoice returns a choice that passed the filter with its filter
+// results added, the rest of it as the model sent it.
+func AnnotateChoice(choice json.RawMessage, results ContentFilterResults) (json.RawMessage, error) {
+	var all map[string]json.RawMessage
+	if err := json.Unmarshal(choice, &all); err != nil {
+		return nil, fmt.Errorf("annotating a choice: %w", err)
+	}
+	raw, err := json.Marshal(results)
+	if err != nil {
+		return nil, err
+	}
+	all["content_filter_results"] = raw
+	return json.Marshal(all)
+}
+
+func isNull(raw json.RawMessage) bool {
+	return len(bytes.TrimSpace(raw)) == 0 || bytes.Equal(bytes.TrimSpace(raw), []byte("null"))
 }

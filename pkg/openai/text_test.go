@@ -175,3 +175,49 @@ func TestBlockedChoiceIsAnAllowList(t *testing.T) {
 		}
 	}
 }
+
+// TestCompletionKeepsWhatItDoesNotRead: content safety rewrites choices
+// and prompt_filter_results and nothing else of an answer.
+func TestCompletionKeepsWhatItDoesNotRead(t *testing.T) {
+	t.Parallel()
+	in := `{"id":"c1","object":"chat.completion","created":7,"model":"m","system_fingerprint":"fp","service_tier":"default","x_vendor":{"a":1},
+		"usage":{"prompt_tokens":1},"choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}]}`
+	var c openai.Completion
+	if err := json.Unmarshal([]byte(in), &c); err != nil {
+		t.Fatal(err)
+	}
+	if c.Object != "chat.completion" || len(c.Choices) != 1 {
+		t.Fatalf("%+v", c)
+	}
+	ch, err := openai.AnnotateChoice(c.Choices[0], openai.ContentFilterResults{Hate: &openai.CategoryFilterResult{Severity: "safe"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Choices[0] = ch
+	c.PromptFilterResults = []openai.PromptFilterResult{{PromptIndex: 0}}
+	out, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got, want map[string]any
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal([]byte(in), &want); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"id", "object", "created", "model", "system_fingerprint", "service_tier", "x_vendor", "usage"} {
+		a, _ := json.Marshal(got[k])
+		b, _ := json.Marshal(want[k])
+		if string(a) != string(b) {
+			t.Errorf("%s = %s, want %s", k, a, b)
+		}
+	}
+	if !strings.Contains(string(out), `"content_filter_results":{"hate":{"filtered":false,"severity":"safe"}}`) || !strings.Contains(string(out), `"prompt_filter_results":[`) {
+		t.Errorf("annotations missing: %s", out)
+	}
+	var list openai.Completion
+	if err := json.Unmarshal([]byte(`{"object":"list","data":[]}`), &list); err != nil || list.Choices != nil {
+		t.Errorf("a list has no choices: %+v %v", list, err)
+	}
+}

@@ -22,8 +22,6 @@ import (
 // before it is dropped (its worker died; ingress has given up).
 const idleStream = 10 * time.Minute
 
-type object = map[string]json.RawMessage
-
 // streamState is what the output stage holds of one streamed answer.
 type streamState struct {
 	seq     int // next reply sequence number (0 was the prompt verdict)
@@ -33,7 +31,7 @@ type streamState struct {
 	res     control.Resource
 	choices map[int]*choiceState
 	held    []heldChunk
-	head    object // the latest chunk's fields other than choices
+	head    *openai.Completion // the latest chunk, for the fields other than choices
 	last    time.Time
 }
 
@@ -55,8 +53,8 @@ type choiceState struct {
 
 type heldChunk struct {
 	index  int
-	head   object          // the chunk's fields other than choices
-	choice json.RawMessage // the choice as the model sent it
+	head   *openai.Completion // the chunk, for its fields other than choices
+	choice json.RawMessage    // the choice as the model sent it
 }
 
 // output is the output stage's handler.
@@ -166,7 +164,7 @@ func (cs *choiceState) deltaText(ch *openai.Choice) string {
 
 // kindOf returns the kind of an answer's choices: by the operation the
 // worker named, or, from a worker that named none, by the object type.
-func kindOf(op events.Operation, head object, streamed bool) openai.ChoiceKind {
+func kindOf(op events.Operation, object string, streamed bool) openai.ChoiceKind {
 	switch {
 	case op == events.OperationCompletions:
 		return openai.TextChoice
@@ -175,9 +173,7 @@ func kindOf(op events.Operation, head object, streamed bool) openai.ChoiceKind {
 	case op == events.OperationChatCompletions:
 		return openai.ChatChoice
 	}
-	var o string
-	_ = json.Unmarshal(head["object"], &o)
-	return openai.KindOf(o)
+	return openai.KindOf(object)
 }
 
 func (p *Pipeline) chunk(ctx context.Context, d *bus.Delivery, c events.InferenceChunk) error {
@@ -185,18 +181,13 @@ func (p *Pipeline) chunk(ctx context.Context, d *bus.Delivery, c events.Inferenc
 	if err != nil {
 		return bus.Permanent(err)
 	}
-	var head object
-	if err := json.Unmarshal(c.Body, &head); err != nil {
-		return bus.Permanent(err)
+	head := &openai.Completion{}
+	if err := json.Unmarshal(c.Body, head); err != nil {
+		return bus.Permanent(fmt.Errorf("reading a chunk: %w", err))
 	}
-	var choices []json.RawMessage
-	if err := json.Unmarshal(head["choices"], &choices); err != nil && len(head["choices"]) > 0 {
-		return bus.Permanent(fmt.Errorf("reading the choices of a chunk: %w", err))
-	}
-	delete(head, "choices")
 	st.head = head
-	st.kind = kindOf(c.Operation, head, true)
-	for _, raw := range choices {
+	st.kind = kindOf(c.Operation, head.Object, true)
+	for _, raw := range head.Choices {
 		ch, whole := readChoice(raw)
 		i := ch.Index
 		cs := st.choice(p, i)
@@ -235,7 +226,7 @@ func (p *Pipeline) chunk(ctx context.Context, d *bus.Delivery, c events.Inferenc
 
 // judge applies the policy to a choice's latest result; a blocked choice
 // loses its held text and ends with finish_reason content_filter.
-func (p *Pipeline) judge(ctx context.Context, d *bus.Delivery, st *streamState, head object, i int, cs *choiceState, r classifier.Result) error {
+func (p *Pipeline) judge(ctx context.Context, d *bus.Delivery, st *streamState, head *openai.Completion, i int, cs *choiceState, r classifier.Result) error {
 	cs.result = r
 	ann, blocked := classifier.Apply(st.pol, events.DirectionCompletion, r)
 	blocked = blocked || cs.closed
@@ -253,23 +244,14 @@ func (p *Pipeline) judge(ctx context.Context, d *bus.Delivery, st *streamState, 
 }
 
 // send replies one chunk holding one choice.
-func (p *Pipeline) send(ctx context.Context, d *bus.Delivery, st *streamState, head object, choice json.RawMessage, ann *classifier.Annotations) error {
+func (p *Pipeline) send(ctx context.Context, d *bus.Delivery, st *streamState, head *openai.Completion, choice json.RawMessage, ann *classifier.Annotations) error {
 	if ann != nil {
 		var err error
-		if choice, err = annotate(choice, *ann); err != nil {
+		if choice, err = openai.AnnotateChoice(choice, *ann); err != nil {
 			return err
 		}
 	}
-	obj := object{}
-	for k, v := range head {
-		obj[k] = v
-	}
-	chs, err := json.Marshal([]json.RawMessage{choice})
-	if err != nil {
-		return err
-	}
-	obj["choices"] = chs
-	body, err := json.Marshal(obj)
+	body, err := json.Marshal(head.WithChoices(choice))
 	if err != nil {
 		return err
 	}
@@ -284,21 +266,6 @@ func (st *streamState) op() events.Operation {
 		return events.OperationCompletions
 	}
 	return events.OperationChatCompletions
-}
-
-// annotate adds the filter results to a choice that passed, leaving the
-// rest of it as the model sent it.
-func annotate(choice json.RawMessage, ann classifier.Annotations) (json.RawMessage, error) {
-	var obj object
-	if err := json.Unmarshal(choice, &obj); err != nil {
-		return nil, err
-	}
-	raw, err := json.Marshal(ann)
-	if err != nil {
-		return nil, err
-	}
-	obj["content_filter_results"] = raw
-	return json.Marshal(obj)
 }
 
 // release sends every held chunk, annotated with its choice's results.
@@ -381,14 +348,14 @@ func (p *Pipeline) result(ctx context.Context, d *bus.Delivery, r events.Inferen
 			return err
 		}
 	} else if len(r.Body) > 0 {
-		var top object
+		var top openai.Completion
 		if err := json.Unmarshal(r.Body, &top); err != nil {
 			return bus.Permanent(fmt.Errorf("reading an answer: %w", err))
 		}
 		if op == "" {
-			op = operationOf(top)
+			op = operationOf(top.Object)
 		}
-		body, t, m, w, b, err := p.checkBody(ctx, st, top, kindOf(op, top, false), promptResults)
+		body, t, m, w, b, err := p.checkBody(ctx, st, top, kindOf(op, top.Object, false), promptResults)
 		if err != nil {
 			return err
 		}
@@ -404,11 +371,11 @@ func (p *Pipeline) result(ctx context.Context, d *bus.Delivery, r events.Inferen
 }
 
 // headOr is the chunk head a filter-finish chunk uses when none is held.
-func headOr(head object, st *streamState) object {
+func headOr(head *openai.Completion, st *streamState) *openai.Completion {
 	if head != nil {
 		return head
 	}
-	return object{"object": json.RawMessage(`"chat.completion.chunk"`)}
+	return &openai.Completion{Object: "chat.completion.chunk"}
 }
 
 // checkBody classifies every text of every choice of a complete answer
@@ -416,10 +383,10 @@ func headOr(head object, st *streamState) object {
 // built from an allow-list (finish_reason content_filter, no content,
 // refusal, tool calls, reasoning or logprobs). promptResults, when set,
 // become the answer's prompt_filter_results.
-func (p *Pipeline) checkBody(ctx context.Context, st *streamState, obj object, kind openai.ChoiceKind, promptResults json.RawMessage) (json.RawMessage, []string, classifier.Result, *classifier.Annotations, bool, error) {
+func (p *Pipeline) checkBody(ctx context.Context, st *streamState, obj openai.Completion, kind openai.ChoiceKind, promptResults json.RawMessage) (json.RawMessage, []string, classifier.Result, *classifier.Annotations, bool, error) {
 	var merged classifier.Result
-	var choices []json.RawMessage
-	if err := json.Unmarshal(obj["choices"], &choices); err != nil || choices == nil {
+	choices := obj.Choices
+	if choices == nil {
 		body, err := json.Marshal(obj)
 		return body, nil, merged, nil, false, err // embeddings carry no text to check
 	}
@@ -442,7 +409,7 @@ func (p *Pipeline) checkBody(ctx context.Context, st *streamState, obj object, k
 		if blocked {
 			choices[k], err = json.Marshal(openai.NewBlockedChoice(kind, ch.Index, ann, true))
 		} else {
-			choices[k], err = annotate(raw, ann)
+			choices[k], err = openai.AnnotateChoice(raw, ann)
 		}
 		if err != nil {
 			return nil, nil, merged, nil, false, err
@@ -452,13 +419,10 @@ func (p *Pipeline) checkBody(ctx context.Context, st *streamState, obj object, k
 		}
 		anyBlocked = anyBlocked || blocked
 	}
-	raw, err := json.Marshal(choices)
-	if err != nil {
-		return nil, nil, merged, nil, false, err
-	}
-	obj["choices"] = raw
 	if len(promptResults) > 0 {
-		obj["prompt_filter_results"] = promptResults
+		if err := json.Unmarshal(promptResults, &obj.PromptFilterResults); err != nil {
+			return nil, nil, merged, nil, false, fmt.Errorf("reading the prompt's filter results: %w", err)
+		}
 	}
 	out, err := json.Marshal(obj)
 	return out, texts, merged, worst, anyBlocked, err
@@ -492,10 +456,8 @@ func (p *Pipeline) record(ctx context.Context, d *bus.Delivery, st *streamState,
 
 // operationOf names the operation of an answer from its object type,
 // for a worker that did not name it.
-func operationOf(top object) events.Operation {
-	var o string
-	_ = json.Unmarshal(top["object"], &o)
-	switch o {
+func operationOf(object string) events.Operation {
+	switch object {
 	case "text_completion":
 		return events.OperationCompletions
 	case "list":
