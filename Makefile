@@ -62,6 +62,8 @@ FUZZTIME    ?= 30s
 FUZZTARGETS := pkg:./openai:FuzzChatRequest \
                pkg:./openai:FuzzCompletionRequest \
                pkg:./openai:FuzzEmbeddingRequest \
+               pkg:./openai:FuzzArgumentsDecoder \
+               pkg:./openai:FuzzChoice \
                services/ingress:./apierr:FuzzDecodeBytes \
                services/ingress:./apierr:FuzzDecode \
                services/ingress:./api:FuzzParse \
