@@ -16,7 +16,13 @@ import (
 // to the dev hold-out (about one in ten, chosen by a hash of the ID),
 // which the trainer never trains on and uses only to choose its
 // regularisation and thresholds.
-func DevHoldOut(id string) bool { return hash32(id)%10 == 0 }
+func DevHoldOut(id string) bool { return Shard(id) == 0 }
+
+// Shard is the tenth (0–9) of the training set that the item with this
+// ID falls in, by a hash of the ID; shard 0 is the dev hold-out. The
+// trainer can hold out another shard instead, to check on unseen items
+// that settings chosen on the dev hold-out were not fitted to it.
+func Shard(id string) int { return int(hash32(id) % 10) }
 
 // TrainingSentence reports whether a corpus sentence is in the half of the
 // corpus the trainer uses as benign examples; the other half is held out
