@@ -313,6 +313,7 @@ func chooseThresholds(w *linear.Weights, qm *linear.Model, rules *classifier.Cla
 	var rulesBlocked []bool // per benign item
 	var items []devItem
 	policy := control.DefaultFilterPolicy("training")
+	vetoAt := jailbreakVeto(cm, rules, dev)
 	for _, it := range dev {
 		l, _ := cm.ModelLogits(it.Text)
 		t := targets(it)
@@ -322,6 +323,9 @@ func chooseThresholds(w *linear.Weights, qm *linear.Model, rules *classifier.Cla
 		}
 		lg, y = append(lg, l), append(y, yf)
 		r := rules.Classify(it.Text, it.Dir)
+		if r.Jailbreak && l[linear.HeadJailbreak] < vetoAt {
+			r.Jailbreak = false // what the veto leaves of the rules' findings
+		}
 		_, blocked := classifier.Apply(policy, it.Dir, r)
 		items = append(items, devItem{logits: l, y: t, prompt: it.Dir == events.DirectionPrompt, rulesBlocked: blocked, rulesJailbreak: r.Jailbreak})
 		if isBenign(t) {
@@ -329,7 +333,6 @@ func chooseThresholds(w *linear.Weights, qm *linear.Model, rules *classifier.Cla
 				l[linear.HeadJailbreak] = float32(math.Inf(-1)) // completions are never checked for jailbreaks
 			}
 			benign = append(benign, l)
-			_, blocked := classifier.Apply(policy, it.Dir, rules.Classify(it.Text, it.Dir))
 			rulesBlocked = append(rulesBlocked, blocked)
 		}
 	}
@@ -428,6 +431,7 @@ func chooseThresholds(w *linear.Weights, qm *linear.Model, rules *classifier.Cla
 	for _, h := range medium {
 		w.Threshold[h] = tBlock[h]
 	}
+	w.JailbreakVeto = max(w.Threshold[linear.HeadJailbreak]-vetoAt, 0)
 	for _, h := range high {
 		w.Threshold[h] = tHigh
 	}
@@ -436,6 +440,7 @@ func chooseThresholds(w *linear.Weights, qm *linear.Model, rules *classifier.Cla
 		fmt.Fprintf(out, " %s %.3f", headName(h), tBlock[h])
 	}
 	fmt.Fprintln(out)
+	fmt.Fprintf(out, "jailbreak veto: the rules' jailbreaks are cleared below logit %.3f (%.3f under the threshold)\n", vetoAt, w.JailbreakVeto)
 	fmt.Fprintf(out, "%-16s %8s %8s %10s %12s\n", "head", "recall", "n", "benign FP", "corpus FP")
 	for h := range numHeads {
 		var pos, neg, corp []float32

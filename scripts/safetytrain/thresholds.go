@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/terroir-ai/terroir/pkg/control"
+	"github.com/terroir-ai/terroir/pkg/events"
 	"github.com/terroir-ai/terroir/services/contentsafety/classifier"
 	"github.com/terroir-ai/terroir/services/contentsafety/classifier/evaluation"
 	"github.com/terroir-ai/terroir/services/contentsafety/classifier/linear"
@@ -195,4 +196,27 @@ func report(qm *linear.Model, what string, dev []evaluation.Item, out io.Writer)
 	fmt.Fprintf(out, "; all harmful %.3f (n=%d), jailbreaks %.3f (n=%d), benign blocked %.4f (n=%d)\n",
 		r.Harmful.Rate(), r.Harmful.N, jb.Rate(), jb.N, r.BenignFPRate(), r.Benign)
 	return nil
+}
+
+// vetoMargin is how far, in logits, the jailbreak veto stays below the
+// lowest held-out jailbreak that the rules find.
+const vetoMargin = 1
+
+// jailbreakVeto returns the jailbreak head's logit below which a
+// jailbreak found by the rules alone is cleared: vetoMargin under the
+// lowest logit of a held-out jailbreak attempt the rules find, so that
+// none of those is lost, or -Inf (no veto) when the rules find none.
+func jailbreakVeto(cm, rules *classifier.Classifier, dev []evaluation.Item) float32 {
+	low := float32(math.Inf(1))
+	for _, it := range dev {
+		if !it.Jailbreak || it.Dir != events.DirectionPrompt || !rules.Classify(it.Text, it.Dir).Jailbreak {
+			continue
+		}
+		l, _ := cm.ModelLogits(it.Text)
+		low = min(low, l[linear.HeadJailbreak])
+	}
+	if math.IsInf(float64(low), 1) {
+		return float32(math.Inf(-1))
+	}
+	return low - vetoMargin
 }
