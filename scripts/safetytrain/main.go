@@ -57,15 +57,18 @@ var candidates = []string{
 }
 
 // Budgets for the thresholds, as shares of the held-out benign items and
-// corpus sentences. The medium heads, the jailbreak head and the harmful
-// head share one threshold: the lowest at which the whole classifier, rules and model,
-// blocks at most blockBenign of the benign items (the quality target) and
-// the model blocks at most blockCorpus of the corpus sentences. The low
-// heads share one at which the model flags at most flagBenign and
-// flagCorpus. One threshold per level, not per head, keeps the few
-// held-out items from being fitted.
+// corpus sentences. The blocking heads (medium, jailbreak, harmful) get
+// one threshold each, chosen together (perHeadThresholds) so that the
+// whole classifier, rules and model, blocks at most blockBenign of the
+// benign items and the model at most blockCorpus of the corpus
+// sentences. blockBenign is half a point under the 3 % quality target:
+// thresholds chosen per head on one tenth of the training set blocked
+// about that much more of the benign items of another tenth never used
+// (the mean over five pairs of shards, -holdout and -check). The low
+// heads share one threshold at which the model flags at most flagBenign
+// and flagCorpus.
 const (
-	blockBenign = 0.03
+	blockBenign = 0.025
 	blockCorpus = 0.002
 	flagBenign  = 0.03
 	flagCorpus  = 0.003
@@ -94,11 +97,11 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	bits := fs.Uint("bits", 16, "log2 of the number of feature buckets")
 	epochs := fs.Int("epochs", 4, "passes over the training data")
 	seed := fs.Uint64("seed", 1, "seed of the augmentation and the example order")
-	lambdas := fs.String("lambda", "1e-2,3e-2,1e-1", "L2 strengths to try; the one with the lowest dev log loss is kept")
+	lambdas := fs.String("lambda", "3e-2", "L2 strengths to try (comma-separated); the one with the lowest dev log loss is kept")
 	rate := fs.Float64("rate", 0.05, "AdaGrad learning rate")
 	nvar := fs.Int("variants", 2, "disguised copies per training sentence")
 	corpusW := fs.Float64("corpus-weight", 0.2, "weight of a corpus sentence relative to a training item")
-	posW := fs.Float64("positive-weight", 1, "weight of a harmful or jailbreak item relative to a benign one")
+	posW := fs.Float64("positive-weight", 0.25, "weight of a harmful or jailbreak item relative to a benign one")
 	holdout := fs.Int("holdout", 0, "the shard (0-9, evaluation.Shard) held out for choosing settings and thresholds; 0 is the dev hold-out the classifier's evaluation reports, another one checks settings chosen on it")
 	check := fs.Int("check", -1, "a second shard also left out of training, never used to choose anything, on which the result is reported (-1: none)")
 	thresholds := fs.String("thresholds", "per-head", "how the blocking heads' thresholds are chosen: per-head or shared")
