@@ -36,7 +36,9 @@ func hash32(s string) uint32 {
 }
 
 // LoadTrainset reads every *.jsonl file of the training set in dir, in
-// name order.
+// name order. Item IDs must be unique across the files (the dev
+// hold-out is chosen by ID), and so must texts: an item written twice
+// would be trained on and held out at once, or count twice.
 func LoadTrainset(dir string) ([]Item, error) {
 	paths, err := filepath.Glob(filepath.Join(dir, "*.jsonl"))
 	if err != nil {
@@ -47,10 +49,20 @@ func LoadTrainset(dir string) ([]Item, error) {
 	}
 	sort.Strings(paths)
 	var out []Item
+	ids, texts := map[string]string{}, map[string]string{}
 	for _, p := range paths {
 		items, err := LoadItems(p)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", filepath.Base(p), err)
+		}
+		for _, it := range items {
+			if prev, ok := ids[it.ID]; ok {
+				return nil, fmt.Errorf("%s: item ID %s is also in %s", filepath.Base(p), it.ID, prev)
+			}
+			if prev, ok := texts[it.Text]; ok {
+				return nil, fmt.Errorf("%s: item %s has the text of %s", filepath.Base(p), it.ID, prev)
+			}
+			ids[it.ID], texts[it.Text] = filepath.Base(p), it.ID
 		}
 		out = append(out, items...)
 	}
