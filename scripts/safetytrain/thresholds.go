@@ -26,7 +26,7 @@ type devItem struct {
 // lookahead is how many of a head's next missed items a step of
 // perHeadThresholds considers taking at once, so that a step that costs
 // one false positive but opens a run of items is not passed over.
-const lookahead = 6
+const lookahead = 40
 
 // perHeadThresholds chooses a threshold for each blocking head (heads):
 // starting with none firing, it repeatedly lowers the one head's
