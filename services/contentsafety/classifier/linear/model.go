@@ -277,8 +277,10 @@ func (m *Model) Logits(feats []uint32, out *[NumHeads]float32) {
 // default policy blocks); the high head only raises a medium rating to
 // high, and the low head rates low what the medium head does not. The
 // harmful head, trained on every category at once, decides when no
-// medium head does: it rates medium the category whose medium head comes
-// closest to its threshold.
+// medium head does: it rates medium the category whose medium head has
+// the highest logit. (Not the one closest to its threshold: each head's
+// threshold reflects how the trainer spent the false-positive budget,
+// not how likely the category is.)
 func (m *Model) Levels(logits *[NumHeads]float32) (levels [NumCategories]int8, jailbreak bool) {
 	t := &m.w.Threshold
 	found := false
@@ -294,7 +296,7 @@ func (m *Model) Levels(logits *[NumHeads]float32) (levels [NumCategories]int8, j
 			levels[c] = 1
 		}
 		found = found || levels[c] >= 2
-		if d := logits[me] - t[me]; d > gap {
+		if d := logits[me]; d > gap {
 			closest, gap = c, d
 		}
 	}
