@@ -7,9 +7,12 @@
 // sentence (leetspeak, spaced and dotted letters, invisible characters,
 // casing, typos, look-alike letters — benign and harmful alike), and fits
 // one logistic regression per head over hashed features of the normalised
-// text. About one training item in ten (evaluation.DevHoldOut) and the
-// other half of the corpus are held out: they choose the L2 strength and
-// each head's threshold. Training is deterministic for a given seed.
+// text. About one training item in ten (evaluation.DevHoldOut, or the
+// shard -holdout names) and the other half of the corpus are held out:
+// they choose the L2 strength (when -lambda lists several), each
+// blocking head's threshold and the jailbreak veto. -check leaves out a
+// second shard that chooses nothing, to measure settings chosen on the
+// first. Training is deterministic for a given seed.
 //
 // Run it from the repository root:
 //
