@@ -7,9 +7,12 @@
 // sentence (leetspeak, spaced and dotted letters, invisible characters,
 // casing, typos, look-alike letters — benign and harmful alike), and fits
 // one logistic regression per head over hashed features of the normalised
-// text. About one training item in ten (evaluation.DevHoldOut) and the
-// other half of the corpus are held out: they choose the L2 strength and
-// each head's threshold. Training is deterministic for a given seed.
+// text. About one training item in ten (evaluation.DevHoldOut, or the
+// shard -holdout names) and the other half of the corpus are held out:
+// they choose the L2 strength (when -lambda lists several), each
+// blocking head's threshold and the jailbreak veto. -check leaves out a
+// second shard that chooses nothing, to measure settings chosen on the
+// first. Training is deterministic for a given seed.
 //
 // Run it from the repository root:
 //
@@ -57,15 +60,18 @@ var candidates = []string{
 }
 
 // Budgets for the thresholds, as shares of the held-out benign items and
-// corpus sentences. The medium heads, the jailbreak head and the harmful
-// head share one threshold: the lowest at which the whole classifier, rules and model,
-// blocks at most blockBenign of the benign items (the quality target) and
-// the model blocks at most blockCorpus of the corpus sentences. The low
-// heads share one at which the model flags at most flagBenign and
-// flagCorpus. One threshold per level, not per head, keeps the few
-// held-out items from being fitted.
+// corpus sentences. The blocking heads (medium, jailbreak, harmful) get
+// one threshold each, chosen together (perHeadThresholds) so that the
+// whole classifier, rules and model, blocks at most blockBenign of the
+// benign items and the model at most blockCorpus of the corpus
+// sentences. blockBenign is half a point under the 3 % quality target:
+// thresholds chosen per head on one tenth of the training set blocked
+// about that much more of the benign items of another tenth never used
+// (the mean over five pairs of shards, -holdout and -check). The low
+// heads share one threshold at which the model flags at most flagBenign
+// and flagCorpus.
 const (
-	blockBenign = 0.03
+	blockBenign = 0.025
 	blockCorpus = 0.002
 	flagBenign  = 0.03
 	flagCorpus  = 0.003
@@ -82,6 +88,9 @@ type config struct {
 	variants int
 	corpusW  float32
 	posW     float32
+	holdout  int
+	check    int
+	perHead  bool
 }
 
 func run(ctx context.Context, args []string, out io.Writer) error {
@@ -91,15 +100,27 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	bits := fs.Uint("bits", 16, "log2 of the number of feature buckets")
 	epochs := fs.Int("epochs", 4, "passes over the training data")
 	seed := fs.Uint64("seed", 1, "seed of the augmentation and the example order")
-	lambdas := fs.String("lambda", "1e-2,3e-2,1e-1", "L2 strengths to try; the one with the lowest dev log loss is kept")
+	lambdas := fs.String("lambda", "3e-2", "L2 strengths to try (comma-separated); the one with the lowest dev log loss is kept")
 	rate := fs.Float64("rate", 0.05, "AdaGrad learning rate")
 	nvar := fs.Int("variants", 2, "disguised copies per training sentence")
 	corpusW := fs.Float64("corpus-weight", 0.2, "weight of a corpus sentence relative to a training item")
-	posW := fs.Float64("positive-weight", 1, "weight of a harmful or jailbreak item relative to a benign one")
+	posW := fs.Float64("positive-weight", 0.25, "weight of a harmful or jailbreak item relative to a benign one")
+	holdout := fs.Int("holdout", 0, "the shard (0-9, evaluation.Shard) held out for choosing settings and thresholds; 0 is the dev hold-out the classifier's evaluation reports, another one checks settings chosen on it")
+	check := fs.Int("check", -1, "a second shard also left out of training, never used to choose anything, on which the result is reported (-1: none)")
+	thresholds := fs.String("thresholds", "per-head", "how the blocking heads' thresholds are chosen: per-head or shared")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	cfg := config{posW: float32(*posW), dir: *dir, out: *outPath, bits: *bits, epochs: *epochs, seed: *seed, rate: float32(*rate), variants: *nvar, corpusW: float32(*corpusW)}
+	if *holdout < 0 || *holdout > 9 {
+		return errors.New("-holdout must be within 0..9")
+	}
+	if *thresholds != "per-head" && *thresholds != "shared" {
+		return errors.New("-thresholds must be per-head or shared")
+	}
+	if *check == *holdout || *check > 9 {
+		return errors.New("-check must be another shard within 0..9, or -1")
+	}
+	cfg := config{check: *check, holdout: *holdout, perHead: *thresholds == "per-head", posW: float32(*posW), dir: *dir, out: *outPath, bits: *bits, epochs: *epochs, seed: *seed, rate: float32(*rate), variants: *nvar, corpusW: float32(*corpusW)}
 	for _, s := range strings.Split(*lambdas, ",") {
 		v, err := strconv.ParseFloat(strings.TrimSpace(s), 32)
 		if err != nil {
@@ -184,8 +205,11 @@ func trainAndWrite(ctx context.Context, cfg config, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	trainItems := evaluation.Split(items, func(it evaluation.Item) bool { return !evaluation.DevHoldOut(it.ID) })
-	devItems := evaluation.Split(items, func(it evaluation.Item) bool { return evaluation.DevHoldOut(it.ID) })
+	trainItems := evaluation.Split(items, func(it evaluation.Item) bool {
+		return evaluation.Shard(it.ID) != cfg.holdout && evaluation.Shard(it.ID) != cfg.check
+	})
+	checkItems := evaluation.Split(items, func(it evaluation.Item) bool { return evaluation.Shard(it.ID) == cfg.check })
+	devItems := evaluation.Split(items, func(it evaluation.Item) bool { return evaluation.Shard(it.ID) == cfg.holdout })
 	// the evaluation set's dev items were written with the lexicon and
 	// teach the same conventions; its held-out items stay unseen
 	trainItems = append(trainItems, evaluation.Split(evalItems, func(it evaluation.Item) bool { return it.Split == "dev" })...)
@@ -260,8 +284,16 @@ func trainAndWrite(ctx context.Context, cfg config, out io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(out, "quantised dev log loss %.4f\n", logLoss(quantised{qm}, &dev))
-	if err := chooseThresholds(w, qm, c, devItems, devCorpus, out); err != nil {
+	if err := chooseThresholds(w, qm, c, devItems, devCorpus, cfg.perHead, out); err != nil {
 		return err
+	}
+	if err := report(qm, "held out", devItems, out); err != nil {
+		return err
+	}
+	if len(checkItems) > 0 {
+		if err := report(qm, "check shard", checkItems, out); err != nil {
+			return err
+		}
 	}
 	data, err := w.Marshal()
 	if err != nil {
@@ -277,7 +309,7 @@ func trainAndWrite(ctx context.Context, cfg config, out io.Writer) error {
 // chooseThresholds sets the thresholds on the held-out items and corpus
 // sentences, scored by the quantised model exactly as the classifier
 // scores them.
-func chooseThresholds(w *linear.Weights, qm *linear.Model, rules *classifier.Classifier, dev []evaluation.Item, corpus []string, out io.Writer) error {
+func chooseThresholds(w *linear.Weights, qm *linear.Model, rules *classifier.Classifier, dev []evaluation.Item, corpus []string, perHead bool, out io.Writer) error {
 	cm, err := classifier.NewWithModel(qm)
 	if err != nil {
 		return err
@@ -285,7 +317,9 @@ func chooseThresholds(w *linear.Weights, qm *linear.Model, rules *classifier.Cla
 	var lg, y [][numHeads]float32
 	var benign [][numHeads]float32
 	var rulesBlocked []bool // per benign item
+	var items []devItem
 	policy := control.DefaultFilterPolicy("training")
+	vetoAt := jailbreakVeto(cm, rules, dev)
 	for _, it := range dev {
 		l, _ := cm.ModelLogits(it.Text)
 		t := targets(it)
@@ -294,12 +328,17 @@ func chooseThresholds(w *linear.Weights, qm *linear.Model, rules *classifier.Cla
 			yf[h] = float32(t[h])
 		}
 		lg, y = append(lg, l), append(y, yf)
+		r := rules.Classify(it.Text, it.Dir)
+		if r.Jailbreak && l[linear.HeadJailbreak] < vetoAt {
+			r.Jailbreak = false // what the veto leaves of the rules' findings
+		}
+		_, blocked := classifier.Apply(policy, it.Dir, r)
+		items = append(items, devItem{logits: l, y: t, prompt: it.Dir == events.DirectionPrompt, rulesBlocked: blocked, rulesJailbreak: r.Jailbreak})
 		if isBenign(t) {
 			if t[linear.HeadJailbreak] < 0 {
 				l[linear.HeadJailbreak] = float32(math.Inf(-1)) // completions are never checked for jailbreaks
 			}
 			benign = append(benign, l)
-			_, blocked := classifier.Apply(policy, it.Dir, rules.Classify(it.Text, it.Dir))
 			rulesBlocked = append(rulesBlocked, blocked)
 		}
 	}
@@ -341,6 +380,13 @@ func chooseThresholds(w *linear.Weights, qm *linear.Model, rules *classifier.Cla
 	}
 	tMed := max(thresholdAbove(extra, max(budget, 0)), shared(medium, 1, blockCorpus))
 	fmt.Fprintf(out, "rules alone block %d of %d held-out benign items; the model may add %d\n", len(benign)-len(extra), len(benign), max(budget, 0))
+	tBlock := make([]float32, numHeads)
+	for _, h := range medium {
+		tBlock[h] = tMed
+	}
+	if perHead {
+		tBlock = perHeadThresholds(items, corpusLg, medium, max(budget, 0), int(blockCorpus*float64(len(corpusLg))))
+	}
 	// the trade-off the threshold picks from: held-out items labelled
 	// medium or above, or jailbreaks, that the model alone blocks, at
 	// several shares of held-out benign items blocked
@@ -373,7 +419,7 @@ func chooseThresholds(w *linear.Weights, qm *linear.Model, rules *classifier.Cla
 		for i := range lg {
 			for c := range linear.NumCategories {
 				hm, hh := linear.Head(c, 2), linear.Head(c, 3)
-				if y[i][hm] != 1 || lg[i][hm] < tMed {
+				if y[i][hm] != 1 || lg[i][hm] < tBlock[hm] {
 					continue
 				}
 				if (lg[i][hh] >= cand) == (y[i][hh] == 1) {
@@ -389,12 +435,18 @@ func chooseThresholds(w *linear.Weights, qm *linear.Model, rules *classifier.Cla
 		w.Threshold[h] = tLow
 	}
 	for _, h := range medium {
-		w.Threshold[h] = tMed
+		w.Threshold[h] = tBlock[h]
 	}
+	w.JailbreakVeto = max(w.Threshold[linear.HeadJailbreak]-vetoAt, 0)
 	for _, h := range high {
 		w.Threshold[h] = tHigh
 	}
-	fmt.Fprintf(out, "\nthresholds (logit): low %.3f, medium, jailbreak and harmful %.3f, high %.3f\n", tLow, tMed, tHigh)
+	fmt.Fprintf(out, "\nthresholds (logit): low %.3f, shared blocking %.3f, high %.3f; per head:", tLow, tMed, tHigh)
+	for _, h := range medium {
+		fmt.Fprintf(out, " %s %.3f", headName(h), tBlock[h])
+	}
+	fmt.Fprintln(out)
+	fmt.Fprintf(out, "jailbreak veto: the rules' jailbreaks are cleared below logit %.3f (%.3f under the threshold)\n", vetoAt, w.JailbreakVeto)
 	fmt.Fprintf(out, "%-16s %8s %8s %10s %12s\n", "head", "recall", "n", "benign FP", "corpus FP")
 	for h := range numHeads {
 		var pos, neg, corp []float32
@@ -409,10 +461,7 @@ func chooseThresholds(w *linear.Weights, qm *linear.Model, rules *classifier.Cla
 		for i := range corpusLg {
 			corp = append(corp, corpusLg[i][h])
 		}
-		name := map[int]string{linear.HeadJailbreak: "jailbreak", linear.HeadHarmful: "harmful"}[h]
-		if name == "" {
-			name = fmt.Sprintf("%s>=%s", linear.Categories[h/linear.NumLevels], []string{"low", "medium", "high"}[h%linear.NumLevels])
-		}
+		name := headName(h)
 		t := w.Threshold[h]
 		fmt.Fprintf(out, "%-16s %8.3f %8d %10.4f %12.5f\n", name,
 			float64(countAtLeast(pos, t))/float64(max(len(pos), 1)), len(pos),
@@ -430,4 +479,12 @@ func isBenign(y [numHeads]int8) bool {
 		}
 	}
 	return true
+}
+
+func headName(h int) string {
+	name := map[int]string{linear.HeadJailbreak: "jailbreak", linear.HeadHarmful: "harmful"}[h]
+	if name == "" {
+		name = fmt.Sprintf("%s>=%s", linear.Categories[h/linear.NumLevels], []string{"low", "medium", "high"}[h%linear.NumLevels])
+	}
+	return name
 }

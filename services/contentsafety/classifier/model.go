@@ -2,6 +2,8 @@ package classifier
 
 import (
 	"math"
+	"slices"
+	"strings"
 
 	"github.com/terroir-ai/terroir/pkg/events"
 	"github.com/terroir-ai/terroir/services/contentsafety/classifier/linear"
@@ -126,8 +128,16 @@ func (c *Classifier) scoreModel(s *scratch, dir events.Direction, sev, cleared *
 		s.rules = append(s.rules, modelRules[cat])
 		sev[cat] = max(sev[cat], l)
 	}
-	if jailbreak && dir == events.DirectionPrompt {
+	switch {
+	case dir != events.DirectionPrompt:
+	case jailbreak:
 		s.rules = append(s.rules, modelRules[catJailbreak])
 		sev[catJailbreak] = max(sev[catJailbreak], sevHigh)
+	case sev[catJailbreak] > sevNone && c.model.VetoesJailbreak(&lg):
+		// the jailbreak rules match words ("jailbreak", "sudo", "content
+		// filter") that questions about them share with attempts; a
+		// model far from finding one clears them
+		sev[catJailbreak] = sevNone
+		s.rules = slices.DeleteFunc(s.rules, func(id string) bool { return strings.HasPrefix(id, "jailbreak.") })
 	}
 }

@@ -1,6 +1,8 @@
 package evaluation_test
 
 import (
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 
@@ -69,5 +71,51 @@ func TestCounts(t *testing.T) {
 	c := evaluation.Counts{TP: 8, FP: 2, FN: 2}
 	if c.Precision() != 0.8 || c.Recall() != 0.8 || c.F1() < 0.799 || c.F1() > 0.801 {
 		t.Errorf("precision %v recall %v f1 %v", c.Precision(), c.Recall(), c.F1())
+	}
+}
+
+func TestLoadTrainset(t *testing.T) {
+	t.Parallel()
+	line := func(id, text string) string {
+		return `{"id": "` + id + `", "text": "` + text + `", "dir": "prompt", "labels": {}, "split": "train"}` + "\n"
+	}
+	for _, c := range []struct {
+		name  string
+		files map[string]string
+		ok    bool
+	}{
+		{"distinct", map[string]string{"a.jsonl": line("a-1", "one"), "b.jsonl": line("b-1", "two")}, true},
+		{"same id", map[string]string{"a.jsonl": line("x-1", "one"), "b.jsonl": line("x-1", "two")}, false},
+		{"same text", map[string]string{"a.jsonl": line("a-1", "one"), "b.jsonl": line("b-1", "one")}, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			for name, body := range c.files {
+				if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			items, err := evaluation.LoadTrainset(dir)
+			if c.ok && (err != nil || len(items) != 2) {
+				t.Errorf("got %d items, %v; want 2 items", len(items), err)
+			}
+			if !c.ok && err == nil {
+				t.Error("accepted")
+			}
+		})
+	}
+}
+
+// TestTrainset checks that the shipped training set loads: IDs and texts
+// unique across its files.
+func TestTrainset(t *testing.T) {
+	t.Parallel()
+	items, err := evaluation.LoadTrainset("../trainset")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(items) < 5000 {
+		t.Errorf("%d training items", len(items))
 	}
 }

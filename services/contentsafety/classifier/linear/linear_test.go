@@ -32,6 +32,7 @@ func TestMarshalRoundTrip(t *testing.T) {
 	for h := range linear.NumHeads {
 		w.Bias[h], w.Scale[h], w.Threshold[h] = float32(h)-6, 0.01*float32(h+1), float32(h)/10
 	}
+	w.JailbreakVeto = 2.5
 	data, err := w.Marshal()
 	if err != nil {
 		t.Fatal(err)
@@ -40,11 +41,26 @@ func TestMarshalRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Bits != w.Bits || got.Bias != w.Bias || got.Scale != w.Scale || got.Threshold != w.Threshold || string(int8Bytes(got.W)) != string(int8Bytes(w.W)) {
+	if got.Bits != w.Bits || got.Bias != w.Bias || got.Scale != w.Scale || got.Threshold != w.Threshold || got.JailbreakVeto != w.JailbreakVeto || string(int8Bytes(got.W)) != string(int8Bytes(w.W)) {
 		t.Error("weights differ after a round trip")
 	}
 	if _, err := linear.Unmarshal(data[:len(data)/2]); err == nil {
 		t.Error("a truncated file was accepted")
+	}
+	m, err := linear.New(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// the jailbreak head's threshold is 1.2: the veto clears below -1.3
+	for _, c := range []struct {
+		logit float32
+		veto  bool
+	}{{-1.4, true}, {-1.2, false}, {1.3, false}} {
+		var lg [linear.NumHeads]float32
+		lg[linear.HeadJailbreak] = c.logit
+		if got := m.VetoesJailbreak(&lg); got != c.veto {
+			t.Errorf("VetoesJailbreak at logit %g = %v, want %v", c.logit, got, c.veto)
+		}
 	}
 }
 

@@ -50,7 +50,7 @@ const (
 
 var magic = [4]byte{'T', 'L', 'I', 'N'}
 
-const version = 2
+const version = 3
 
 // Weights is the content of a weights file.
 type Weights struct {
@@ -60,6 +60,11 @@ type Weights struct {
 	// Bias + Scale·Σ W, and the head fires when its logit is at least
 	// Threshold.
 	Bias, Scale, Threshold [NumHeads]float32
+	// JailbreakVeto is how far below its threshold the jailbreak head's
+	// logit must be for the classifier to clear a jailbreak that only
+	// the rules found (a prompt that talks about jailbreaks, sudo or
+	// content filters without attempting one); 0 clears none.
+	JailbreakVeto float32
 	// W holds NumHeads weights per bucket, bucket after bucket.
 	W []int8
 }
@@ -76,6 +81,9 @@ func (w *Weights) Marshal() ([]byte, error) {
 		if err := binary.Write(&raw, binary.LittleEndian, v); err != nil {
 			return nil, err
 		}
+	}
+	if err := binary.Write(&raw, binary.LittleEndian, w.JailbreakVeto); err != nil {
+		return nil, err
 	}
 	for _, v := range w.W {
 		raw.WriteByte(byte(v))
@@ -121,6 +129,12 @@ func Unmarshal(data []byte) (*Weights, error) {
 		if err := binary.Read(r, binary.LittleEndian, v); err != nil {
 			return nil, fmt.Errorf("reading weights: %w", err)
 		}
+	}
+	if err := binary.Read(r, binary.LittleEndian, &w.JailbreakVeto); err != nil {
+		return nil, fmt.Errorf("reading weights: %w", err)
+	}
+	if v := float64(w.JailbreakVeto); math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
+		return nil, fmt.Errorf("reading weights: jailbreak veto %g", v)
 	}
 	rest := raw[len(raw)-r.Len():]
 	if len(rest) != NumHeads<<w.Bits {
@@ -263,8 +277,10 @@ func (m *Model) Logits(feats []uint32, out *[NumHeads]float32) {
 // default policy blocks); the high head only raises a medium rating to
 // high, and the low head rates low what the medium head does not. The
 // harmful head, trained on every category at once, decides when no
-// medium head does: it rates medium the category whose medium head comes
-// closest to its threshold.
+// medium head does: it rates medium the category whose medium head has
+// the highest logit. (Not the one closest to its threshold: each head's
+// threshold reflects how the trainer spent the false-positive budget,
+// not how likely the category is.)
 func (m *Model) Levels(logits *[NumHeads]float32) (levels [NumCategories]int8, jailbreak bool) {
 	t := &m.w.Threshold
 	found := false
@@ -280,7 +296,7 @@ func (m *Model) Levels(logits *[NumHeads]float32) (levels [NumCategories]int8, j
 			levels[c] = 1
 		}
 		found = found || levels[c] >= 2
-		if d := logits[me] - t[me]; d > gap {
+		if d := logits[me]; d > gap {
 			closest, gap = c, d
 		}
 	}
@@ -288,6 +304,14 @@ func (m *Model) Levels(logits *[NumHeads]float32) (levels [NumCategories]int8, j
 		levels[closest] = 2
 	}
 	return levels, logits[HeadJailbreak] >= t[HeadJailbreak]
+}
+
+// VetoesJailbreak reports whether logits are far enough below the
+// jailbreak head's threshold (Weights.JailbreakVeto) to clear a
+// jailbreak found by the rules alone.
+func (m *Model) VetoesJailbreak(logits *[NumHeads]float32) bool {
+	v := m.w.JailbreakVeto
+	return v > 0 && logits[HeadJailbreak] < m.w.Threshold[HeadJailbreak]-v
 }
 
 // Sigmoid maps a logit to a probability.
