@@ -217,6 +217,8 @@ var bareContractions = map[string][]string{
 	"im": {"i", "am"}, "ive": {"i", "have"}, "youre": {"you", "are"},
 	"theyre": {"they", "are"}, "gonna": {"going", "to"}, "wanna": {"want", "to"},
 	"gotta": {"got", "to"}, "cannot": {"can", "not"}, "idk": {"i", "do", "not", "know"},
+	"imma": {"i", "am", "going", "to"}, "ima": {"i", "am", "going", "to"}, "finna": {"going", "to"},
+	"tryna": {"trying", "to"},
 }
 
 // suffixes expand the contracted verbs after an apostrophe.
