@@ -97,7 +97,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("safetytrain", flag.ContinueOnError)
 	dir := fs.String("dir", "", "the classifier's directory (found automatically from the repository root or scripts/)")
 	outPath := fs.String("out", "", "where to write the weights (default <dir>/linear/weights.bin.gz)")
-	bits := fs.Uint("bits", 16, "log2 of the number of feature buckets")
+	bits := fs.Uint("bits", 17, "log2 of the number of feature buckets")
 	epochs := fs.Int("epochs", 4, "passes over the training data")
 	seed := fs.Uint64("seed", 1, "seed of the augmentation and the example order")
 	lambdas := fs.String("lambda", "3e-2", "L2 strengths to try (comma-separated); the one with the lowest dev log loss is kept")
