@@ -239,8 +239,20 @@ type tok struct {
 type pendingLetter struct {
 	c        byte
 	brk      bool   // a sentence break preceded it
-	joinable bool   // the separator before it may sit inside a spaced-out word
-	sep      string // the separator before it, when joinable
+	joinable bool // the separator before it may sit inside a spaced-out word
+	sep      sep  // the separator before it, when joinable
+}
+
+// sep is the separator between two single letters: at most three bytes
+// (a longer one is never joinable), held without allocating.
+type sep struct {
+	b [3]byte
+	n uint8
+}
+
+func sepOf(b []byte) (s sep) {
+	s.n = uint8(copy(s.b[:], b))
+	return s
 }
 
 // tokenizer state, reused across calls through scratch.
@@ -326,11 +338,11 @@ func (z *tokenizer) run(s string) {
 			break
 		}
 		joinable := sepJoin && sepLen <= 3
-		sep := ""
+		var sp sep
 		if joinable {
-			sep = sepString(f[i-sepLen : i])
+			sp = sepOf(f[i-sepLen : i])
 		}
-		z.word1(f[i:j], sepBreak, joinable, sep)
+		z.word1(f[i:j], sepBreak, joinable, sp)
 		sepLen, sepBreak, sepJoin, newlines = 0, false, true, 0
 		i = j
 	}
@@ -346,26 +358,8 @@ func isSingle(raw []byte) bool {
 	return ('a' <= c && c <= 'z') || leet[c] != 0
 }
 
-// sepString returns the separator between two single letters as a
-// string without allocating for the common short ones.
-func sepString(b []byte) string {
-	switch string(b) {
-	case " ":
-		return " "
-	case ".":
-		return "."
-	case "-":
-		return "-"
-	case "_":
-		return "_"
-	case "  ":
-		return "  "
-	}
-	return string(b)
-}
-
 // word1 takes one raw word with the separator that preceded it.
-func (z *tokenizer) word1(raw []byte, brk, joinable bool, sep string) {
+func (z *tokenizer) word1(raw []byte, brk, joinable bool, sep sep) {
 	if isSingle(raw) {
 		// a gap other than the one between the first two letters ends a
 		// spaced-out word: "s e n d   n u d e s" and "k.i.l.l m.e" are
