@@ -238,7 +238,7 @@ type tok struct {
 // spaced-out word.
 type pendingLetter struct {
 	c        byte
-	brk      bool   // a sentence break preceded it
+	brk      bool // a sentence break preceded it
 	joinable bool // the separator before it may sit inside a spaced-out word
 	sep      sep  // the separator before it, when joinable
 }
