@@ -24,14 +24,17 @@ func invalid(param, format string, args ...any) *FieldError {
 	return &FieldError{Param: param, Message: fmt.Sprintf(format, args...)}
 }
 
-// maxQuoted is the longest value an error message quotes back.
-const maxQuoted = 32
+// MaxQuoted is the longest key or value of a request that an error
+// message may quote back: longer than any parameter name or enumerated
+// value, anything longer may be prompt text, which never reaches an error
+// message.
+const MaxQuoted = 32
 
 // notValue is ", not <v>" for an error message about a value the caller
 // chose, or "" when v is longer than any valid value: a long one may be
 // prompt text, which never reaches an error message.
 func notValue(v string) string {
-	if len(v) > maxQuoted {
+	if len(v) > MaxQuoted {
 		return ""
 	}
 	return fmt.Sprintf(", not %q", v)

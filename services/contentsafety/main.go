@@ -14,6 +14,9 @@ import (
 	"context"
 	"os"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
 	"github.com/terroir-ai/terroir/pkg/config"
 	"github.com/terroir-ai/terroir/pkg/daemon"
 	"github.com/terroir-ai/terroir/services/contentsafety/classifier"
@@ -32,7 +35,7 @@ func main() { os.Exit(daemon.Main(service, run)) }
 func run(ctx context.Context, getenv func(string) string) error {
 	env := config.New(getenv)
 	common := daemon.LoadConfig(env, service, defaultAdminAddr)
-	cfg := loadConfig(env)
+	cfg := loadConfig(env, common.Geos...)
 	if err := env.Err(); err != nil {
 		return err
 	}
@@ -44,15 +47,20 @@ func run(ctx context.Context, getenv func(string) string) error {
 	if err != nil {
 		return err
 	}
-	var g *guard.Guard
-	if cfg.Guard.Enabled() {
-		if g, err = guard.New(cfg.Guard, d.Log, d.Registry); err != nil {
+	// a guard per geography, so that text is rated where it is processed
+	guards := map[string]*guard.Guard{}
+	for geo, url := range cfg.GuardURLs {
+		gc := cfg.Guard
+		gc.URL = url
+		g, err := guard.New(gc, d.Log.With(zap.String("geo", geo)), prometheus.WrapRegistererWith(prometheus.Labels{"geo": geo}, d.Registry))
+		if err != nil {
 			return err
 		}
 		defer g.Close()
+		guards[geo] = g
 	}
 	p, err := pipeline.New(pipeline.Config{Bus: d.Bus, State: d.Control, Classifier: cls, Geos: common.Geos,
-		Stream: classifier.StreamOptions{Window: cfg.StreamWindow, Overlap: min(64, cfg.StreamWindow)}, Guard: g, Log: d.Log})
+		Stream: classifier.StreamOptions{Window: cfg.StreamWindow, Overlap: min(64, cfg.StreamWindow)}, Guards: guards, Log: d.Log})
 	if err != nil {
 		return err
 	}

@@ -79,3 +79,53 @@ func TestGuardConfig(t *testing.T) {
 		})
 	}
 }
+
+// TestGuardURLsPerGeography: each served geography's guard server is its
+// own TERROIR_GUARD_URL_<GEO>, else TERROIR_GUARD_URL; a geography with
+// neither has none, and a per-geography URL alone turns the stage on.
+func TestGuardURLsPerGeography(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name string
+		env  map[string]string
+		want map[string]string
+		bad  []string
+	}{
+		{"off", map[string]string{}, map[string]string{}, nil},
+		{"one URL for every geography", map[string]string{"TERROIR_GUARD_URL": "http://g", "TERROIR_GUARD_MODEL": "m"},
+			map[string]string{"eu": "http://g", "us": "http://g"}, nil},
+		{"per geography", map[string]string{"TERROIR_GUARD_URL_EU": "http://eu-guard", "TERROIR_GUARD_URL_US": "http://us-guard", "TERROIR_GUARD_MODEL": "m"},
+			map[string]string{"eu": "http://eu-guard", "us": "http://us-guard"}, nil},
+		{"one geography only", map[string]string{"TERROIR_GUARD_URL_EU": "http://eu-guard", "TERROIR_GUARD_MODEL": "m"},
+			map[string]string{"eu": "http://eu-guard"}, nil},
+		{"bad geography URL", map[string]string{"TERROIR_GUARD_URL_US": "ftp://x", "TERROIR_GUARD_MODEL": "m"}, nil, []string{"TERROIR_GUARD_URL_US"}},
+		{"no model", map[string]string{"TERROIR_GUARD_URL_EU": "http://eu-guard"}, nil, []string{"TERROIR_GUARD_MODEL"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			env := config.New(func(k string) string { return c.env[k] })
+			got := loadConfig(env, "eu", "us").GuardURLs
+			err := env.Err()
+			if c.bad != nil {
+				if err == nil {
+					t.Fatalf("loadConfig = %v, want an error", got)
+				}
+				for _, v := range c.bad {
+					if !strings.Contains(err.Error(), v+":") {
+						t.Errorf("the error does not name %s: %v", v, err)
+					}
+				}
+				return
+			}
+			if err != nil || len(got) != len(c.want) {
+				t.Fatalf("GuardURLs = %v, %v; want %v", got, err, c.want)
+			}
+			for g, u := range c.want {
+				if got[g] != u {
+					t.Errorf("%s = %q, want %q", g, got[g], u)
+				}
+			}
+		})
+	}
+}

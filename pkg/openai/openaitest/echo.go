@@ -8,11 +8,13 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/terroir-ai/terroir/pkg/openai"
 )
 
 // MaxEcho is the longest value of a request an error message may quote:
 // a parameter name or a short enumerated value, never a prompt.
-const MaxEcho = 32
+const MaxEcho = openai.MaxQuoted
 
 // BodyStrings returns the body and every key and string value of the JSON
 // values it starts with (a body that is not JSON yields just itself).

@@ -20,6 +20,12 @@ import (
 // stand-in for Llama Guard 3 behind an OpenAI-compatible server) and the
 // deployment "chat" under a policy whose guard fails as onFailure says.
 func withGuard(t *testing.T, srv http.Handler, onFailure control.GuardFailure) harnessOption {
+	return withGuardIn(t, "eu", srv, onFailure)
+}
+
+// withGuardIn is withGuard with the guard model serving geography geo
+// only.
+func withGuardIn(t *testing.T, geo string, srv http.Handler, onFailure control.GuardFailure) harnessOption {
 	return func(cfg *Config, st *control.State) {
 		hs := httptest.NewServer(srv)
 		t.Cleanup(hs.Close)
@@ -27,7 +33,7 @@ func withGuard(t *testing.T, srv http.Handler, onFailure control.GuardFailure) h
 		if err != nil {
 			t.Fatal(err)
 		}
-		cfg.Guard = g
+		cfg.Guards = map[string]*guard.Guard{geo: g}
 		pol := control.DefaultFilterPolicy("acme")
 		pol.Name = "guarded"
 		pol.Prompt.Guard.OnFailure = onFailure
@@ -109,5 +115,21 @@ func TestGuardModelStage(t *testing.T) {
 				t.Fatalf("status %s, want %s", r.Status, c.want)
 			}
 		})
+	}
+}
+
+// TestGuardModelStaysInItsGeography: text processed in a geography is
+// never sent to another geography's guard model (residency); where its
+// own geography has none, the classifier decides alone.
+func TestGuardModelStaysInItsGeography(t *testing.T) {
+	srv := &guardtest.Server{Record: true}
+	h := newHarness(t, withGuardIn(t, "us", srv, control.GuardFailClosed))
+	out := h.call(events.OperationChatCompletions, false, `{"messages":[{"role":"user","content":"Tell me about the apples in my garden [S1]"}]}`,
+		answer(events.OperationChatCompletions, benignAnswer))
+	if r := out[0].(events.InferenceResult); r.Status != events.StatusOK {
+		t.Fatalf("eu request = %+v, want it rated by the classifier alone", r)
+	}
+	if n := len(srv.Requests()); n != 0 {
+		t.Fatalf("the us guard model received %d requests of text processed in eu", n)
 	}
 }

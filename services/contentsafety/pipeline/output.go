@@ -203,7 +203,7 @@ func (p *Pipeline) chunk(ctx context.Context, d *bus.Delivery, c events.Inferenc
 			if r, checked := cs.stream.Add(t); checked {
 				// the guard model rates the choice so far each time a
 				// window is released, so it too sees text before the app
-				if r, err = p.guardChoice(ctx, st, cs, r); err != nil {
+				if r, err = p.guardChoice(ctx, d.Geo, st, cs, r); err != nil {
 					return err
 				}
 				if err := p.judge(ctx, d, st, head, i, cs, r); err != nil {
@@ -323,7 +323,7 @@ func (p *Pipeline) result(ctx context.Context, d *bus.Delivery, r events.Inferen
 		for _, i := range idx {
 			cs := st.choices[i]
 			if !cs.blocked {
-				r, err := p.guardChoice(ctx, st, cs, cs.stream.Flush())
+				r, err := p.guardChoice(ctx, d.Geo, st, cs, cs.stream.Flush())
 				if err != nil {
 					return err
 				}
@@ -355,7 +355,7 @@ func (p *Pipeline) result(ctx context.Context, d *bus.Delivery, r events.Inferen
 		if op == "" {
 			op = operationOf(top.Object)
 		}
-		body, t, m, w, b, err := p.checkBody(ctx, st, top, kindOf(op, top.Object, false), promptResults)
+		body, t, m, w, b, err := p.checkBody(ctx, d.Geo, st, top, kindOf(op, top.Object, false), promptResults)
 		if err != nil {
 			return err
 		}
@@ -383,7 +383,7 @@ func headOr(head *openai.Completion, st *streamState) *openai.Completion {
 // built from an allow-list (finish_reason content_filter, no content,
 // refusal, tool calls, reasoning or logprobs). promptResults, when set,
 // become the answer's prompt_filter_results.
-func (p *Pipeline) checkBody(ctx context.Context, st *streamState, obj openai.Completion, kind openai.ChoiceKind, promptResults json.RawMessage) (json.RawMessage, []string, classifier.Result, *classifier.Annotations, bool, error) {
+func (p *Pipeline) checkBody(ctx context.Context, geo string, st *streamState, obj openai.Completion, kind openai.ChoiceKind, promptResults json.RawMessage) (json.RawMessage, []string, classifier.Result, *classifier.Annotations, bool, error) {
 	var merged classifier.Result
 	choices := obj.Choices
 	if choices == nil {
@@ -399,7 +399,7 @@ func (p *Pipeline) checkBody(ctx context.Context, st *streamState, obj openai.Co
 			text = openai.Join(ch.TextFields())
 		}
 		texts = append(texts, text)
-		r, closed, err := p.rate(ctx, events.DirectionCompletion, st.pol, st.bl, text)
+		r, closed, err := p.rate(ctx, geo, events.DirectionCompletion, st.pol, st.bl, text)
 		if err != nil {
 			return nil, nil, merged, nil, false, err
 		}
@@ -468,8 +468,8 @@ func operationOf(object string) events.Operation {
 
 // guardChoice merges the guard model's verdict on a streamed choice's
 // text so far into r, the classifier's.
-func (p *Pipeline) guardChoice(ctx context.Context, st *streamState, cs *choiceState, r classifier.Result) (classifier.Result, error) {
-	r, closed, err := p.guarded(ctx, events.DirectionCompletion, st.pol.Completion, cs.text.String(), r)
+func (p *Pipeline) guardChoice(ctx context.Context, geo string, st *streamState, cs *choiceState, r classifier.Result) (classifier.Result, error) {
+	r, closed, err := p.guarded(ctx, geo, events.DirectionCompletion, st.pol.Completion, cs.text.String(), r)
 	cs.closed = cs.closed || closed
 	return r, err
 }

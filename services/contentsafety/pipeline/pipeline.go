@@ -48,10 +48,12 @@ type Config struct {
 	Geos []string
 	// Stream sizes the windows streamed output is checked in.
 	Stream classifier.StreamOptions
-	// Guard is the optional guard-model stage; nil when none is
-	// configured, and then the classifier decides alone.
-	Guard *guard.Guard
-	Log   *zap.Logger
+	// Guards are the optional guard-model stage, one per processing
+	// geography: text processed in a geography is rated only by its own
+	// guard model, and a geography without one is rated by the
+	// classifier alone.
+	Guards map[string]*guard.Guard
+	Log    *zap.Logger
 }
 
 // Pipeline runs both stages.
@@ -179,24 +181,24 @@ func (p *Pipeline) signal(ctx context.Context, m bus.Meta, dir events.Direction,
 }
 
 // rate classifies text in direction dir with the classifier and, where
-// the policy lets it, the guard model, whose verdict merges with the
-// classifier's (the stricter wins). closed is set when the guard model
-// was unavailable and the policy fails closed: the text is blocked
-// whatever the ratings say. An error (the context ended) means the
-// record must be processed again.
-func (p *Pipeline) rate(ctx context.Context, dir events.Direction, pol control.FilterPolicy, bl *classifier.Blocklists, text string) (r classifier.Result, closed bool, err error) {
+// the policy lets it, the guard model of geo (the geography processing
+// the text), whose verdict merges with the classifier's (the stricter
+// wins). closed is set when the guard model was unavailable and the
+// policy fails closed: the text is blocked whatever the ratings say. An
+// error (the context ended) means the record must be processed again.
+func (p *Pipeline) rate(ctx context.Context, geo string, dir events.Direction, pol control.FilterPolicy, bl *classifier.Blocklists, text string) (r classifier.Result, closed bool, err error) {
 	rules := rulesOf(pol, dir)
 	r = p.cfg.Classifier.ClassifyWith(text, dir, bl, rules.Blocklists)
-	r, closed, err = p.guarded(ctx, dir, rules, text, r)
-	return r, closed, err
+	return p.guarded(ctx, geo, dir, rules, text, r)
 }
 
-// guarded merges the guard model's verdict on text into r.
-func (p *Pipeline) guarded(ctx context.Context, dir events.Direction, rules control.FilterRules, text string, r classifier.Result) (classifier.Result, bool, error) {
-	if p.cfg.Guard == nil {
+// guarded merges the verdict of geo's guard model on text into r.
+func (p *Pipeline) guarded(ctx context.Context, geo string, dir events.Direction, rules control.FilterRules, text string, r classifier.Result) (classifier.Result, bool, error) {
+	g := p.cfg.Guards[geo]
+	if g == nil {
 		return r, false, nil
 	}
-	d := p.cfg.Guard.Evaluate(ctx, rules.Guard, dir, []string{text})
+	d := g.Evaluate(ctx, rules.Guard, dir, []string{text})
 	switch {
 	case d.Outcome == guard.OutcomeError:
 		return r, false, d.Err

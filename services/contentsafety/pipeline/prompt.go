@@ -79,7 +79,7 @@ func (p *Pipeline) prompt(ctx context.Context, d *bus.Delivery) error {
 	var worst classifier.Annotations
 	blocked := false
 	for i, t := range texts {
-		r, closed, err := p.rate(ctx, events.DirectionPrompt, pol, bl, t)
+		r, closed, err := p.rate(ctx, d.Geo, events.DirectionPrompt, pol, bl, t)
 		if err != nil {
 			return err
 		}

@@ -176,16 +176,14 @@ func parse(op events.Operation, raw []byte) (parsed, error) {
 		}
 		v = &req
 		p.model, p.stream, p.choices, p.usageTail = req.Model, req.Stream, req.Choices(), req.IncludeUsage()
-		chars := 0
-		fields, _ := req.TextFields() // an unreadable part fails Validate below
-		for _, f := range fields {
-			chars += len(f.Text)
-		}
 		limit := req.TokenLimit()
 		if limit == 0 {
 			limit = 256 // what an answer is assumed to take when the request sets no limit
 		}
-		p.estimate = tokenEstimate(chars/4, limit, p.choices)
+		// the body's size bounds the prompt's (messages, tools, schemas):
+		// reading every text field for the estimate would walk the request
+		// a second time, Validate walks it once
+		p.estimate = tokenEstimate(len(raw)/4, limit, p.choices)
 	case events.OperationCompletions:
 		var req openai.CompletionRequest
 		if err := apierr.DecodeBytes(raw, &req); err != nil {

@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/terroir-ai/terroir/pkg/openai"
 )
 
 // Decode reads r's body, at most limit bytes, strictly into v: malformed
@@ -59,7 +61,7 @@ func DecodeBytes(raw []byte, v any) error {
 	if te, ok := errors.AsType[*json.UnmarshalTypeError](err); ok {
 		param := te.Field
 		value := te.Value // "number 1.5": the kind and, for a number, its text
-		if len(value) > maxQuoted {
+		if len(value) > openai.MaxQuoted {
 			value, _, _ = strings.Cut(value, " ")
 		}
 		if param == "" {
@@ -71,7 +73,7 @@ func DecodeBytes(raw []byte, v any) error {
 		if p := UnknownField(raw, reflect.TypeOf(v)); p != "" {
 			return Invalid(p, "unknown field %s", p)
 		}
-		if k, err := strconv.Unquote(key); err == nil && len(k) <= maxQuoted {
+		if k, err := strconv.Unquote(key); err == nil && len(k) <= openai.MaxQuoted {
 			return Invalid("body", "unknown field %s", k)
 		}
 		return Invalid("body", "the request body holds a field that is not a parameter of this request")
@@ -100,14 +102,9 @@ func jsonKind(t reflect.Type) string {
 	return "a " + t.Kind().String()
 }
 
-// maxQuoted is the longest key or value an error message quotes from a
-// body: longer than any parameter name, a key may be prompt text sent as
-// one, and prompt text never reaches an error message.
-const maxQuoted = 32
-
 // UnknownField returns the dotted path of the first field of raw (in key
 // order) that t does not have, or "" when there is none. A path through a
-// key longer than maxQuoted is never returned.
+// key longer than openai.MaxQuoted is never returned.
 func UnknownField(raw []byte, t reflect.Type) string {
 	var v any
 	if json.Unmarshal(raw, &v) != nil {
@@ -129,7 +126,7 @@ func unknownIn(v any, t reflect.Type, path string) string {
 		slices.Sort(keys)
 		for _, k := range keys {
 			var ft reflect.Type
-			if len(k) > maxQuoted {
+			if len(k) > openai.MaxQuoted {
 				continue
 			}
 			switch t.Kind() {
