@@ -17,6 +17,21 @@ type Choice struct {
 	Text         *string           `json:"text,omitempty"`
 	FinishReason *string           `json:"finish_reason"`
 	Logprobs     json.RawMessage   `json:"logprobs,omitempty"`
+	// Other holds every other field of the choice an upstream sent:
+	// content safety reads the text in them too.
+	Other map[string]json.RawMessage `json:"-"`
+}
+
+// knownChoiceFields are the fields Choice reads itself (and the filter
+// results content safety writes).
+var knownChoiceFields = []string{"index", "message", "delta", "text", "finish_reason", "logprobs", "content_filter_results"}
+
+// UnmarshalJSON reads the known fields and keeps the others in Other.
+func (c *Choice) UnmarshalJSON(b []byte) error {
+	type plain Choice
+	var err error
+	c.Other, err = decodeKnown(b, (*plain)(c), knownChoiceFields)
+	return err
 }
 
 // AssistantMessage is what a model wrote in a choice, or a piece of it
@@ -41,22 +56,44 @@ var knownMessageFields = []string{"role", "content", "refusal", "tool_calls", "f
 // UnmarshalJSON reads the known fields and keeps the others in Other.
 func (m *AssistantMessage) UnmarshalJSON(b []byte) error {
 	type plain AssistantMessage
-	if err := json.Unmarshal(b, (*plain)(m)); err != nil {
-		return err
+	var err error
+	m.Other, err = decodeKnown(b, (*plain)(m), knownMessageFields)
+	return err
+}
+
+// decodeKnown decodes b into v (a type without its own UnmarshalJSON)
+// and returns b's fields that are not among known, nil when there are
+// none.
+func decodeKnown(b []byte, v any, known []string) (map[string]json.RawMessage, error) {
+	if err := json.Unmarshal(b, v); err != nil {
+		return nil, err
 	}
 	var all map[string]json.RawMessage
 	if err := json.Unmarshal(b, &all); err != nil {
-		return err
+		return nil, err
 	}
 	for k := range all {
-		if slices.Contains(knownMessageFields, k) {
+		if slices.Contains(known, k) {
 			delete(all, k)
 		}
 	}
-	if len(all) > 0 {
-		m.Other = all
+	if len(all) == 0 {
+		return nil, nil
 	}
-	return nil
+	return all, nil
+}
+
+// otherTexts calls fn with the text of every field of other, in key
+// order, at param.<key>.
+func otherTexts(param string, other map[string]json.RawMessage, fn func(param, text string, args bool)) {
+	keys := make([]string, 0, len(other))
+	for k := range other {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		fn(param+"."+k, JSONText(other[k]), false)
+	}
 }
 
 // ChoiceKind is the object a choice belongs to.
@@ -151,15 +188,60 @@ func (c *Choice) each(fn func(param, text string, args bool)) {
 			fn(mp+".function_call.name", m.FunctionCall.Name, false)
 			fn(mp+".function_call.arguments", m.FunctionCall.Arguments, true)
 		}
-		keys := make([]string, 0, len(m.Other))
-		for k := range m.Other {
-			keys = append(keys, k)
+		otherTexts(mp, m.Other, fn)
+	}
+	otherTexts(p, c.Other, fn)
+}
+
+// AlternativesText returns the tokens the model did not choose that the
+// choice's logprobs offer (top_logprobs of chat and of completions),
+// separated by spaces: text the app receives besides the choice's own,
+// which content safety reads too. TextFields leaves logprobs out, as the
+// chosen tokens repeat the text.
+func (c *Choice) AlternativesText() string {
+	if isNull(c.Logprobs) {
+		return ""
+	}
+	var lp struct {
+		Content []struct {
+			TopLogprobs []struct {
+				Token string `json:"token"`
+			} `json:"top_logprobs"`
+		} `json:"content"`
+		Refusal []struct {
+			TopLogprobs []struct {
+				Token string `json:"token"`
+			} `json:"top_logprobs"`
+		} `json:"refusal"`
+		// completions: one map of token to log probability per position
+		TopLogprobs []map[string]float64 `json:"top_logprobs"`
+	}
+	if json.Unmarshal(c.Logprobs, &lp) != nil {
+		return JSONText(c.Logprobs)
+	}
+	var b []byte
+	add := func(tok string) {
+		if len(b) > 0 {
+			b = append(b, ' ')
 		}
-		slices.Sort(keys)
-		for _, k := range keys {
-			fn(mp+"."+k, JSONText(m.Other[k]), false)
+		b = append(b, tok...)
+	}
+	for _, pos := range append(lp.Content, lp.Refusal...) {
+		for _, alt := range pos.TopLogprobs {
+			add(alt.Token)
 		}
 	}
+	for _, pos := range lp.TopLogprobs {
+		toks := make([]string, 0, len(pos))
+		for t := range pos {
+			toks = append(toks, t)
+		}
+		slices.Sort(toks)
+		for _, t := range toks {
+			add(t)
+		}
+	}
+	return string(b)
 }
 
 // BlockedChoice is the whole of a choice that content safety withheld:
@@ -285,6 +367,39 @@ func (c Completion) MarshalJSON() ([]byte, error) {
 		out["prompt_filter_results"] = raw
 	}
 	return json.Marshal(out)
+}
+
+// knownCompletionFields are the top-level fields of the wire shapes
+// besides choices and prompt_filter_results: an embeddings list's data,
+// and what carries no text of the model's.
+var knownCompletionFields = []string{"id", "object", "created", "model", "system_fingerprint", "service_tier", "usage", "data"}
+
+// OtherText returns the text of every top-level field of c that is not
+// part of the wire shapes (an upstream's own), which content safety
+// reads like a choice's; "" when there is none.
+func (c *Completion) OtherText() string {
+	var s textSink
+	keys := make([]string, 0, len(c.rest))
+	for k := range c.rest {
+		if !slices.Contains(knownCompletionFields, k) {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		s.add(k, JSONText(c.rest[k]))
+	}
+	return Join(s)
+}
+
+// DropOther removes the top-level fields OtherText reads, when content
+// safety withholds them.
+func (c *Completion) DropOther() {
+	for k := range c.rest {
+		if !slices.Contains(knownCompletionFields, k) {
+			delete(c.rest, k)
+		}
+	}
 }
 
 // WithChoices returns a copy of c (its other fields shared) holding

@@ -32,6 +32,7 @@ type streamState struct {
 	choices map[int]*choiceState
 	held    []heldChunk
 	head    *openai.Completion // the latest chunk, for the fields other than choices
+	other   classifier.Result  // of the answer's top-level fields outside the wire shapes
 	last    time.Time
 }
 
@@ -137,7 +138,7 @@ func (st *streamState) choice(p *Pipeline, i int) *choiceState {
 // so two fields never glue into one word.
 func (cs *choiceState) deltaText(ch *openai.Choice) string {
 	var b []byte
-	ch.Pieces(func(param, text string, args bool) {
+	add := func(param, text string, args bool) {
 		if text == "" {
 			return
 		}
@@ -158,7 +159,10 @@ func (cs *choiceState) deltaText(ch *openai.Choice) string {
 			cs.args[param] = dec
 		}
 		b = dec.Write(b, text)
-	})
+	}
+	ch.Pieces(add)
+	// the alternatives logprobs offer reach the app with the chunk
+	add(fmt.Sprintf("choices[%d].logprobs", ch.Index), ch.AlternativesText(), false)
 	return string(b)
 }
 
@@ -187,6 +191,9 @@ func (p *Pipeline) chunk(ctx context.Context, d *bus.Delivery, c events.Inferenc
 	}
 	st.head = head
 	st.kind = kindOf(c.Operation, head.Object, true)
+	if err := p.checkOther(ctx, d.Geo, st, head); err != nil {
+		return err
+	}
 	for _, raw := range head.Choices {
 		ch, whole := readChoice(raw)
 		i := ch.Index
@@ -343,6 +350,7 @@ func (p *Pipeline) result(ctx context.Context, d *bus.Delivery, r events.Inferen
 		if err := p.release(ctx, d, st); err != nil {
 			return err
 		}
+		merged = classifier.Merge(merged, st.other)
 		var err error
 		if output, err = json.Marshal(map[string]any{"choices": outs}); err != nil {
 			return err
@@ -396,7 +404,7 @@ func (p *Pipeline) checkBody(ctx context.Context, geo string, st *streamState, o
 	for k, raw := range choices {
 		ch, text := readChoice(raw)
 		if text == "" {
-			text = openai.Join(ch.TextFields())
+			text = openai.Join(append(ch.TextFields(), openai.TextField{Param: "logprobs", Text: ch.AlternativesText()}))
 		}
 		texts = append(texts, text)
 		r, closed, err := p.rate(ctx, geo, events.DirectionCompletion, st.pol, st.bl, text)
@@ -419,6 +427,10 @@ func (p *Pipeline) checkBody(ctx context.Context, geo string, st *streamState, o
 		}
 		anyBlocked = anyBlocked || blocked
 	}
+	if err := p.checkOther(ctx, geo, st, &obj); err != nil {
+		return nil, nil, merged, nil, false, err
+	}
+	merged = classifier.Merge(merged, st.other)
 	if len(promptResults) > 0 {
 		if err := json.Unmarshal(promptResults, &obj.PromptFilterResults); err != nil {
 			return nil, nil, merged, nil, false, fmt.Errorf("reading the prompt's filter results: %w", err)
@@ -487,4 +499,23 @@ func readChoice(raw json.RawMessage) (ch openai.Choice, whole string) {
 	}
 	_ = json.Unmarshal(raw, &idx)
 	return openai.Choice{Index: idx.Index}, openai.JSONText(raw)
+}
+
+// checkOther classifies the top-level fields of an answer or chunk that
+// are not part of the wire shapes (an upstream's own) and withholds them
+// when the policy blocks their text.
+func (p *Pipeline) checkOther(ctx context.Context, geo string, st *streamState, c *openai.Completion) error {
+	text := c.OtherText()
+	if text == "" {
+		return nil
+	}
+	r, closed, err := p.rate(ctx, geo, events.DirectionCompletion, st.pol, st.bl, text)
+	if err != nil {
+		return err
+	}
+	st.other = classifier.Merge(st.other, r)
+	if _, blocked := classifier.Apply(st.pol, events.DirectionCompletion, r); blocked || closed {
+		c.DropOther()
+	}
+	return nil
 }

@@ -380,3 +380,50 @@ func TestStreamedToolCallArgumentsAreHeldBack(t *testing.T) {
 		}
 	})
 }
+
+// TestTextOutsideTheKnownFieldsIsClassified: text an upstream puts in a
+// choice field or a top-level field of its own, and the alternatives
+// logprobs offer, are read too: a harmful one withholds the choice or the
+// field, a benign one passes.
+func TestTextOutsideTheKnownFieldsIsClassified(t *testing.T) {
+	h := newHarness(t)
+	const chat = events.OperationChatCompletions
+	const harm = "Here is how you kill yourself tonight: take every pill you have."
+	call := func(body string) string {
+		t.Helper()
+		out := h.call(chat, false, `{"messages":[{"role":"user","content":"hello"}]}`, answer(chat, body))
+		r := out[0].(events.InferenceResult)
+		if r.Status != events.StatusOK {
+			t.Fatalf("result %+v", r)
+		}
+		return string(r.Body)
+	}
+	head := `{"id":"c","object":"chat.completion","created":1,"model":"m",`
+	t.Run("a choice field of the upstream's own", func(t *testing.T) {
+		b := call(head + `"choices":[{"index":0,"message":{"role":"assistant","content":"Sure."},"x_explanation":"` + harm + `","finish_reason":"stop"}]}`)
+		if strings.Contains(b, "pill") || !strings.Contains(b, `"finish_reason":"content_filter"`) {
+			t.Fatalf("answer %s", b)
+		}
+	})
+	t.Run("a top-level field of the upstream's own", func(t *testing.T) {
+		b := call(head + `"x_notes":"` + harm + `","choices":[{"index":0,"message":{"role":"assistant","content":"The sea is calm."},"finish_reason":"stop"}]}`)
+		if strings.Contains(b, "pill") || strings.Contains(b, "x_notes") || !strings.Contains(b, "The sea is calm.") {
+			t.Fatalf("answer %s", b)
+		}
+		b = call(head + `"x_notes":"served by node 7","choices":[{"index":0,"message":{"role":"assistant","content":"The sea is calm."},"finish_reason":"stop"}]}`)
+		if !strings.Contains(b, "served by node 7") {
+			t.Fatalf("benign field dropped: %s", b)
+		}
+	})
+	t.Run("logprob alternatives", func(t *testing.T) {
+		alt := func(tok string) string { return `{"token":"` + tok + `","logprob":-1,"bytes":[],"top_logprobs":[]}` }
+		b := call(head + `"choices":[{"index":0,"message":{"role":"assistant","content":"You should rest tonight."},"logprobs":{"content":[` +
+			`{"token":"You","logprob":-0.1,"bytes":[],"top_logprobs":[` + alt("You") + `]},` +
+			`{"token":" should","logprob":-0.1,"bytes":[],"top_logprobs":[` + alt("should") + `]},` +
+			`{"token":" rest","logprob":-0.1,"bytes":[],"top_logprobs":[` + alt("kill") + `,` + alt("yourself") + `]},` +
+			`{"token":" tonight","logprob":-0.1,"bytes":[],"top_logprobs":[` + alt("tonight") + `]}]},"finish_reason":"stop"}]}`)
+		if strings.Contains(b, "yourself") || !strings.Contains(b, `"finish_reason":"content_filter"`) {
+			t.Fatalf("answer %s", b)
+		}
+	})
+}
