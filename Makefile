@@ -60,6 +60,8 @@ bench:
 # inputs, one target at a time.
 FUZZTIME    ?= 30s
 FUZZTARGETS := pkg:./openai:FuzzChatRequest \
+               pkg:./bus:FuzzDecodeRecord \
+               services/ingress:./mgmt:FuzzManagementBodies \
                pkg:./openai:FuzzCompletionRequest \
                pkg:./openai:FuzzEmbeddingRequest \
                pkg:./openai:FuzzArgumentsDecoder \
@@ -76,7 +78,7 @@ FUZZTARGETS := pkg:./openai:FuzzChatRequest \
                services/contentsafety:./classifier:FuzzStream \
                services/contentsafety:./classifier:FuzzBlocklists
 
-## fuzz: fuzz the request bodies, the upstream stream reader and the content classifier, FUZZTIME (default 30s) per target
+## fuzz: fuzz the request bodies (app and management), event decoding, the upstream stream reader and the content classifier, FUZZTIME (default 30s) per target
 fuzz:
 	@set -e; for t in $(FUZZTARGETS); do \
 		m=$${t%%:*}; rest=$${t#*:}; p=$${rest%%:*}; f=$${rest#*:}; \

@@ -454,13 +454,16 @@ func (b *Bus) delivery(r *kgo.Record) *Delivery {
 func (d *Delivery) Payload(ctx context.Context) ([]byte, error) {
 	spec, ok := events.LookupReceived(d.Meta.Type)
 	if !ok {
-		return nil, Permanent(fmt.Errorf("record %s/%d@%d: event type %s is neither registered nor the next version of one", d.Record.Topic, d.Record.Partition, d.Record.Offset, d.Meta.Type))
+		return nil, Permanent(fmt.Errorf("record %s/%d@%d: event type %s is neither registered nor the next version of one", d.Record.Topic, d.Record.Partition, d.Record.Offset, headerText(d.Meta.Type.String())))
 	}
 	if spec.Protection == events.Plain {
 		return d.Record.Value, nil
 	}
 	if d.Meta.KeyID == "" {
 		return nil, Permanent(fmt.Errorf("record %s/%d@%d: %s payload without a key ID", d.Record.Topic, d.Record.Partition, d.Record.Offset, d.Meta.Type))
+	}
+	if len(d.Meta.KeyID) > maxHeaderText {
+		return nil, Permanent(fmt.Errorf("record %s/%d@%d: key ID %s is too long", d.Record.Topic, d.Record.Partition, d.Record.Offset, headerText(d.Meta.KeyID)))
 	}
 	k, err := d.bus.keys.ByID(ctx, d.Meta.KeyID)
 	if err != nil {
@@ -478,6 +481,19 @@ func (d *Delivery) Payload(ctx context.Context) ([]byte, error) {
 		return nil, Permanent(err)
 	}
 	return pt, nil
+}
+
+// maxHeaderText is the most of a header an error quotes.
+const maxHeaderText = 128
+
+// headerText quotes a header value for an error: at most maxHeaderText
+// bytes, escaped, so a malformed record cannot flood a log line or a
+// dead-letter header.
+func headerText(s string) string {
+	if len(s) > maxHeaderText {
+		return strconv.Quote(s[:maxHeaderText]) + "…"
+	}
+	return strconv.Quote(s)
 }
 
 // Decode opens the payload and unmarshals it into v.

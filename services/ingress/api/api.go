@@ -18,6 +18,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"net/http"
 	"slices"
@@ -89,21 +90,39 @@ func New(cfg Config) (*API, error) {
 	return a, nil
 }
 
+// endpoints is the route table: Handler serves it and Routes lists it.
+func (a *API) endpoints() map[string]http.Handler {
+	routes := map[string]http.Handler{
+		"GET /v1/models":        http.HandlerFunc(a.models),
+		"GET /openai/v1/models": http.HandlerFunc(a.models),
+	}
+	for _, op := range []events.Operation{events.OperationChatCompletions, events.OperationCompletions, events.OperationEmbeddings} {
+		path := "/" + strings.ReplaceAll(string(op), ".", "/")
+		routes["POST /v1"+path] = a.serve(op, events.APIFlavorOpenAI, false)
+		routes["POST /openai/v1"+path] = a.serve(op, events.APIFlavorAzure, false)
+		routes["POST /openai/deployments/{deployment}"+path] = a.serve(op, events.APIFlavorAzure, true)
+	}
+	return routes
+}
+
 // Handler returns the routes: mount it at "/v1/" and "/openai/".
 func (a *API) Handler() http.Handler {
 	mux := http.NewServeMux()
-	for _, op := range []events.Operation{events.OperationChatCompletions, events.OperationCompletions, events.OperationEmbeddings} {
-		path := "/" + strings.ReplaceAll(string(op), ".", "/")
-		mux.Handle("POST /v1"+path, a.serve(op, events.APIFlavorOpenAI, false))
-		mux.Handle("POST /openai/v1"+path, a.serve(op, events.APIFlavorAzure, false))
-		mux.Handle("POST /openai/deployments/{deployment}"+path, a.serve(op, events.APIFlavorAzure, true))
+	for pattern, h := range a.endpoints() {
+		mux.Handle(pattern, h)
 	}
-	mux.HandleFunc("GET /v1/models", a.models)
-	mux.HandleFunc("GET /openai/v1/models", a.models)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		apierr.Write(w, apierr.NotFound("not_found", "no endpoint at %s %s", r.Method, r.URL.Path))
 	})
 	return mux
+}
+
+// Routes lists every app endpoint as "METHOD pattern"
+// ("POST /v1/chat/completions"), sorted: the table Handler serves, for
+// checks that must cover every route.
+func Routes() []string {
+	var a API // the handlers are built, never called
+	return slices.Sorted(maps.Keys(a.endpoints()))
 }
 
 // caller returns the resource whose key the request presents.

@@ -115,35 +115,62 @@ func (c caller) actor() string {
 
 type handlerFunc func(w http.ResponseWriter, r *http.Request, c caller) error
 
+// endpoint is one path of the management API and its handler per method.
+type endpoint struct {
+	pattern string
+	methods map[string]handlerFunc
+}
+
+// endpoints is the route table: Handler serves it and Routes lists it.
+func (a *API) endpoints() []endpoint {
+	op := func(h handlerFunc) handlerFunc { return a.operatorOnly(h) }
+	dep, fp, bl := a.deployments(), a.filterPolicies(), a.blocklists()
+	return []endpoint{
+		{"/mgmt/catalog", map[string]handlerFunc{"GET": op(a.getCatalog)}},
+		{"/mgmt/audit", map[string]handlerFunc{"GET": op(a.getAudit)}},
+		{"/mgmt/resources", map[string]handlerFunc{"GET": op(a.listResources)}},
+		{"/mgmt/resources/{name}", map[string]handlerFunc{
+			"GET": a.getResource, "PUT": op(a.putResource), "PATCH": op(a.patchResource), "DELETE": op(a.deleteResource)}},
+		{"/mgmt/resources/{name}/listKeys", map[string]handlerFunc{"POST": op(a.listKeys)}},
+		{"/mgmt/resources/{name}/regenerateKey", map[string]handlerFunc{"POST": op(a.regenerateKey)}},
+		{"/mgmt/resources/{name}/deployments", map[string]handlerFunc{"GET": op(listChildren(a, dep))}},
+		{"/mgmt/resources/{name}/deployments/{item}", map[string]handlerFunc{
+			"GET": op(getChild(a, dep)), "PUT": op(a.putDeployment), "DELETE": op(deleteChild(a, dep))}},
+		{"/mgmt/resources/{name}/contentFilterPolicies", map[string]handlerFunc{"GET": op(listChildren(a, fp))}},
+		{"/mgmt/resources/{name}/contentFilterPolicies/{item}", map[string]handlerFunc{
+			"GET": op(getChild(a, fp)), "PUT": op(a.putFilterPolicy), "DELETE": op(deleteChild(a, fp))}},
+		{"/mgmt/resources/{name}/blocklists", map[string]handlerFunc{"GET": op(listChildren(a, bl))}},
+		{"/mgmt/resources/{name}/blocklists/{item}", map[string]handlerFunc{
+			"GET": op(getChild(a, bl)), "PUT": op(a.putBlocklist), "DELETE": op(deleteChild(a, bl))}},
+		{"/mgmt/policies", map[string]handlerFunc{"GET": op(a.listPolicies)}},
+		{"/mgmt/policies/{name}", map[string]handlerFunc{
+			"GET": op(a.getPolicy), "PUT": op(a.putPolicy), "DELETE": op(a.deletePolicy)}},
+	}
+}
+
 // Handler returns the routes of /mgmt/.
 func (a *API) Handler() http.Handler {
 	mux := http.NewServeMux()
-	op := func(h handlerFunc) handlerFunc { return a.operatorOnly(h) }
-	route := func(pattern string, methods map[string]handlerFunc) {
-		mux.Handle(pattern, a.dispatch(methods))
+	for _, e := range a.endpoints() {
+		mux.Handle(e.pattern, a.dispatch(e.methods))
 	}
-	route("/mgmt/catalog", map[string]handlerFunc{"GET": op(a.getCatalog)})
-	route("/mgmt/audit", map[string]handlerFunc{"GET": op(a.getAudit)})
-	route("/mgmt/resources", map[string]handlerFunc{"GET": op(a.listResources)})
-	route("/mgmt/resources/{name}", map[string]handlerFunc{
-		"GET": a.getResource, "PUT": op(a.putResource), "PATCH": op(a.patchResource), "DELETE": op(a.deleteResource)})
-	route("/mgmt/resources/{name}/listKeys", map[string]handlerFunc{"POST": op(a.listKeys)})
-	route("/mgmt/resources/{name}/regenerateKey", map[string]handlerFunc{"POST": op(a.regenerateKey)})
-	dep, fp, bl := a.deployments(), a.filterPolicies(), a.blocklists()
-	route("/mgmt/resources/{name}/deployments", map[string]handlerFunc{"GET": op(listChildren(a, dep))})
-	route("/mgmt/resources/{name}/deployments/{item}", map[string]handlerFunc{
-		"GET": op(getChild(a, dep)), "PUT": op(a.putDeployment), "DELETE": op(deleteChild(a, dep))})
-	route("/mgmt/resources/{name}/contentFilterPolicies", map[string]handlerFunc{"GET": op(listChildren(a, fp))})
-	route("/mgmt/resources/{name}/contentFilterPolicies/{item}", map[string]handlerFunc{
-		"GET": op(getChild(a, fp)), "PUT": op(a.putFilterPolicy), "DELETE": op(deleteChild(a, fp))})
-	route("/mgmt/resources/{name}/blocklists", map[string]handlerFunc{"GET": op(listChildren(a, bl))})
-	route("/mgmt/resources/{name}/blocklists/{item}", map[string]handlerFunc{
-		"GET": op(getChild(a, bl)), "PUT": op(a.putBlocklist), "DELETE": op(deleteChild(a, bl))})
-	route("/mgmt/policies", map[string]handlerFunc{"GET": op(a.listPolicies)})
-	route("/mgmt/policies/{name}", map[string]handlerFunc{
-		"GET": op(a.getPolicy), "PUT": op(a.putPolicy), "DELETE": op(a.deletePolicy)})
 	mux.Handle("/mgmt/", a.dispatch(nil))
 	return mux
+}
+
+// Routes lists every endpoint of the management API as "METHOD
+// pattern" ("GET /mgmt/resources/{name}"), sorted: the table Handler
+// serves, for checks that must cover every route.
+func Routes() []string {
+	var a API // the handlers are built, never called
+	var routes []string
+	for _, e := range a.endpoints() {
+		for m := range e.methods {
+			routes = append(routes, m+" "+e.pattern)
+		}
+	}
+	slices.Sort(routes)
+	return routes
 }
 
 // dispatch authenticates the caller and runs the method's handler.
