@@ -63,14 +63,16 @@ func (h *Hold) Release() {
 // Revoked reports whether the held record's partition has left this
 // consumer (or was never held): its records go to the partition's next
 // owner, which reads them again from the held record, so whatever was
-// built from them here is to be dropped. True for a nil Hold.
+// built from them here is stale. While the partition is being revoked,
+// records already running finish first and Revoked is still false for
+// them. True for a nil Hold.
 func (h *Hold) Revoked() bool {
 	if h == nil || h.pt == nil {
 		return true
 	}
 	h.c.mu.Lock()
 	defer h.c.mu.Unlock()
-	return h.pt.gone || h.pt.closing
+	return h.pt.gone
 }
 
 // compact collapses each run of settled, unheld records behind the first
