@@ -104,11 +104,16 @@ type partTrack struct {
 	running int                  // records being handled now
 	closing bool                 // being revoked: queued records are dropped
 	gone    bool                 // revoked or lost: nothing more is marked
+
+	// compactAt is the length of pending at which runs of settled
+	// records behind a held one are collapsed (see Hold).
+	compactAt int
 }
 
 type pending struct {
 	r       *kgo.Record
 	settled bool
+	held    int // holds keeping the committed offset from passing this record
 }
 
 // keyQueue holds the records of one key, handled one at a time in order.
@@ -370,10 +375,11 @@ func (c *Consumer) drainKey(ctx context.Context, kq *keyQueue) {
 // held.
 func (c *Consumer) advance(pt *partTrack) {
 	n := 0
-	for n < len(pt.pending) && pt.pending[n].settled {
+	for n < len(pt.pending) && pt.pending[n].settled && pt.pending[n].held == 0 {
 		n++
 	}
 	if n == 0 {
+		compact(pt)
 		return
 	}
 	if !pt.gone {

@@ -388,6 +388,7 @@ func samples() map[events.Type][]events.Event {
 			events.InferenceChunk{
 				RequestID: "req_01J9Z6R3X8Q2M4N7P5T1V0W2Y3",
 				Seq:       0,
+				Attempt:   "inference-eu-1-5f2c9a7e",
 				Operation: events.OperationChatCompletions,
 				Body:      json.RawMessage(`{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1741944413,"model":"terroir-ngram-small","choices":[{"index":0,"delta":{"content":"The Loire"},"finish_reason":null}]}`),
 				CreatedAt: at.Add(120 * time.Millisecond),
@@ -397,6 +398,7 @@ func samples() map[events.Type][]events.Event {
 			events.InferenceResult{
 				RequestID: "req_01J9Z6R3X8Q2M4N7P5T1V0W2Y3",
 				Status:    events.StatusOK,
+				Attempt:   "inference-eu-1-5f2c9a7e",
 				Operation: events.OperationChatCompletions,
 				Body:      json.RawMessage(`{"id":"chatcmpl-1","object":"chat.completion","created":1741944413,"model":"terroir-ngram-small","choices":[{"index":0,"message":{"role":"assistant","content":"The Loire, the Seine and the Rhone."},"finish_reason":"stop"}]}`),
 				Usage:     &events.Usage{PromptTokens: 24, CompletionTokens: 10, TotalTokens: 34},

@@ -56,6 +56,12 @@ type InferenceChunk struct {
 	RequestID string `json:"request_id"`
 	// Seq is the chunk's position in the stream, from 0 without gaps.
 	Seq int `json:"seq"`
+	// Attempt names the worker run that wrote the chunk: every chunk and
+	// the result of one run carry the same value, and a run that starts
+	// the answer again (a redelivered or retried request) has a new one,
+	// so consumers tell two answers apart instead of splicing them. Empty
+	// means absent.
+	Attempt string `json:"attempt,omitempty"`
 	// Operation is the operation the chunk answers, so that content
 	// safety reads its body by type, not by guessing; empty means absent.
 	Operation Operation `json:"operation,omitempty"`
@@ -77,6 +83,9 @@ type InferenceResult struct {
 	RequestID string `json:"request_id"`
 	// Status is the outcome.
 	Status Status `json:"status"`
+	// Attempt names the worker run that wrote the result, as on its
+	// chunks; empty means absent.
+	Attempt string `json:"attempt,omitempty"`
 	// Operation is the operation the result answers, so that content
 	// safety reads its body by type; empty means absent.
 	Operation Operation `json:"operation,omitempty"`

@@ -19,6 +19,7 @@ import (
 	"github.com/testcontainers/testcontainers-go"
 	tckafka "github.com/testcontainers/testcontainers-go/modules/kafka"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
@@ -86,6 +87,9 @@ type Options struct {
 	Namespace  string   // default a fresh one per bus; share it to talk
 	InstanceID string   // default a fresh one
 	Logger     *zap.Logger
+	// ClientOpts are added to every franz-go client of the bus (hooks
+	// that let a test see what a consumer polled, say).
+	ClientOpts []kgo.Opt
 }
 
 // Bus returns a bus on the cluster with topics provisioned from the
@@ -120,7 +124,7 @@ func (c *Cluster) Bus(t testing.TB, o Options) *bus.Bus {
 	defer cancel()
 	b, err := bus.New(ctx, bus.Config{
 		Namespace: o.Namespace, Brokers: brokers, InstanceID: o.InstanceID,
-		Topics: defs, KeyWrapper: w, Logger: o.Logger,
+		Topics: defs, KeyWrapper: w, Logger: o.Logger, ClientOpts: o.ClientOpts,
 	})
 	if err != nil {
 		t.Fatal(err)

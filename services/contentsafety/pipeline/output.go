@@ -24,7 +24,15 @@ const idleStream = 10 * time.Minute
 
 // streamState is what the output stage holds of one streamed answer.
 type streamState struct {
-	seq     int // next reply sequence number (0 was the prompt verdict)
+	seq     int        // next reply sequence number (0 was the prompt verdict)
+	out     []outgoing // replies decided and not yet sent, in order
+	hold    *bus.Hold  // the stream's first record, uncommitted until the stream ends
+	attempt string     // the worker run the answer is read from
+	next    int        // the worker's sequence number expected next from it
+	retired map[string]bool
+	shown   bool                    // text of the answer, or a verdict on it, reached the app
+	final   *events.InferenceResult // the last reply, once decided
+	end     *streamEnd              // what abuse monitoring records of it
 	kind    openai.ChoiceKind
 	pol     control.FilterPolicy
 	bl      *classifier.Blocklists
@@ -58,6 +66,13 @@ type heldChunk struct {
 	choice json.RawMessage    // the choice as the model sent it
 }
 
+// outgoing is a reply chunk holding one choice, decided and not yet sent.
+type outgoing struct {
+	head   *openai.Completion
+	choice json.RawMessage
+	ann    *classifier.Annotations // to annotate the choice with; nil for none
+}
+
 // output is the output stage's handler.
 func (p *Pipeline) output(ctx context.Context, d *bus.Delivery) error {
 	switch d.Meta.Type.Name {
@@ -77,29 +92,66 @@ func (p *Pipeline) output(ctx context.Context, d *bus.Delivery) error {
 	return nil
 }
 
-func (p *Pipeline) state(m bus.Meta) (*streamState, error) {
+// lookup returns the state of a stream under way here. A stream whose
+// partition left this instance meanwhile is forgotten: its next owner
+// reads it again from its start, and so does this instance if the
+// partition comes back.
+func (p *Pipeline) lookup(id string) (*streamState, bool) {
 	p.streamsMu.Lock()
-	st, ok := p.streams[m.RequestID]
-	p.streamsMu.Unlock()
+	defer p.streamsMu.Unlock()
+	st, ok := p.streams[id]
+	if ok && st.hold.Revoked() {
+		delete(p.streams, id)
+		return nil, false
+	}
 	if ok {
 		st.last = time.Now()
+	}
+	return st, ok
+}
+
+// state returns the state of d's answer, starting it (and holding d's
+// record uncommitted until the answer ends) if there is none.
+func (p *Pipeline) state(d *bus.Delivery) (*streamState, error) {
+	if st, ok := p.lookup(d.Meta.RequestID); ok {
 		return st, nil
 	}
-	res, pol, bl, err := p.policy(m.Resource, m.Deployment)
+	res, pol, bl, err := p.policy(d.Meta.Resource, d.Meta.Deployment)
 	if err != nil {
 		return nil, err
 	}
-	st = &streamState{seq: 1, pol: pol, bl: bl, res: res, choices: map[int]*choiceState{}, last: time.Now()}
+	st := &streamState{seq: 1, pol: pol, bl: bl, res: res, choices: map[int]*choiceState{}, retired: map[string]bool{}, last: time.Now()}
+	if p.outputs != nil {
+		st.hold = p.outputs.Hold(d.Record)
+	}
 	p.streamsMu.Lock()
-	p.streams[m.RequestID] = st
+	p.streams[d.Meta.RequestID] = st
 	p.streamsMu.Unlock()
 	return st, nil
 }
 
-func (p *Pipeline) forget(id string) {
+// forget drops an answer's state and lets its records be committed; a
+// stream's ID is remembered for a while, so that the records of a run
+// that ends after it (or a redelivery of its own) add nothing.
+func (p *Pipeline) forget(id string, streamed bool) {
 	p.streamsMu.Lock()
+	st := p.streams[id]
 	delete(p.streams, id)
+	if streamed {
+		p.ended[id] = time.Now()
+	}
 	p.streamsMu.Unlock()
+	if st != nil {
+		st.hold.Release()
+	}
+}
+
+// hasEnded reports whether the stream id was answered here.
+func (p *Pipeline) hasEnded(id string) bool {
+	p.streamsMu.Lock()
+	defer p.streamsMu.Unlock()
+	_, ok := p.ended[id]
+	return ok
 }
 
 // sweep drops the state of streams that stopped without a result.
@@ -116,6 +168,12 @@ func (p *Pipeline) sweep(ctx context.Context) {
 		for id, st := range p.streams {
 			if time.Since(st.last) > idleStream {
 				delete(p.streams, id)
+				st.hold.Release()
+			}
+		}
+		for id, at := range p.ended {
+			if time.Since(at) > idleStream {
+				delete(p.ended, id)
 			}
 		}
 		p.streamsMu.Unlock()
@@ -180,10 +238,49 @@ func kindOf(op events.Operation, object string, streamed bool) openai.ChoiceKind
 	return openai.KindOf(object)
 }
 
+// admit reports whether a worker's chunk is the next one of the answer:
+// not a redelivery, not after a gap, and of the run the stream is read
+// from. A new run replaces the current one only while none of the
+// current run's text has reached the app; what the replaced run had
+// written is dropped unsent.
+func (st *streamState) admit(attempt string, seq int) bool {
+	if attempt != st.attempt {
+		if st.retired[attempt] || st.shown {
+			return false
+		}
+		if st.next > 0 {
+			st.retired[st.attempt] = true
+			st.restart()
+		}
+		st.attempt, st.next = attempt, 0
+	}
+	if seq != st.next {
+		return false
+	}
+	st.next++
+	return true
+}
+
+// restart forgets what a replaced run wrote.
+func (st *streamState) restart() {
+	st.choices = map[int]*choiceState{}
+	st.held = nil
+	st.head = nil
+	st.other = classifier.Result{}
+}
+
 func (p *Pipeline) chunk(ctx context.Context, d *bus.Delivery, c events.InferenceChunk) error {
-	st, err := p.state(d.Meta)
+	if p.hasEnded(d.Meta.RequestID) {
+		return nil // a run that ended after the answer, or a redelivery
+	}
+	st, err := p.state(d)
 	if err != nil {
 		return bus.Permanent(err)
+	}
+	if st.final != nil || !st.admit(c.Attempt, c.Seq) {
+		// Nothing new; what an earlier try of this record decided and
+		// could not send goes now.
+		return p.flush(ctx, d, st)
 	}
 	head := &openai.Completion{}
 	if err := json.Unmarshal(c.Body, head); err != nil {
@@ -225,10 +322,11 @@ func (p *Pipeline) chunk(ctx context.Context, d *bus.Delivery, c events.Inferenc
 	}
 	for _, cs := range st.choices {
 		if !cs.blocked && cs.stream.Pending() > 0 {
-			return nil // text not yet checked stays held
+			return p.flush(ctx, d, st) // text not yet checked stays held
 		}
 	}
-	return p.release(ctx, d, st)
+	st.release()
+	return p.flush(ctx, d, st)
 }
 
 // judge applies the policy to a choice's latest result; a blocked choice
@@ -242,29 +340,41 @@ func (p *Pipeline) judge(ctx context.Context, d *bus.Delivery, st *streamState, 
 		return nil
 	}
 	cs.blocked = true
+	st.shown = true
 	st.held = slices.DeleteFunc(st.held, func(h heldChunk) bool { return h.index == i })
 	end, err := json.Marshal(openai.NewBlockedChoice(st.kind, i, ann, !cs.released))
 	if err != nil {
 		return err
 	}
-	return p.send(ctx, d, st, head, end, nil)
+	st.out = append(st.out, outgoing{head: head, choice: end})
+	return nil
 }
 
-// send replies one chunk holding one choice.
-func (p *Pipeline) send(ctx context.Context, d *bus.Delivery, st *streamState, head *openai.Completion, choice json.RawMessage, ann *classifier.Annotations) error {
-	if ann != nil {
-		var err error
-		if choice, err = openai.AnnotateChoice(choice, *ann); err != nil {
+// flush sends the replies decided so far, in order. A reply is numbered
+// when it is sent, and leaves the queue only once sent, so a handler
+// that fails here and is tried again sends each exactly once.
+func (p *Pipeline) flush(ctx context.Context, d *bus.Delivery, st *streamState) error {
+	for len(st.out) > 0 {
+		o := st.out[0]
+		choice := o.choice
+		if o.ann != nil {
+			var err error
+			if choice, err = openai.AnnotateChoice(choice, *o.ann); err != nil {
+				return err
+			}
+		}
+		body, err := json.Marshal(o.head.WithChoices(choice))
+		if err != nil {
 			return err
 		}
+		if err := p.cfg.Bus.Reply(ctx, d, st.seq, false, events.InferenceChunk{RequestID: d.Meta.RequestID, Seq: st.seq, Operation: st.op(), Body: body, CreatedAt: time.Now().UTC()}); err != nil {
+			return err
+		}
+		st.seq++
+		st.out[0] = outgoing{}
+		st.out = st.out[1:]
 	}
-	body, err := json.Marshal(head.WithChoices(choice))
-	if err != nil {
-		return err
-	}
-	seq := st.seq
-	st.seq++
-	return p.cfg.Bus.Reply(ctx, d, seq, false, events.InferenceChunk{RequestID: d.Meta.RequestID, Seq: seq, Operation: st.op(), Body: body, CreatedAt: time.Now().UTC()})
+	return nil
 }
 
 // op is the operation of the stream's kind of choices.
@@ -275,107 +385,169 @@ func (st *streamState) op() events.Operation {
 	return events.OperationChatCompletions
 }
 
-// release sends every held chunk, annotated with its choice's results.
-func (p *Pipeline) release(ctx context.Context, d *bus.Delivery, st *streamState) error {
+// release lets every held chunk go out, annotated with its choice's
+// results.
+func (st *streamState) release() {
 	for _, h := range st.held {
 		cs := st.choices[h.index]
 		ann := cs.ann
-		if err := p.send(ctx, d, st, h.head, h.choice, &ann); err != nil {
-			return err
-		}
+		st.out = append(st.out, outgoing{head: h.head, choice: h.choice, ann: &ann})
 		cs.released = true
+		st.shown = st.shown || cs.text.Len() > 0
 	}
 	st.held = st.held[:0]
-	return nil
 }
 
 func (p *Pipeline) result(ctx context.Context, d *bus.Delivery, r events.InferenceResult) error {
-	p.streamsMu.Lock()
-	st, streamed := p.streams[d.Meta.RequestID]
-	p.streamsMu.Unlock()
-	defer p.forget(d.Meta.RequestID)
-	if !streamed {
-		var err error
-		if st, err = p.state(d.Meta); err != nil {
-			return bus.Permanent(err)
-		}
+	id := d.Meta.RequestID
+	if p.hasEnded(id) {
+		return nil // a run that ended after the stream, or a redelivery
 	}
+	if st, streamed := p.lookup(id); streamed {
+		return p.endStream(ctx, d, st, r)
+	}
+	st, err := p.state(d)
+	if err != nil {
+		return bus.Permanent(err)
+	}
+	defer p.forget(id, false)
 	promptResults := r.PromptFilterResults
 	r.PromptFilterResults = nil
-	if !streamed && len(promptResults) > 0 {
+	if len(promptResults) > 0 {
 		st.seq = 0 // no verdict was sent: this answer is the only reply
 	}
-	if r.Status != events.StatusOK {
+	if r.Status != events.StatusOK || len(r.Body) == 0 {
 		return p.cfg.Bus.Reply(ctx, d, st.seq, true, r)
 	}
-	var texts []string
-	var merged classifier.Result
-	var worst *classifier.Annotations
-	anyBlocked := false
-	output := r.Body
-	op := r.Operation
-	if streamed {
-		head := st.head
-		op = st.op()
-		idx := make([]int, 0, len(st.choices))
-		for i := range st.choices {
-			idx = append(idx, i)
-		}
-		slices.Sort(idx)
-		type outChoice struct {
-			Index int    `json:"index"`
-			Text  string `json:"text"`
-		}
-		var outs []outChoice
-		for _, i := range idx {
-			cs := st.choices[i]
-			if !cs.blocked {
-				r, err := p.guardChoice(ctx, d.Geo, st, cs, cs.stream.Flush())
-				if err != nil {
-					return err
-				}
-				if err := p.judge(ctx, d, st, headOr(head, st), i, cs, r); err != nil {
-					return err
-				}
-			}
-			merged = classifier.Merge(merged, cs.result)
-			texts = append(texts, cs.text.String())
-			if cs.blocked || worst == nil {
-				ann := cs.ann
-				worst = &ann
-			}
-			anyBlocked = anyBlocked || cs.blocked
-			outs = append(outs, outChoice{Index: i, Text: cs.text.String()})
-		}
-		if err := p.release(ctx, d, st); err != nil {
-			return err
-		}
-		merged = classifier.Merge(merged, st.other)
-		var err error
-		if output, err = json.Marshal(map[string]any{"choices": outs}); err != nil {
-			return err
-		}
-	} else if len(r.Body) > 0 {
-		var top openai.Completion
-		if err := json.Unmarshal(r.Body, &top); err != nil {
-			return bus.Permanent(fmt.Errorf("reading an answer: %w", err))
-		}
-		if op == "" {
-			op = operationOf(top.Object)
-		}
-		body, t, m, w, b, err := p.checkBody(ctx, d.Geo, st, top, kindOf(op, top.Object, false), promptResults)
-		if err != nil {
-			return err
-		}
-		r.Body, output, texts, merged, worst, anyBlocked = body, body, t, m, w, b
+	var top openai.Completion
+	if err := json.Unmarshal(r.Body, &top); err != nil {
+		return bus.Permanent(fmt.Errorf("reading an answer: %w", err))
 	}
+	op := r.Operation
+	if op == "" {
+		op = operationOf(top.Object)
+	}
+	body, texts, merged, worst, anyBlocked, err := p.checkBody(ctx, d.Geo, st, top, kindOf(op, top.Object, false), promptResults)
+	if err != nil {
+		return err
+	}
+	r.Body = body
 	reply := p.cfg.Bus.ReplyAsync(ctx, d, st.seq, true, r)
 	if worst == nil { // embeddings carry no text to check
 		return reply.Wait()
 	}
 	// The answer does not wait for the records of abuse monitoring.
-	err := p.record(ctx, d, st, op, output, merged, *worst, anyBlocked, strings.Join(texts, "\n"))
+	err = p.record(ctx, d, st, op, body, merged, *worst, anyBlocked, strings.Join(texts, "\n"))
 	return errors.Join(reply.Wait(), err)
+}
+
+// endStream ends a stream with the worker's result r: the last windows of
+// every choice are checked, what was held back is released or withheld,
+// and the result goes out as the last reply. Only the run the stream is
+// read from ends it; see admit for what another run's result does.
+func (p *Pipeline) endStream(ctx context.Context, d *bus.Delivery, st *streamState, r events.InferenceResult) error {
+	if st.final == nil {
+		switch {
+		case r.Attempt == st.attempt:
+		case st.retired[r.Attempt]:
+			return p.flush(ctx, d, st) // the end of a replaced run
+		case st.shown:
+			// The run the app is reading will not end here: its worker
+			// stopped mid-answer and another run finished instead. What
+			// the app has stands; the rest is not spliced from another
+			// answer.
+			p.log.Warn("stream interrupted: another worker run ended it", zap.String("request_id", d.Meta.RequestID), zap.Int("chunks", st.next))
+			r = events.InferenceResult{RequestID: r.RequestID, Status: events.StatusError, Operation: r.Operation, CreatedAt: time.Now().UTC(),
+				Error: &events.ResultError{Kind: events.ErrorUpstreamFailed, Code: "answer_interrupted", Message: "the model stopped in the middle of its answer; retry the request"}}
+		default:
+			// Nothing of the answer reached the app: the run that ended
+			// (without chunks) is the answer.
+			st.retired[st.attempt] = true
+			st.restart()
+			st.attempt, st.next = r.Attempt, 0
+		}
+		r.Attempt, r.PromptFilterResults = "", nil
+		end, err := p.finishChoices(ctx, d, st)
+		if err != nil {
+			return err
+		}
+		st.end, st.final = end, &r
+	}
+	if err := p.flush(ctx, d, st); err != nil {
+		return err
+	}
+	reply := p.cfg.Bus.ReplyAsync(ctx, d, st.seq, true, *st.final)
+	var err error
+	if e := st.end; e != nil {
+		// The answer does not wait for the records of abuse monitoring.
+		err = p.record(ctx, d, st, e.op, e.output, e.merged, e.worst, e.blocked, e.text)
+	}
+	if err := errors.Join(reply.Wait(), err); err != nil {
+		return err
+	}
+	p.forget(d.Meta.RequestID, true)
+	return nil
+}
+
+// streamEnd is what abuse monitoring records of a stream that ended.
+type streamEnd struct {
+	op      events.Operation
+	output  json.RawMessage
+	merged  classifier.Result
+	worst   classifier.Annotations
+	blocked bool
+	text    string
+}
+
+// finishChoices checks the last window of every choice of a stream and
+// releases or withholds what is held. It returns the stream's record for
+// abuse monitoring, nil when the stream carried no choices.
+func (p *Pipeline) finishChoices(ctx context.Context, d *bus.Delivery, st *streamState) (*streamEnd, error) {
+	idx := make([]int, 0, len(st.choices))
+	for i := range st.choices {
+		idx = append(idx, i)
+	}
+	slices.Sort(idx)
+	type outChoice struct {
+		Index int    `json:"index"`
+		Text  string `json:"text"`
+	}
+	var (
+		outs       []outChoice
+		texts      []string
+		merged     classifier.Result
+		worst      *classifier.Annotations
+		anyBlocked bool
+	)
+	for _, i := range idx {
+		cs := st.choices[i]
+		if !cs.blocked {
+			r, err := p.guardChoice(ctx, d.Geo, st, cs, cs.stream.Flush())
+			if err != nil {
+				return nil, err
+			}
+			if err := p.judge(ctx, d, st, headOr(st.head, st), i, cs, r); err != nil {
+				return nil, err
+			}
+		}
+		merged = classifier.Merge(merged, cs.result)
+		texts = append(texts, cs.text.String())
+		if cs.blocked || worst == nil {
+			ann := cs.ann
+			worst = &ann
+		}
+		anyBlocked = anyBlocked || cs.blocked
+		outs = append(outs, outChoice{Index: i, Text: cs.text.String()})
+	}
+	st.release()
+	if worst == nil {
+		return nil, nil
+	}
+	output, err := json.Marshal(map[string]any{"choices": outs})
+	if err != nil {
+		return nil, err
+	}
+	return &streamEnd{op: st.op(), output: output, merged: classifier.Merge(merged, st.other), worst: *worst, blocked: anyBlocked, text: strings.Join(texts, "\n")}, nil
 }
 
 // headOr is the chunk head a filter-finish chunk uses when none is held.

@@ -16,6 +16,20 @@
 // waiting instance (a stream from seq 1 on; a non-streamed answer is its
 // one reply, seq 0).
 //
+// A stream survives redelivery and rebalances. Its first record stays
+// uncommitted until the stream has ended (bus.Consumer.Hold), so an
+// instance that stops mid-stream, with text held back, leaves the whole
+// stream to the partition's next owner, which reads it again from its
+// start, decides the same replies with the same sequence numbers, and the
+// waiting instance drops the ones it already has. Chunks are taken in by
+// the worker's sequence number, so a redelivered chunk adds nothing. Each
+// worker run names its attempt; the first run read keeps the stream,
+// except that while none of its text has reached the app a new run (a
+// redelivered request started again) replaces it, and once some has, a
+// different run that ends first ends the stream with an error, because
+// the run the app is reading will not finish and two answers are never
+// spliced.
+//
 // Both stages publish a safety signal (categories, rule IDs and a keyed
 // hash, never text) and, unless the resource opted out of content logging,
 // an abuse-monitoring record (sealed under the abuse key) to the
@@ -65,8 +79,13 @@ type Pipeline struct {
 	blocks  map[string]*classifier.Blocklists // per resource
 	blSince <-chan struct{}
 
+	// outputs is the output stage's consumer, which holds the first
+	// record of each stream uncommitted until the stream has ended.
+	outputs *bus.Consumer
+
 	streamsMu sync.Mutex
 	streams   map[string]*streamState // per request ID
+	ended     map[string]time.Time    // streams answered here, when
 }
 
 // New checks cfg.
@@ -78,7 +97,7 @@ func New(cfg Config) (*Pipeline, error) {
 		cfg.Stream = classifier.StreamOptions{Window: 256, Overlap: 64}
 	}
 	return &Pipeline{cfg: cfg, log: cfg.Log.Named("pipeline"), blocks: map[string]*classifier.Blocklists{},
-		blSince: cfg.State.Changed(), streams: map[string]*streamState{}}, nil
+		blSince: cfg.State.Changed(), streams: map[string]*streamState{}, ended: map[string]time.Time{}}, nil
 }
 
 // Run runs both stages until ctx ends.
@@ -89,8 +108,10 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	}
 	outputs, err := p.cfg.Bus.NewConsumer(bus.ConsumerConfig{Group: "contentsafety-output", Streams: []string{bus.StreamCompletions}, Geos: p.cfg.Geos, Handler: p.output})
 	if err != nil {
+		prompts.Close()
 		return err
 	}
+	p.outputs = outputs
 	errs := make(chan error, 3)
 	var wg sync.WaitGroup
 	wg.Go(func() { errs <- prompts.Run(ctx) })

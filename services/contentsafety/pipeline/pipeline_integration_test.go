@@ -13,6 +13,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/terroir-ai/terroir/pkg/bus"
 	"github.com/terroir-ai/terroir/pkg/bus/bustest"
 	"github.com/terroir-ai/terroir/pkg/control"
@@ -24,12 +26,17 @@ import (
 // the test plays ingress (requests, replies) and the inference worker
 // (whatever each request's script says it answers).
 type harness struct {
-	t      *testing.T
-	bus    *bus.Bus
-	req    *bus.Requester
-	seq    atomic.Int64
-	mu     sync.Mutex
-	script map[string]func(emit func(ev events.Event, final bool)) // by request ID
+	t       *testing.T
+	cluster *bustest.Cluster
+	ns      string
+	cfg     Config // of every pipeline instance, but for its bus
+	bus     *bus.Bus
+	req     *bus.Requester
+	seq     atomic.Int64
+	mu      sync.Mutex
+	script  map[string]func(emit func(ev events.Event, final bool)) // by request ID
+	// stop stops the pipeline instance newHarness started.
+	stop func()
 }
 
 // harnessOption adjusts the pipeline's configuration or control state.
@@ -37,7 +44,9 @@ type harnessOption func(*Config, *control.State)
 
 func newHarness(t *testing.T, opts ...harnessOption) *harness {
 	t.Helper()
-	b := bustest.New(t).Bus(t, bustest.Options{Geos: []string{"eu"}})
+	cluster := bustest.New(t)
+	ns := bustest.Namespace()
+	b := cluster.Bus(t, bustest.Options{Geos: []string{"eu"}, Namespace: ns})
 	st := control.NewState(zap.NewNop())
 	spec, err := json.Marshal(control.Resource{Name: "acme", Location: "eu", OptOutApproved: true, ContentLogging: false})
 	if err != nil {
@@ -53,18 +62,14 @@ func newHarness(t *testing.T, opts ...harnessOption) *harness {
 	for _, o := range opts {
 		o(&cfg, st)
 	}
-	p, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := &harness{t: t, bus: b, script: map[string]func(func(events.Event, bool)){}}
+	h := &harness{t: t, cluster: cluster, ns: ns, cfg: cfg, bus: b, script: map[string]func(func(events.Event, bool)){}}
+	h.stop = h.start(b)
 	ctx, cancel := context.WithCancel(context.Background())
 	model, err := b.NewConsumer(bus.ConsumerConfig{Group: "scripted-model", Streams: []string{bus.StreamInference}, Geos: []string{"eu"}, Handler: h.model})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup
-	wg.Go(func() { _ = p.Run(ctx) })
 	wg.Go(func() { _ = model.Run(ctx) })
 	h.req, err = b.NewRequester(ctx, "eu")
 	if err != nil {
@@ -76,6 +81,41 @@ func newHarness(t *testing.T, opts ...harnessOption) *harness {
 		wg.Wait()
 	})
 	return h
+}
+
+// start runs a pipeline instance on b until the returned function (or
+// the end of the test) stops it.
+func (h *harness) start(b *bus.Bus) (stop func()) {
+	h.t.Helper()
+	cfg := h.cfg
+	cfg.Bus = b
+	p, err := New(cfg)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = p.Run(ctx)
+	}()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			<-done
+		})
+	}
+	h.t.Cleanup(stop)
+	return stop
+}
+
+// instance starts a pipeline instance of its own, as another process
+// would be, on a bus of its own with opts on its clients.
+func (h *harness) instance(opts ...kgo.Opt) (stop func()) {
+	h.t.Helper()
+	b := h.cluster.Bus(h.t, bustest.Options{Geos: []string{"eu"}, Namespace: h.ns, ClientOpts: opts})
+	return h.start(b)
 }
 
 // model answers an approved request as its script says.
@@ -113,43 +153,61 @@ func (h *harness) model(ctx context.Context, d *bus.Delivery) error {
 // replies' bodies in order.
 func (h *harness) call(op events.Operation, stream bool, body string, script func(id string, emit func(events.Event, bool))) []events.Event {
 	h.t.Helper()
+	_, rs := h.send(op, stream, body, script)
+	out, err := h.collect(rs, 30*time.Second)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return out
+}
+
+// send sends a request whose model answers with script, and returns its
+// ID and its replies; the replies are closed when the test ends.
+func (h *harness) send(op events.Operation, stream bool, body string, script func(id string, emit func(events.Event, bool))) (string, *bus.ReplyStream) {
+	h.t.Helper()
 	id := fmt.Sprintf("req_%d_%d", time.Now().UnixNano(), h.seq.Add(1))
 	if script != nil {
 		h.mu.Lock()
 		h.script[id] = func(emit func(events.Event, bool)) { script(id, emit) }
 		h.mu.Unlock()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	req := events.InferenceRequest{RequestID: id, Resource: "acme", HomeGeo: "eu", ProcessingGeo: "eu", Deployment: "chat", SKU: "Standard",
 		Model: "scripted", Operation: op, Stream: stream, APIFlavor: "openai", Body: json.RawMessage(body), CreatedAt: time.Now().UTC()}
-	rs, err := h.req.Request(ctx, "eu", bus.StreamRequests, bus.Meta{RequestID: id, Resource: "acme", HomeGeo: "eu", Deployment: "chat"}, req)
+	rs, err := h.req.Request(h.t.Context(), "eu", bus.StreamRequests, bus.Meta{RequestID: id, Resource: "acme", HomeGeo: "eu", Deployment: "chat"}, req)
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	defer rs.Close()
+	h.t.Cleanup(rs.Close)
+	return id, rs
+}
+
+// collect returns the replies' bodies in order, up to the final one. It
+// may run outside the test's goroutine.
+func (h *harness) collect(rs *bus.ReplyStream, within time.Duration) ([]events.Event, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
 	var out []events.Event
 	for {
 		d, err := rs.Next(ctx)
 		if err != nil {
-			h.t.Fatalf("waiting for replies: %v (got %d)", err, len(out))
+			return out, fmt.Errorf("waiting for replies: %w (got %d)", err, len(out))
 		}
 		switch d.Meta.Type.Name {
 		case events.TypeInferenceChunk.Name:
 			var c events.InferenceChunk
 			if err := d.Decode(ctx, &c); err != nil {
-				h.t.Fatal(err)
+				return out, err
 			}
 			out = append(out, c)
 		default:
 			var r events.InferenceResult
 			if err := d.Decode(ctx, &r); err != nil {
-				h.t.Fatal(err)
+				return out, err
 			}
 			out = append(out, r)
 		}
 		if d.Meta.Final {
-			return out
+			return out, nil
 		}
 	}
 }

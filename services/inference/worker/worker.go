@@ -9,6 +9,7 @@ package worker
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -121,6 +122,11 @@ func (w *Worker) handle(ctx context.Context, d *bus.Delivery) error {
 	meta := d.Meta
 	meta.Key = ""
 	seq := 0
+	// Every run of a request names itself: a redelivered request (this
+	// worker stopped, or lost the partition, mid-answer) or a retried one
+	// starts the answer again, and content safety must not splice it with
+	// what an earlier run wrote.
+	attempt := w.cfg.Instance + "-" + rand.Text()
 	// Chunks go out without waiting for each acknowledgement (the
 	// producer keeps their order); the result waits for all of them.
 	var chunks []*bus.Sending
@@ -136,7 +142,7 @@ func (w *Worker) handle(ctx context.Context, d *bus.Delivery) error {
 		}
 		return w.cfg.Bus.Publish(ctx, d.Geo, bus.StreamCompletions, meta, ev)
 	}
-	result := events.InferenceResult{RequestID: req.RequestID, Status: events.StatusOK, Operation: req.Operation, PromptFilterResults: req.PromptFilterResults}
+	result := events.InferenceResult{RequestID: req.RequestID, Status: events.StatusOK, Attempt: attempt, Operation: req.Operation, PromptFilterResults: req.PromptFilterResults}
 	be, ok := w.cfg.Backends[req.Model]
 	if !ok {
 		result.Status, result.Error = events.StatusError, &events.ResultError{Kind: events.ErrorNotFound, Code: "model_not_found",
@@ -144,7 +150,7 @@ func (w *Worker) handle(ctx context.Context, d *bus.Delivery) error {
 	} else {
 		rctx, cancel := context.WithTimeout(ctx, w.cfg.Timeout)
 		ans, err := be.Serve(rctx, req, func(chunk []byte) error {
-			return publish(events.InferenceChunk{RequestID: req.RequestID, Seq: seq, Operation: req.Operation, Body: chunk, CreatedAt: time.Now().UTC()}, false)
+			return publish(events.InferenceChunk{RequestID: req.RequestID, Seq: seq, Attempt: attempt, Operation: req.Operation, Body: chunk, CreatedAt: time.Now().UTC()}, false)
 		})
 		cancel()
 		if err != nil {

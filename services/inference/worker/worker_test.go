@@ -215,3 +215,52 @@ func TestWorkerAnswersOnTheCompletionsTopic(t *testing.T) {
 		time.Sleep(20 * time.Millisecond) // polling with a deadline
 	}
 }
+
+// TestEachRunNamesItsAttempt: the chunks and the result of one run of a
+// request carry one attempt name, and running the same request again (a
+// redelivery) names a new one, so content safety can tell the two
+// answers apart.
+func TestEachRunNamesItsAttempt(t *testing.T) {
+	t.Parallel()
+	b, got := startWorker(t)
+	const body = `{"model":"chat","messages":[{"role":"user","content":"Tell me about the sea."}],"max_tokens":12,"stream":true,"seed":7}`
+	send(t, b, "twice-1", events.OperationChatCompletions, true, body)
+	first := len(got.wait(t, "twice-1"))
+	send(t, b, "twice-1", events.OperationChatCompletions, true, body)
+	var all []*bus.Delivery
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got.mu.Lock()
+		all = append(all[:0], got.byID["twice-1"]...)
+		got.mu.Unlock()
+		if len(all) > first && all[len(all)-1].Meta.Final {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the second run did not finish (%d records)", len(all))
+		}
+		time.Sleep(10 * time.Millisecond) // polling with a deadline
+	}
+	attempts := make([]string, len(all))
+	for i, d := range all {
+		var ev struct {
+			Attempt string `json:"attempt"`
+		}
+		if err := d.Decode(t.Context(), &ev); err != nil {
+			t.Fatal(err)
+		}
+		attempts[i] = ev.Attempt
+	}
+	for i, a := range attempts {
+		run := attempts[0]
+		if i >= first {
+			run = attempts[first]
+		}
+		if a == "" || a != run {
+			t.Fatalf("record %d names attempt %q, its run %q (all: %v)", i, a, run, attempts)
+		}
+	}
+	if attempts[0] == attempts[first] {
+		t.Fatalf("both runs name attempt %q", attempts[0])
+	}
+}
