@@ -11,7 +11,7 @@ MODULES := pkg services/ingress services/contentsafety services/inference \
 # .terroir/test-artifacts.
 TESTFLAGS ?= -race -count=1 -timeout 15m -artifacts -outputdir $(CURDIR)/.terroir/test-artifacts
 
-.PHONY: run smoke devstack test vet fmt-check build bench deps fuzz
+.PHONY: run smoke devstack test vet fmt-check build bench bench-stack deps fuzz
 
 ## run: start the dev stack (embedded Kafka, Redis, every service); Ctrl-C stops it
 # The launcher is built, not `go run`, so a clean Ctrl-C exits 0.
@@ -49,11 +49,15 @@ build:
 		$(GO) build -o .terroir/bin/$$s ./services/$$s; \
 	done
 
-## bench: bus latency/throughput, encryption cost, content-classifier quality and speed, review-store ingest and lookup, printed as tables
-bench:
+## bench: the stack as `make run` starts it under load from outside, bus latency/throughput, encryption cost, content-classifier quality and speed, review-store ingest and lookup, printed as tables
+bench: bench-stack
 	cd scripts && $(GO) run ./busbench
 	cd scripts && $(GO) run ./safetyeval
 	cd scripts && $(GO) run ./reviewbench
+
+## bench-stack: start the stack as `make run` does plus a zero-delay upstream model, load it over HTTP, print latency added, CPU per request of every process, throughput and streams
+bench-stack:
+	cd scripts && $(GO) run ./stackbench
 
 # Fuzz targets as module:package:FuzzName. `make test` runs their seed
 # corpora (inline seeds and testdata/fuzz/); `make fuzz` searches for new
