@@ -69,6 +69,27 @@ func startResponder(t *testing.T, s *daemontest.Service) *responder {
 			if strings.Contains(string(req.Body), "SILENCE") {
 				return nil
 			}
+			if strings.Contains(string(req.Body), "DELAY") { // a model slower than the write timeout
+				select {
+				case <-time.After(2 * time.Second):
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+			if strings.Contains(string(req.Body), "FLOOD") && req.Stream { // more output than a stalled client's buffers hold
+				if err := b.Reply(ctx, d, 0, false, events.InferenceChunk{RequestID: req.RequestID, Body: json.RawMessage(verdict), CreatedAt: time.Now()}); err != nil {
+					return err
+				}
+				word := strings.Repeat("x", 200<<10)
+				const chunks = 48
+				for i := 1; i <= chunks; i++ {
+					chunk := `{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"chat","choices":[{"index":0,"delta":{"content":"` + word + `"},"finish_reason":null}]}`
+					if err := b.Reply(ctx, d, i, false, events.InferenceChunk{RequestID: req.RequestID, Seq: i, Body: json.RawMessage(chunk), CreatedAt: time.Now()}); err != nil {
+						return err
+					}
+				}
+				return b.Reply(ctx, d, chunks+1, true, events.InferenceResult{RequestID: req.RequestID, Status: events.StatusOK, CreatedAt: time.Now()})
+			}
 			if strings.Contains(string(req.Body), "BLOCKME") {
 				return b.Reply(ctx, d, 0, true, events.InferenceResult{RequestID: req.RequestID, Status: events.StatusFiltered,
 					Body: json.RawMessage(blockedBody), CreatedAt: time.Now()})

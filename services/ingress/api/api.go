@@ -61,8 +61,13 @@ type Config struct {
 	MaxBody int64
 	// Timeout bounds one request from publishing to the last reply.
 	Timeout time.Duration
-	Log     *zap.Logger
-	Now     func() time.Time
+	// WriteTimeout bounds each write to the client: a whole JSON answer,
+	// or one event of a stream with its flush. It replaces the server's
+	// deadline for the whole response, which would cut off a long
+	// healthy stream or an answer the model took long to give.
+	WriteTimeout time.Duration
+	Log          *zap.Logger
+	Now          func() time.Time
 }
 
 // API serves the app paths.
@@ -74,8 +79,8 @@ type API struct {
 
 // New checks cfg and returns the API.
 func New(cfg Config) (*API, error) {
-	if cfg.State == nil || cfg.Catalog == nil || cfg.Capacity == nil || len(cfg.Requesters) == 0 || cfg.Log == nil || cfg.MaxBody <= 0 || cfg.Timeout <= 0 {
-		return nil, errors.New("api: state, catalog, capacity, requesters, logger, body limit and timeout are required")
+	if cfg.State == nil || cfg.Catalog == nil || cfg.Capacity == nil || len(cfg.Requesters) == 0 || cfg.Log == nil || cfg.MaxBody <= 0 || cfg.Timeout <= 0 || cfg.WriteTimeout <= 0 {
+		return nil, errors.New("api: state, catalog, capacity, requesters, logger, body limit, timeout and write timeout are required")
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -215,6 +220,34 @@ func parse(op events.Operation, raw []byte) (parsed, error) {
 	return p, nil
 }
 
+// deadlineWriter puts a deadline on every write to the client, so a
+// client that stops reading is cut off after timeout without a stall
+// in one write, while the time before the first write (the model
+// thinking) and the length of a stream are bounded by the request
+// timeout only. A failed write also ends the request's context.
+type deadlineWriter struct {
+	http.ResponseWriter
+	rc      *http.ResponseController
+	timeout time.Duration
+}
+
+func (w *deadlineWriter) Write(b []byte) (int, error) {
+	_ = w.rc.SetWriteDeadline(time.Now().Add(w.timeout))
+	return w.ResponseWriter.Write(b)
+}
+
+// FlushError is what http.ResponseController.Flush calls.
+func (w *deadlineWriter) FlushError() error {
+	_ = w.rc.SetWriteDeadline(time.Now().Add(w.timeout))
+	return w.rc.Flush()
+}
+
+// Flush makes the writer an http.Flusher.
+func (w *deadlineWriter) Flush() { _ = w.FlushError() }
+
+// Unwrap gives http.ResponseController the underlying writer.
+func (w *deadlineWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
 // tokenEstimate is prompt + limit*choices for a validated request (every
 // term positive), saturating at math.MaxInt: a huge max_tokens must not
 // wrap around to an estimate the rate limit would wave through.
@@ -227,6 +260,7 @@ func tokenEstimate(prompt, limit, choices int) int {
 
 func (a *API) serve(op events.Operation, flavor events.APIFlavor, deploymentPath bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w = &deadlineWriter{ResponseWriter: w, rc: http.NewResponseController(w), timeout: a.cfg.WriteTimeout}
 		if err := a.handle(w, r, op, flavor, deploymentPath); err != nil {
 			apierr.Write(w, err)
 		}
