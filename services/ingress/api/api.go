@@ -168,6 +168,10 @@ type parsed struct {
 	estimate  int // tokens, for the rate limit
 	choices   int
 	usageTail bool // stream_options.include_usage
+	// limit is the output tokens per choice the request set, under
+	// limitParam ("max_tokens", "max_completion_tokens"); 0 when unset.
+	limit      int
+	limitParam string
 }
 
 func parse(op events.Operation, raw []byte) (parsed, error) {
@@ -182,6 +186,12 @@ func parse(op events.Operation, raw []byte) (parsed, error) {
 		v = &req
 		p.model, p.stream, p.choices, p.usageTail = req.Model, req.Stream, req.Choices(), req.IncludeUsage()
 		limit := req.TokenLimit()
+		p.limit = limit
+		if req.MaxCompletionTokens != nil {
+			p.limitParam = "max_completion_tokens"
+		} else if req.MaxTokens != nil {
+			p.limitParam = "max_tokens"
+		}
 		if limit == 0 {
 			limit = 256 // what an answer is assumed to take when the request sets no limit
 		}
@@ -196,11 +206,16 @@ func parse(op events.Operation, raw []byte) (parsed, error) {
 		}
 		v = &req
 		p.model, p.stream, p.choices, p.usageTail = req.Model, req.Stream, req.Choices(), req.IncludeUsage()
-		limit := 16
+		limit := 16 // the completions API's default
 		if req.MaxTokens != nil {
 			limit = *req.MaxTokens
+			p.limit, p.limitParam = limit, "max_tokens"
 		}
-		p.estimate = tokenEstimate(len(req.Prompt)/4, limit, p.choices)
+		generated := p.choices // best_of choices are generated, n returned
+		if req.BestOf != nil {
+			generated = max(generated, *req.BestOf)
+		}
+		p.estimate = tokenEstimate(len(req.Prompt)/4, limit, generated)
 	case events.OperationEmbeddings:
 		var req openai.EmbeddingRequest
 		if err := apierr.DecodeBytes(raw, &req); err != nil {
@@ -307,6 +322,10 @@ func (a *API) handle(w http.ResponseWriter, r *http.Request, op events.Operation
 		return &apierr.Error{Status: http.StatusBadRequest, Type: apierr.TypeInvalidRequest, Code: "OperationNotSupported", Param: "model",
 			Message: fmt.Sprintf("deployment %q (model %s) does not support %s", dep.Name, dep.Model, op)}
 	}
+	if p.limitParam != "" && m.MaxOutputTokens > 0 && p.limit > m.MaxOutputTokens {
+		return apierr.Invalid(p.limitParam, "%s is too large: %d. The model of deployment %q (%s) writes at most %d tokens per choice.",
+			p.limitParam, p.limit, dep.Name, dep.Model, m.MaxOutputTokens)
+	}
 	if dep.SKU == events.SKUGlobalBatch || dep.SKU == events.SKUDataZoneBatch {
 		return &apierr.Error{Status: http.StatusBadRequest, Type: apierr.TypeInvalidRequest, Code: "OperationNotSupported", Param: "model",
 			Message: fmt.Sprintf("deployment %q is a %s deployment; send its requests through the Batch API", dep.Name, dep.SKU)}
@@ -315,6 +334,11 @@ func (a *API) handle(w http.ResponseWriter, r *http.Request, op events.Operation
 	adm := a.limits.admit(res.Name+"/"+dep.Name, dep.Capacity, enf.Action == "throttle", p.estimate, a.cfg.Now())
 	w.Header().Set("x-ratelimit-remaining-requests", strconv.FormatInt(adm.requestsRemaining, 10))
 	w.Header().Set("x-ratelimit-remaining-tokens", strconv.FormatInt(adm.tokensRemaining, 10))
+	if adm.neverFits {
+		return &apierr.Error{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "429",
+			Message: fmt.Sprintf("This request may use up to %d tokens (its prompt, and max_tokens for every choice), more than deployment %q's whole rate limit of %d tokens per minute, so it can never be admitted: lower max_tokens or n, or raise the deployment's capacity.",
+				p.estimate, dep.Name, adm.tokensPerMinute)}
+	}
 	if !adm.ok {
 		secs := int(adm.retryAfter/time.Second) + 1
 		w.Header().Set("Retry-After", strconv.Itoa(secs))
