@@ -18,6 +18,22 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
+// Limits of the admin server. Probes and scrapes send small headers and
+// no body; a profile or trace may run for up to WriteTimeout (pprof
+// refuses a longer one with a clear error).
+const (
+	// MaxHeaderBytes bounds a request's line and headers; more is 431.
+	MaxHeaderBytes = 16 << 10
+	// ReadHeaderTimeout and ReadTimeout bound the time to send a request.
+	ReadHeaderTimeout = 5 * time.Second
+	ReadTimeout       = 10 * time.Second
+	// WriteTimeout bounds a whole response, so a scraper that stops
+	// reading cannot hold a handler; it leaves room for a 60 s profile.
+	WriteTimeout = 90 * time.Second
+	// IdleTimeout bounds a kept-alive connection between requests.
+	IdleTimeout = time.Minute
+)
+
 // ReadyFunc reports why the service is not ready, or nil.
 type ReadyFunc func(ctx context.Context) error
 
@@ -49,7 +65,8 @@ func Listen(addr string, gatherer prometheus.Gatherer) (*Server, error) {
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
-	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: ReadHeaderTimeout, ReadTimeout: ReadTimeout,
+		WriteTimeout: WriteTimeout, IdleTimeout: IdleTimeout, MaxHeaderBytes: MaxHeaderBytes}
 	go func() { s.done <- s.srv.Serve(ln) }()
 	return s, nil
 }

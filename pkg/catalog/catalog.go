@@ -26,6 +26,16 @@ const (
 
 var capabilities = []string{CapabilityChat, CapabilityCompletions, CapabilityEmbeddings, CapabilityFineTuning}
 
+// Token limits a model takes when its entry does not state them.
+const (
+	// DefaultContextWindow is the tokens a model reads and writes in one
+	// request, prompt and output together.
+	DefaultContextWindow = 8192
+	// DefaultMaxOutputTokens is the most tokens a chat or completions
+	// model writes per choice.
+	DefaultMaxOutputTokens = 4096
+)
+
 // Model is one catalog entry.
 type Model struct {
 	ID           string   `yaml:"id" json:"id"`
@@ -39,6 +49,14 @@ type Model struct {
 	Curated bool `yaml:"curated" json:"curated"`
 	// Downloadable means the weights are open.
 	Downloadable bool `yaml:"downloadable" json:"downloadable"`
+	// ContextWindow is the tokens the model handles in one request,
+	// prompt and output together (default DefaultContextWindow).
+	ContextWindow int `yaml:"context_window" json:"contextWindow"`
+	// MaxOutputTokens is the most a request's max_tokens (or
+	// max_completion_tokens) may ask of a chat or completions model, per
+	// choice (default DefaultMaxOutputTokens, at most ContextWindow); 0
+	// for a model that writes no text.
+	MaxOutputTokens int `yaml:"max_output_tokens" json:"maxOutputTokens,omitempty"`
 }
 
 // Can reports whether the model has capability c.
@@ -158,6 +176,23 @@ func Parse(raw []byte) (*Catalog, error) {
 			if !slices.Contains(capabilities, cap) {
 				errs = append(errs, fmt.Errorf("%s (%s): unknown capability %q (known: %v)", where, m.ID, cap, capabilities))
 			}
+		}
+		generates := m.Can(CapabilityChat) || m.Can(CapabilityCompletions)
+		switch {
+		case m.ContextWindow < 0:
+			errs = append(errs, fmt.Errorf("%s (%s): context_window %d must be positive", where, m.ID, m.ContextWindow))
+		case m.ContextWindow == 0:
+			c.Models[i].ContextWindow = max(DefaultContextWindow, m.MaxOutputTokens)
+		}
+		switch {
+		case !generates && m.MaxOutputTokens != 0:
+			errs = append(errs, fmt.Errorf("%s (%s): max_output_tokens applies to chat and completions models only", where, m.ID))
+		case m.MaxOutputTokens < 0:
+			errs = append(errs, fmt.Errorf("%s (%s): max_output_tokens %d must be positive", where, m.ID, m.MaxOutputTokens))
+		case generates && m.MaxOutputTokens == 0:
+			c.Models[i].MaxOutputTokens = min(DefaultMaxOutputTokens, c.Models[i].ContextWindow)
+		case m.ContextWindow > 0 && m.MaxOutputTokens > m.ContextWindow:
+			errs = append(errs, fmt.Errorf("%s (%s): max_output_tokens %d exceeds context_window %d", where, m.ID, m.MaxOutputTokens, m.ContextWindow))
 		}
 		if !m.Backend.Builtin {
 			u, err := url.Parse(m.Backend.BaseURL)

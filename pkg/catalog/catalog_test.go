@@ -28,6 +28,15 @@ func TestDefaultCatalogServesWithNothingInstalled(t *testing.T) {
 	if !chat || !embed {
 		t.Fatalf("default catalog lacks a built-in chat (%v) or embedding (%v) model", chat, embed)
 	}
+	for _, m := range c.Models {
+		generates := m.Can(catalog.CapabilityChat) || m.Can(catalog.CapabilityCompletions)
+		if m.ContextWindow <= 0 || (generates && (m.MaxOutputTokens <= 0 || m.MaxOutputTokens > m.ContextWindow)) {
+			t.Errorf("%s: context window %d, max output tokens %d", m.ID, m.ContextWindow, m.MaxOutputTokens)
+		}
+	}
+	if m, _ := c.Model("terroir-ngram"); m.MaxOutputTokens != 4096 { // what the built-in model generates at most
+		t.Errorf("terroir-ngram max output tokens = %d", m.MaxOutputTokens)
+	}
 	up, ok := c.Model("llama-3.1-8b-instruct")
 	if !ok || up.Backend.Builtin || up.Backend.BaseURL == "" || up.Backend.Timeout != 120*time.Second || up.Curated {
 		t.Fatalf("upstream example = %+v", up)
@@ -36,15 +45,18 @@ func TestDefaultCatalogServesWithNothingInstalled(t *testing.T) {
 
 func TestParseRejects(t *testing.T) {
 	cases := map[string]struct{ yaml, want string }{
-		"unknown field":      {"models:\n - id: a\n   versoin: 1\n", "versoin"},
-		"bad backend scalar": {"models:\n - {id: a, version: '1', publisher: p, license: l, capabilities: [chat], backend: magic}\n", "backend must be builtin"},
-		"bad base url":       {"models:\n - {id: a, version: '1', publisher: p, license: l, capabilities: [chat], backend: {base_url: 'ftp://x'}}\n", "base_url"},
-		"bad timeout":        {"models:\n - {id: a, version: '1', publisher: p, license: l, capabilities: [chat], backend: {base_url: 'http://x', timeout: soon}}\n", "timeout"},
-		"unknown capability": {"models:\n - {id: a, version: '1', publisher: p, license: l, capabilities: [telepathy], backend: builtin}\n", "telepathy"},
-		"duplicate id":       {"models:\n - {id: a, version: '1', publisher: p, license: l, capabilities: [chat], backend: builtin}\n - {id: a, version: '1', publisher: p, license: l, capabilities: [chat], backend: builtin}\n", "twice"},
-		"missing license":    {"models:\n - {id: a, version: '1', publisher: p, capabilities: [chat], backend: builtin}\n", "license"},
-		"bad id":             {"models:\n - {id: 'a b', version: '1', publisher: p, license: l, capabilities: [chat], backend: builtin}\n", "id"},
-		"empty":              {"models: []\n", "no models"},
+		"unknown field":        {"models:\n - id: a\n   versoin: 1\n", "versoin"},
+		"bad backend scalar":   {"models:\n - {id: a, version: '1', publisher: p, license: l, capabilities: [chat], backend: magic}\n", "backend must be builtin"},
+		"bad base url":         {"models:\n - {id: a, version: '1', publisher: p, license: l, capabilities: [chat], backend: {base_url: 'ftp://x'}}\n", "base_url"},
+		"bad timeout":          {"models:\n - {id: a, version: '1', publisher: p, license: l, capabilities: [chat], backend: {base_url: 'http://x', timeout: soon}}\n", "timeout"},
+		"unknown capability":   {"models:\n - {id: a, version: '1', publisher: p, license: l, capabilities: [telepathy], backend: builtin}\n", "telepathy"},
+		"duplicate id":         {"models:\n - {id: a, version: '1', publisher: p, license: l, capabilities: [chat], backend: builtin}\n - {id: a, version: '1', publisher: p, license: l, capabilities: [chat], backend: builtin}\n", "twice"},
+		"missing license":      {"models:\n - {id: a, version: '1', publisher: p, capabilities: [chat], backend: builtin}\n", "license"},
+		"bad id":               {"models:\n - {id: 'a b', version: '1', publisher: p, license: l, capabilities: [chat], backend: builtin}\n", "id"},
+		"empty":                {"models: []\n", "no models"},
+		"output over context":  {"models:\n - {id: a, version: '1', publisher: p, license: l, capabilities: [chat], backend: builtin, context_window: 100, max_output_tokens: 200}\n", "max_output_tokens"},
+		"negative context":     {"models:\n - {id: a, version: '1', publisher: p, license: l, capabilities: [chat], backend: builtin, context_window: -1}\n", "context_window"},
+		"output of embeddings": {"models:\n - {id: a, version: '1', publisher: p, license: l, capabilities: [embeddings], backend: builtin, max_output_tokens: 10}\n", "max_output_tokens"},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -63,5 +75,29 @@ func TestUpstreamModelDefaultsToID(t *testing.T) {
 	}
 	if m, _ := c.Model("m"); m.Backend.Model != "m" || m.Backend.APIKeyEnv != "K" {
 		t.Fatalf("%+v", m.Backend)
+	}
+}
+
+// TestTokenLimitsDefault: a model that does not state its limits gets
+// documented ones, so every generating model has a cap on max_tokens.
+func TestTokenLimitsDefault(t *testing.T) {
+	c, err := catalog.Parse([]byte("models:\n - {id: g, version: '1', publisher: p, license: l, capabilities: [chat], backend: builtin}\n" +
+		" - {id: e, version: '1', publisher: p, license: l, capabilities: [embeddings], backend: builtin}\n" +
+		" - {id: big, version: '1', publisher: p, license: l, capabilities: [completions], backend: builtin, context_window: 131072, max_output_tokens: 16384}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		id              string
+		context, output int
+	}{
+		{"g", catalog.DefaultContextWindow, catalog.DefaultMaxOutputTokens},
+		{"e", catalog.DefaultContextWindow, 0},
+		{"big", 131072, 16384},
+	}
+	for _, cs := range cases {
+		if m, _ := c.Model(cs.id); m.ContextWindow != cs.context || m.MaxOutputTokens != cs.output {
+			t.Errorf("%s: context %d output %d, want %d %d", cs.id, m.ContextWindow, m.MaxOutputTokens, cs.context, cs.output)
+		}
 	}
 }

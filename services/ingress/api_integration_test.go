@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -68,6 +69,27 @@ func startResponder(t *testing.T, s *daemontest.Service) *responder {
 			rp.mu.Unlock()
 			if strings.Contains(string(req.Body), "SILENCE") {
 				return nil
+			}
+			if strings.Contains(string(req.Body), "DELAY") { // a model slower than the write timeout
+				select {
+				case <-time.After(2 * time.Second):
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+			if strings.Contains(string(req.Body), "FLOOD") && req.Stream { // more output than a stalled client's buffers hold
+				if err := b.Reply(ctx, d, 0, false, events.InferenceChunk{RequestID: req.RequestID, Body: json.RawMessage(verdict), CreatedAt: time.Now()}); err != nil {
+					return err
+				}
+				word := strings.Repeat("x", 200<<10)
+				const chunks = 48
+				for i := 1; i <= chunks; i++ {
+					chunk := `{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"chat","choices":[{"index":0,"delta":{"content":"` + word + `"},"finish_reason":null}]}`
+					if err := b.Reply(ctx, d, i, false, events.InferenceChunk{RequestID: req.RequestID, Seq: i, Body: json.RawMessage(chunk), CreatedAt: time.Now()}); err != nil {
+						return err
+					}
+				}
+				return b.Reply(ctx, d, chunks+1, true, events.InferenceResult{RequestID: req.RequestID, Status: events.StatusOK, CreatedAt: time.Now()})
 			}
 			if strings.Contains(string(req.Body), "BLOCKME") {
 				return b.Reply(ctx, d, 0, true, events.InferenceResult{RequestID: req.RequestID, Status: events.StatusFiltered,
@@ -270,5 +292,57 @@ func TestBlockedPromptStreamingTimeoutAndRateLimit(t *testing.T) {
 	}
 	if limited.status != http.StatusTooManyRequests || limited.header.Get("Retry-After") == "" || limited.header.Get("x-ratelimit-remaining-requests") != "0" {
 		t.Fatalf("rate limit = %d %v %s", limited.status, limited.header, limited.raw)
+	}
+}
+
+// TestTokenLimits: max_tokens and max_completion_tokens are capped by the
+// model's limit in the catalog (terroir-ngram: 4096), n by 1..128, each
+// refused with 400 naming the parameter; a request that could never fit
+// the deployment's whole token budget gets 429 at once, saying so, and
+// takes nothing from the budget of the requests that fit.
+func TestTokenLimits(t *testing.T) {
+	t.Parallel()
+	a, _, _, key := appSetup(t, nil)
+	cases := []struct {
+		name, path, body string
+		status           int
+		param, match     string
+	}{
+		{"max_tokens over the model's limit", "/v1/chat/completions", chatBody("chat", "hi", `"max_tokens":4097`), 400, "max_tokens", "4096"},
+		{"max_completion_tokens over the model's limit", "/v1/chat/completions", chatBody("chat", "hi", `"max_completion_tokens":5000`), 400, "max_completion_tokens", "4096"},
+		{"completions max_tokens over the model's limit", "/v1/completions", `{"model":"chat","prompt":"hi","max_tokens":100000}`, 400, "max_tokens", "4096"},
+		{"azure max_tokens over the model's limit", "/openai/deployments/chat/chat/completions?api-version=2024-10-21", `{"messages":[{"role":"user","content":"hi"}],"max_tokens":4097}`, 400, "max_tokens", "4096"},
+		{"largest int max_tokens", "/v1/chat/completions", chatBody("chat", "hi", `"max_tokens":9223372036854775807`), 400, "max_tokens", "4096"},
+		{"max_tokens beyond int64", "/v1/chat/completions", chatBody("chat", "hi", `"max_tokens":92233720368547758070`), 400, "max_tokens", "integer"},
+		{"n too large", "/v1/chat/completions", chatBody("chat", "hi", `"n":129`), 400, "n", "128"},
+		{"n zero", "/v1/chat/completions", chatBody("chat", "hi", `"n":0`), 400, "n", "128"},
+		{"largest int n", "/v1/completions", `{"model":"chat","prompt":"hi","n":9223372036854775807,"max_tokens":4096}`, 400, "n", "128"},
+		// capacity 10: 10,000 tokens per minute; 128 choices of 4,096
+		{"every choice at the model's limit", "/v1/chat/completions", chatBody("chat", "hi", `"n":128,"max_tokens":4096`), 429, "", "10000 tokens per minute"},
+		{"completions best_of at the model's limit", "/v1/completions", `{"model":"chat","prompt":"hi","best_of":20,"max_tokens":4000}`, 429, "", "10000 tokens per minute"},
+		// capacity 1: 1,000 tokens per minute
+		{"one answer over the whole budget", "/v1/chat/completions", chatBody("small", "hi", `"max_tokens":2000`), 429, "", "1000 tokens per minute"},
+	}
+	for _, c := range cases {
+		r := a.do("POST", c.path, key, c.body)
+		if r.status != c.status || (c.param != "" && r.errParam() != c.param) || !strings.Contains(r.errMessage(), c.match) {
+			t.Errorf("%s: %d %s", c.name, r.status, r.raw)
+		}
+		if c.status == http.StatusTooManyRequests && (r.header.Get("Retry-After") != "" || !strings.Contains(r.errMessage(), "never")) {
+			t.Errorf("%s: a request that can never fit says to retry: %v %s", c.name, r.header, r.raw)
+		}
+	}
+	// The refused requests took nothing: the small deployment still has
+	// its 6 requests and nearly all of its 1,000 tokens.
+	for i := range 6 {
+		r := a.do("POST", "/v1/chat/completions", key, chatBody("small", "hi", `"max_tokens":10`))
+		if r.status != http.StatusOK {
+			t.Fatalf("request %d within the budget after refusals = %d %s", i+1, r.status, r.raw)
+		}
+		if i == 0 {
+			if left, _ := strconv.Atoi(r.header.Get("x-ratelimit-remaining-tokens")); left < 900 {
+				t.Fatalf("tokens left after the refusals and one small request = %d", left)
+			}
+		}
 	}
 }

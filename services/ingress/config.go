@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/terroir-ai/terroir/pkg/config"
+	"github.com/terroir-ai/terroir/services/ingress/edge"
 )
 
 // Config is ingress's own configuration, beside the shared one.
@@ -35,6 +36,15 @@ type Config struct {
 	// RequestTimeout bounds an app request from acceptance to its last
 	// reply (TERROIR_REQUEST_TIMEOUT, default 120s); then 504.
 	RequestTimeout time.Duration
+	// HTTP bounds slow and hostile clients: TERROIR_HTTP_READ_HEADER_TIMEOUT
+	// (10s, at most the read timeout), TERROIR_HTTP_READ_TIMEOUT (30s: headers and body; a body
+	// still arriving then gets 408), TERROIR_HTTP_WRITE_TIMEOUT (30s: a
+	// response of the management API as a whole; each write of an app
+	// answer, one streamed event or a whole JSON body, so that a stream
+	// lasts as long as the model writes but a client that stops reading
+	// is cut off), TERROIR_HTTP_IDLE_TIMEOUT (2m) and
+	// TERROIR_HTTP_MAX_HEADER_BYTES (64 KiB; more gets 431).
+	HTTP edge.Limits
 }
 
 func loadConfig(env *config.Env) Config {
@@ -45,6 +55,16 @@ func loadConfig(env *config.Env) Config {
 		MgmtMaxBody:    int64(env.Int("TERROIR_MGMT_MAX_BODY_BYTES", 4<<20, 1<<10, 64<<20)),
 		MaxBody:        int64(env.Int("TERROIR_MAX_BODY_BYTES", 8<<20, 1<<10, 256<<20)),
 		RequestTimeout: env.Duration("TERROIR_REQUEST_TIMEOUT", 120*time.Second),
+		HTTP: edge.Limits{
+			ReadTimeout:    env.Duration("TERROIR_HTTP_READ_TIMEOUT", 30*time.Second),
+			WriteTimeout:   env.Duration("TERROIR_HTTP_WRITE_TIMEOUT", 30*time.Second),
+			IdleTimeout:    env.Duration("TERROIR_HTTP_IDLE_TIMEOUT", 2*time.Minute),
+			MaxHeaderBytes: env.Int("TERROIR_HTTP_MAX_HEADER_BYTES", 64<<10, 1<<10, 1<<20),
+		},
+	}
+	c.HTTP.ReadHeaderTimeout = env.Duration("TERROIR_HTTP_READ_HEADER_TIMEOUT", min(10*time.Second, c.HTTP.ReadTimeout))
+	if c.HTTP.ReadHeaderTimeout > c.HTTP.ReadTimeout {
+		env.Fail("TERROIR_HTTP_READ_HEADER_TIMEOUT", errors.New("must not be longer than TERROIR_HTTP_READ_TIMEOUT, which bounds the headers too"))
 	}
 	c.OperatorToken = env.Lookup("TERROIR_OPERATOR_TOKEN")
 	if f := env.Lookup("TERROIR_OPERATOR_TOKEN_FILE"); f != "" {

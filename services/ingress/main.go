@@ -75,11 +75,11 @@ func run(ctx context.Context, getenv func(string) string) error {
 		requesters[g] = rq
 	}
 	apps, err := api.New(api.Config{State: d.Control, Catalog: cat, Capacity: capacity, Requesters: requesters,
-		MaxBody: cfg.MaxBody, Timeout: cfg.RequestTimeout, Log: d.Log})
+		MaxBody: cfg.MaxBody, Timeout: cfg.RequestTimeout, WriteTimeout: cfg.HTTP.WriteTimeout, Log: d.Log})
 	if err != nil {
 		return err
 	}
-	srv, err := edge.Listen(edge.Config{Addr: cfg.HTTPAddr, Log: d.Log, Routes: map[string]http.Handler{
+	srv, err := edge.Listen(edge.Config{Addr: cfg.HTTPAddr, Log: d.Log, Limits: cfg.HTTP, Registerer: d.Registry, Routes: map[string]http.Handler{
 		"/mgmt/": mgmtAPI.Handler(), "/v1/": apps.Handler(), "/openai/": apps.Handler()}})
 	if err != nil {
 		return err

@@ -62,8 +62,13 @@ type Config struct {
 	MaxBody int64
 	// Timeout bounds one request from publishing to the last reply.
 	Timeout time.Duration
-	Log     *zap.Logger
-	Now     func() time.Time
+	// WriteTimeout bounds each write to the client: a whole JSON answer,
+	// or one event of a stream with its flush. It replaces the server's
+	// deadline for the whole response, which would cut off a long
+	// healthy stream or an answer the model took long to give.
+	WriteTimeout time.Duration
+	Log          *zap.Logger
+	Now          func() time.Time
 }
 
 // API serves the app paths.
@@ -75,8 +80,8 @@ type API struct {
 
 // New checks cfg and returns the API.
 func New(cfg Config) (*API, error) {
-	if cfg.State == nil || cfg.Catalog == nil || cfg.Capacity == nil || len(cfg.Requesters) == 0 || cfg.Log == nil || cfg.MaxBody <= 0 || cfg.Timeout <= 0 {
-		return nil, errors.New("api: state, catalog, capacity, requesters, logger, body limit and timeout are required")
+	if cfg.State == nil || cfg.Catalog == nil || cfg.Capacity == nil || len(cfg.Requesters) == 0 || cfg.Log == nil || cfg.MaxBody <= 0 || cfg.Timeout <= 0 || cfg.WriteTimeout <= 0 {
+		return nil, errors.New("api: state, catalog, capacity, requesters, logger, body limit, timeout and write timeout are required")
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -182,6 +187,10 @@ type parsed struct {
 	estimate  int // tokens, for the rate limit
 	choices   int
 	usageTail bool // stream_options.include_usage
+	// limit is the output tokens per choice the request set, under
+	// limitParam ("max_tokens", "max_completion_tokens"); 0 when unset.
+	limit      int
+	limitParam string
 }
 
 func parse(op events.Operation, raw []byte) (parsed, error) {
@@ -196,6 +205,12 @@ func parse(op events.Operation, raw []byte) (parsed, error) {
 		v = &req
 		p.model, p.stream, p.choices, p.usageTail = req.Model, req.Stream, req.Choices(), req.IncludeUsage()
 		limit := req.TokenLimit()
+		p.limit = limit
+		if req.MaxCompletionTokens != nil {
+			p.limitParam = "max_completion_tokens"
+		} else if req.MaxTokens != nil {
+			p.limitParam = "max_tokens"
+		}
 		if limit == 0 {
 			limit = 256 // what an answer is assumed to take when the request sets no limit
 		}
@@ -210,11 +225,16 @@ func parse(op events.Operation, raw []byte) (parsed, error) {
 		}
 		v = &req
 		p.model, p.stream, p.choices, p.usageTail = req.Model, req.Stream, req.Choices(), req.IncludeUsage()
-		limit := 16
+		limit := 16 // the completions API's default
 		if req.MaxTokens != nil {
 			limit = *req.MaxTokens
+			p.limit, p.limitParam = limit, "max_tokens"
 		}
-		p.estimate = tokenEstimate(len(req.Prompt)/4, limit, p.choices)
+		generated := p.choices // best_of choices are generated, n returned
+		if req.BestOf != nil {
+			generated = max(generated, *req.BestOf)
+		}
+		p.estimate = tokenEstimate(len(req.Prompt)/4, limit, generated)
 	case events.OperationEmbeddings:
 		var req openai.EmbeddingRequest
 		if err := apierr.DecodeBytes(raw, &req); err != nil {
@@ -234,6 +254,34 @@ func parse(op events.Operation, raw []byte) (parsed, error) {
 	return p, nil
 }
 
+// deadlineWriter puts a deadline on every write to the client, so a
+// client that stops reading is cut off after timeout without a stall
+// in one write, while the time before the first write (the model
+// thinking) and the length of a stream are bounded by the request
+// timeout only. A failed write also ends the request's context.
+type deadlineWriter struct {
+	http.ResponseWriter
+	rc      *http.ResponseController
+	timeout time.Duration
+}
+
+func (w *deadlineWriter) Write(b []byte) (int, error) {
+	_ = w.rc.SetWriteDeadline(time.Now().Add(w.timeout))
+	return w.ResponseWriter.Write(b)
+}
+
+// FlushError is what http.ResponseController.Flush calls.
+func (w *deadlineWriter) FlushError() error {
+	_ = w.rc.SetWriteDeadline(time.Now().Add(w.timeout))
+	return w.rc.Flush()
+}
+
+// Flush makes the writer an http.Flusher.
+func (w *deadlineWriter) Flush() { _ = w.FlushError() }
+
+// Unwrap gives http.ResponseController the underlying writer.
+func (w *deadlineWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
 // tokenEstimate is prompt + limit*choices for a validated request (every
 // term positive), saturating at math.MaxInt: a huge max_tokens must not
 // wrap around to an estimate the rate limit would wave through.
@@ -246,6 +294,7 @@ func tokenEstimate(prompt, limit, choices int) int {
 
 func (a *API) serve(op events.Operation, flavor events.APIFlavor, deploymentPath bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w = &deadlineWriter{ResponseWriter: w, rc: http.NewResponseController(w), timeout: a.cfg.WriteTimeout}
 		if err := a.handle(w, r, op, flavor, deploymentPath); err != nil {
 			apierr.Write(w, err)
 		}
@@ -292,6 +341,10 @@ func (a *API) handle(w http.ResponseWriter, r *http.Request, op events.Operation
 		return &apierr.Error{Status: http.StatusBadRequest, Type: apierr.TypeInvalidRequest, Code: "OperationNotSupported", Param: "model",
 			Message: fmt.Sprintf("deployment %q (model %s) does not support %s", dep.Name, dep.Model, op)}
 	}
+	if p.limitParam != "" && m.MaxOutputTokens > 0 && p.limit > m.MaxOutputTokens {
+		return apierr.Invalid(p.limitParam, "%s is too large: %d. The model of deployment %q (%s) writes at most %d tokens per choice.",
+			p.limitParam, p.limit, dep.Name, dep.Model, m.MaxOutputTokens)
+	}
 	if dep.SKU == events.SKUGlobalBatch || dep.SKU == events.SKUDataZoneBatch {
 		return &apierr.Error{Status: http.StatusBadRequest, Type: apierr.TypeInvalidRequest, Code: "OperationNotSupported", Param: "model",
 			Message: fmt.Sprintf("deployment %q is a %s deployment; send its requests through the Batch API", dep.Name, dep.SKU)}
@@ -300,6 +353,11 @@ func (a *API) handle(w http.ResponseWriter, r *http.Request, op events.Operation
 	adm := a.limits.admit(res.Name+"/"+dep.Name, dep.Capacity, enf.Action == "throttle", p.estimate, a.cfg.Now())
 	w.Header().Set("x-ratelimit-remaining-requests", strconv.FormatInt(adm.requestsRemaining, 10))
 	w.Header().Set("x-ratelimit-remaining-tokens", strconv.FormatInt(adm.tokensRemaining, 10))
+	if adm.neverFits {
+		return &apierr.Error{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "429",
+			Message: fmt.Sprintf("This request may use up to %d tokens (its prompt, and max_tokens for every choice), more than deployment %q's whole rate limit of %d tokens per minute, so it can never be admitted: lower max_tokens or n, or raise the deployment's capacity.",
+				p.estimate, dep.Name, adm.tokensPerMinute)}
+	}
 	if !adm.ok {
 		secs := int(adm.retryAfter/time.Second) + 1
 		w.Header().Set("Retry-After", strconv.Itoa(secs))

@@ -48,7 +48,11 @@ type limiter struct {
 
 // admission is a limiter's answer.
 type admission struct {
-	ok                bool
+	ok bool
+	// neverFits: the request wants more tokens than the whole bucket
+	// holds; no wait would admit it, and it took nothing.
+	neverFits         bool
+	tokensPerMinute   int64
 	retryAfter        time.Duration
 	requestsRemaining int64
 	tokensRemaining   int64
@@ -75,11 +79,14 @@ func (l *limiter) admit(key string, capacity int, throttled bool, tokens int, no
 	req, tok := &b[0], &b[1]
 	req.refill(now, rpm)
 	tok.refill(now, tpm)
-	n := math.Min(float64(tokens), tpm) // a request larger than the whole budget waits for a full bucket
+	n := float64(tokens)
+	if n > tpm {
+		return admission{neverFits: true, tokensPerMinute: int64(tpm), requestsRemaining: int64(req.level), tokensRemaining: int64(tok.level)}
+	}
 	if w := max(req.wait(1), tok.wait(n)); w > 0 {
-		return admission{retryAfter: w, requestsRemaining: int64(req.level), tokensRemaining: int64(tok.level)}
+		return admission{retryAfter: w, tokensPerMinute: int64(tpm), requestsRemaining: int64(req.level), tokensRemaining: int64(tok.level)}
 	}
 	req.level--
 	tok.level -= n
-	return admission{ok: true, requestsRemaining: int64(req.level), tokensRemaining: int64(tok.level)}
+	return admission{ok: true, tokensPerMinute: int64(tpm), requestsRemaining: int64(req.level), tokensRemaining: int64(tok.level)}
 }

@@ -131,7 +131,7 @@ func (a *API) respond(ctx context.Context, w http.ResponseWriter, r *http.Reques
 			writeError(w, resultError(first.result))
 			return nil
 		}
-		return a.stream(ctx, w, rs, first, p)
+		return a.stream(ctx, w, r.Header.Get("x-request-id"), rs, first, p)
 	}
 	rep := first
 	for rep.result == nil { // chunks are not expected here; the result carries the body
@@ -151,24 +151,35 @@ func (a *API) respond(ctx context.Context, w http.ResponseWriter, r *http.Reques
 // stream writes server-sent events: the prompt verdict chunk, every
 // output chunk, a usage chunk when asked for, then [DONE]. Once the
 // stream has started, a failure is sent as an error event.
-func (a *API) stream(ctx context.Context, w http.ResponseWriter, rs *bus.ReplyStream, first reply, p parsed) error {
+func (a *API) stream(ctx context.Context, w http.ResponseWriter, id string, rs *bus.ReplyStream, first reply, p parsed) error {
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
-	send := func(data []byte) {
+	send := func(data []byte) error {
 		var b bytes.Buffer
 		b.Grow(len(data) + 8)
 		b.WriteString("data: ")
 		b.Write(data)
 		b.WriteString("\n\n")
-		_, _ = w.Write(b.Bytes())
-		_ = rc.Flush()
+		if _, err := w.Write(b.Bytes()); err != nil {
+			return err
+		}
+		return rc.Flush()
+	}
+	// A write that fails (the client went away or stopped reading past
+	// the write timeout) ends the stream at once: nothing more can reach
+	// the client, and the replies still coming are dropped with rs.
+	cutOff := func(err error) error {
+		a.cfg.Log.Warn("stream cut off: the client is gone or stopped reading", zap.String("request_id", id), zap.Error(err))
+		return nil
 	}
 	if first.chunk != nil {
-		send(first.chunk.Body)
+		if err := send(first.chunk.Body); err != nil {
+			return cutOff(err)
+		}
 	}
 	var last struct {
 		ID      string `json:"id"`
@@ -180,24 +191,33 @@ func (a *API) stream(ctx context.Context, w http.ResponseWriter, rs *bus.ReplySt
 		rep, err := next(ctx, rs)
 		if err != nil {
 			werr := waitError(err)
-			send(errorEvent(werr))
-			a.cfg.Log.Warn("stream ended early", zap.String("code", apierr.As(werr).Code))
+			a.cfg.Log.Warn("stream ended early", zap.String("request_id", id), zap.String("code", apierr.As(werr).Code))
+			if err := send(errorEvent(werr)); err != nil {
+				return cutOff(err)
+			}
 			return nil
 		}
 		if rep.chunk != nil {
 			_ = json.Unmarshal(rep.chunk.Body, &last)
-			send(rep.chunk.Body)
+			if err := send(rep.chunk.Body); err != nil {
+				return cutOff(err)
+			}
 			continue
 		}
 		res := rep.result
 		if res.Status != events.StatusOK {
-			send(errorEvent(resultError(res)))
+			err = send(errorEvent(resultError(res)))
 		} else if p.usageTail && res.Usage != nil {
 			tail, _ := json.Marshal(map[string]any{"id": last.ID, "object": last.Object, "created": last.Created, "model": last.Model,
 				"choices": []any{}, "usage": res.Usage})
-			send(tail)
+			err = send(tail)
 		}
-		send([]byte("[DONE]"))
+		if err == nil {
+			err = send([]byte("[DONE]"))
+		}
+		if err != nil {
+			return cutOff(err)
+		}
 		return nil
 	}
 }

@@ -16,7 +16,14 @@ type inner struct {
 	Version *int   `json:"version"`
 }
 
+// embedded's fields are outer's on the wire, as openai.Sampling's are a
+// chat request's.
+type embedded struct {
+	Limit *int `json:"limit"`
+}
+
 type outer struct {
+	embedded
 	Name       string             `json:"name"`
 	Properties *struct{ M inner } `json:"properties"`
 	Items      []inner            `json:"items"`
@@ -35,6 +42,7 @@ func TestDecodeNamesTheField(t *testing.T) {
 		{"trailing", `{"name":"a"} {}`, "body", "exactly one", 400},
 		{"not an object", `[1]`, "body", "must be a JSON object", 400},
 		{"wrong type", `{"name":5}`, "name", "name must be a string, not number", 400},
+		{"embedded wrong type", `{"limit":1e30}`, "limit", "limit must be an integer", 400},
 		{"nested wrong type", `{"properties":{"M":{"version":"one"}}}`, "properties.M.version", "integer", 400},
 		{"unknown top", `{"name":"a","nmae":"b"}`, "nmae", "unknown field nmae", 400},
 		{"unknown nested", `{"properties":{"M":{"name":"a","colour":1}}}`, "properties.M.colour", "unknown field", 400},

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"reflect"
 	"slices"
@@ -33,6 +34,10 @@ func ReadBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
 			return nil, TooLarge(limit)
 		}
+		if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
+			return nil, &Error{Status: http.StatusRequestTimeout, Type: TypeInvalidRequest, Code: "request_timeout", Param: "body",
+				Message: "the request body did not arrive within the server's read timeout; send it at once"}
+		}
 		return nil, Invalid("body", "reading the request body failed")
 	}
 	return raw, nil
@@ -59,7 +64,7 @@ func DecodeBytes(raw []byte, v any) error {
 		return Invalid("body", "the request body is not valid JSON (it ends early)")
 	}
 	if te, ok := errors.AsType[*json.UnmarshalTypeError](err); ok {
-		param := te.Field
+		param := wirePath(reflect.TypeOf(v), te.Field)
 		value := te.Value // "number 1.5": the kind and, for a number, its text
 		if len(value) > openai.MaxQuoted {
 			value, _, _ = strings.Cut(value, " ")
@@ -79,6 +84,29 @@ func DecodeBytes(raw []byte, v any) error {
 		return Invalid("body", "the request body holds a field that is not a parameter of this request")
 	}
 	return Invalid("body", "the request body could not be read as JSON")
+}
+
+// wirePath turns encoding/json's path to a field, which names embedded
+// structs by their Go names ("Sampling.max_tokens"), into the path the
+// caller sent ("max_tokens").
+func wirePath(t reflect.Type, path string) string {
+	var out []string
+	for seg := range strings.SplitSeq(path, ".") {
+		for t != nil && (t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice || t.Kind() == reflect.Array || t.Kind() == reflect.Map) {
+			t = t.Elem()
+		}
+		if t != nil && t.Kind() == reflect.Struct {
+			if f, ok := t.FieldByName(seg); ok && f.Anonymous && f.Tag.Get("json") == "" {
+				t = f.Type
+				continue
+			}
+			t, _ = fieldByJSONName(t, seg)
+		} else {
+			t = nil
+		}
+		out = append(out, seg)
+	}
+	return strings.Join(out, ".")
 }
 
 func jsonKind(t reflect.Type) string {
