@@ -270,8 +270,17 @@ func (b *Bus) PublishAsync(ctx context.Context, geo, stream string, meta Meta, e
 
 // Sending is a record on its way to the cluster.
 type Sending struct {
-	done chan struct{}
-	err  error
+	done      chan struct{}
+	err       error
+	partition int32
+	offset    int64
+}
+
+// Written returns the partition and offset the record was written at,
+// once Wait has returned nil.
+func (s *Sending) Written() (partition int32, offset int64) {
+	<-s.done
+	return s.partition, s.offset
 }
 
 // Wait waits for the record's acknowledgement and returns its error.
@@ -322,6 +331,7 @@ func (b *Bus) produceAsync(ctx context.Context, geo, stream string, rec *kgo.Rec
 			b.metrics.produceErrors.WithLabelValues(geo, stream).Inc()
 			s.err = fmt.Errorf("publishing to %s: %w", r.Topic, err)
 		} else {
+			s.partition, s.offset = r.Partition, r.Offset
 			b.metrics.produced.WithLabelValues(geo, stream).Inc()
 			b.metrics.produceSeconds.WithLabelValues(geo, stream).Observe(time.Since(start).Seconds())
 		}
