@@ -41,21 +41,7 @@ const blockedBody = `{"error":{"message":"The response was filtered due to the p
 func startResponder(t *testing.T, s *daemontest.Service) *responder {
 	t.Helper()
 	rp := &responder{seen: map[string]events.InferenceRequest{}}
-	w, err := keys.LoadKeyFile(s.Env["TERROIR_KEY_FILE"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defs, err := bus.LoadTopicDefs(s.Env["TERROIR_TOPICS_FILE"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	brokers := strings.Split(s.Env["TERROIR_KAFKA_BROKERS"], ",")
-	b, err := bus.New(t.Context(), bus.Config{Namespace: s.Env["TERROIR_KAFKA_NAMESPACE"], InstanceID: "responder",
-		Brokers: map[string][]string{"eu": brokers, "us": brokers}, Topics: defs, KeyWrapper: w})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
+	b := busOf(t, s, "responder")
 	rp.bus = b
 	c, err := b.NewConsumer(bus.ConsumerConfig{Group: "responder", Streams: []string{bus.StreamRequests}, Geos: []string{"eu", "us"},
 		Handler: func(ctx context.Context, d *bus.Delivery) error {
@@ -104,6 +90,27 @@ func startResponder(t *testing.T, s *daemontest.Service) *responder {
 	go func() { defer close(done); _ = c.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 	return rp
+}
+
+// busOf joins the bus of s as another participant named instance.
+func busOf(t *testing.T, s *daemontest.Service, instance string) *bus.Bus {
+	t.Helper()
+	w, err := keys.LoadKeyFile(s.Env["TERROIR_KEY_FILE"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defs, err := bus.LoadTopicDefs(s.Env["TERROIR_TOPICS_FILE"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	brokers := strings.Split(s.Env["TERROIR_KAFKA_BROKERS"], ",")
+	b, err := bus.New(t.Context(), bus.Config{Namespace: s.Env["TERROIR_KAFKA_NAMESPACE"], InstanceID: instance,
+		Brokers: map[string][]string{"eu": brokers, "us": brokers}, Topics: defs, KeyWrapper: w})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	return b
 }
 
 // appSetup starts ingress with a responder, a resource in eu and its
