@@ -86,6 +86,7 @@ type Options struct {
 	Namespace  string   // default a fresh one per bus; share it to talk
 	InstanceID string   // default a fresh one
 	Logger     *zap.Logger
+	KeyOptions []keys.Option // data-key admission and rotation
 }
 
 // Bus returns a bus on the cluster with topics provisioned from the
@@ -120,7 +121,7 @@ func (c *Cluster) Bus(t testing.TB, o Options) *bus.Bus {
 	defer cancel()
 	b, err := bus.New(ctx, bus.Config{
 		Namespace: o.Namespace, Brokers: brokers, InstanceID: o.InstanceID,
-		Topics: defs, KeyWrapper: w, Logger: o.Logger,
+		Topics: defs, KeyWrapper: w, KeyOptions: o.KeyOptions, Logger: o.Logger,
 	})
 	if err != nil {
 		t.Fatal(err)
