@@ -279,3 +279,46 @@ func TestBlockedPromptStreamingTimeoutAndRateLimit(t *testing.T) {
 		t.Fatalf("rate limit = %d %v %s", limited.status, limited.header, limited.raw)
 	}
 }
+
+// TestRequestsOfADeletedResourceFailClosed: while a resource is being
+// deleted (its keys shredded on another instance, its control records
+// not yet gone here), a request for it is answered 410 with an
+// OpenAI-shaped error and nothing reaches the bus; a resource created
+// anew under the name works at once.
+func TestRequestsOfADeletedResourceFailClosed(t *testing.T) {
+	t.Parallel()
+	a, s, _, key := appSetup(t, nil)
+	if r := a.do("POST", "/v1/chat/completions", key, chatBody("chat", "hi", "")); r.status != http.StatusOK {
+		t.Fatalf("before deletion = %d %s", r.status, r.raw)
+	}
+	deleting := busOf(t, s, "ingress-deleting")
+	for _, g := range []string{"eu", "us"} {
+		if err := deleting.Keys().Shred(t.Context(), g, "acme"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// This instance learns of the shredding from the keys topic.
+	waitFor(t, 5*time.Second, "the shredding reaches this instance", func() bool {
+		return a.do("POST", "/v1/chat/completions", key, chatBody("chat", "in flight", "")).status == http.StatusGone
+	})
+	r := a.do("POST", "/v1/chat/completions", key, chatBody("chat", "in flight", ""))
+	if r.status != http.StatusGone || r.errCode() != "ResourceDeleted" || r.errField("type") != "not_found_error" || strings.Contains(string(r.raw), "in flight") {
+		t.Fatalf("request of a deleted resource = %d %s", r.status, r.raw)
+	}
+	refused := r.header.Get("x-request-id")
+	brokers := strings.Split(s.Env["TERROIR_KAFKA_BROKERS"], ",")
+	for _, g := range []string{"eu", "us"} {
+		for _, rec := range readTopic(t, brokers, bus.TopicName(s.Env["TERROIR_KAFKA_NAMESPACE"], g, bus.StreamRequests)) {
+			if string(rec.Key) == refused {
+				t.Fatalf("the refused request reached %s", rec.Topic)
+			}
+		}
+	}
+	a.op("DELETE", "/mgmt/resources/acme", nil, http.StatusNoContent)
+	a.op("PUT", "/mgmt/resources/acme", resourceBody("eu"), http.StatusCreated)
+	a.op("PUT", "/mgmt/resources/acme/deployments/chat", deploymentBody("terroir-ngram", "Standard"), http.StatusCreated)
+	key = a.op("POST", "/mgmt/resources/acme/listKeys", nil, http.StatusOK).body["key1"].(string)
+	if r := a.do("POST", "/v1/chat/completions", key, chatBody("chat", "hi again", "")); r.status != http.StatusOK {
+		t.Fatalf("the resource created anew = %d %s", r.status, r.raw)
+	}
+}
