@@ -77,6 +77,10 @@ type Config struct {
 	Replication int16
 	// KeyWrapper holds the key-encryption keys; required.
 	KeyWrapper keys.KeyWrapper
+	// KeyOptions configure the data-key manager: which resources may
+	// have keys (keys.WithAdmission) and when keys roll
+	// (keys.WithRotation).
+	KeyOptions []keys.Option
 	// Logger defaults to a no-op logger.
 	Logger *zap.Logger
 	// Registerer, when set, receives the bus metrics.
@@ -174,7 +178,7 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 		return nil, err
 	}
 	b.keyStore = ks
-	b.keys, err = keys.NewManager(cfg.KeyWrapper, ks)
+	b.keys, err = keys.NewManager(cfg.KeyWrapper, ks, cfg.KeyOptions...)
 	if err != nil {
 		b.Close()
 		return nil, err
@@ -252,7 +256,9 @@ func (b *Bus) Close() {
 // (each geography wraps its own keys of a resource, so a request
 // processed outside its home geography can be read there, and shredding
 // the resource shreds them all), or for abuse-monitoring records under
-// geo's abuse key.
+// geo's abuse key. For a resource that was deleted (its keys shredded) or
+// does not exist, nothing is produced and the error wraps
+// keys.ErrResourceGone.
 func (b *Bus) Publish(ctx context.Context, geo, stream string, meta Meta, ev events.Event) error {
 	return b.PublishAsync(ctx, geo, stream, meta, ev).Wait()
 }
@@ -270,8 +276,17 @@ func (b *Bus) PublishAsync(ctx context.Context, geo, stream string, meta Meta, e
 
 // Sending is a record on its way to the cluster.
 type Sending struct {
-	done chan struct{}
-	err  error
+	done      chan struct{}
+	err       error
+	partition int32
+	offset    int64
+}
+
+// Written returns the partition and offset the record was written at,
+// once Wait has returned nil.
+func (s *Sending) Written() (partition int32, offset int64) {
+	<-s.done
+	return s.partition, s.offset
 }
 
 // Wait waits for the record's acknowledgement and returns its error.
@@ -322,6 +337,7 @@ func (b *Bus) produceAsync(ctx context.Context, geo, stream string, rec *kgo.Rec
 			b.metrics.produceErrors.WithLabelValues(geo, stream).Inc()
 			s.err = fmt.Errorf("publishing to %s: %w", r.Topic, err)
 		} else {
+			s.partition, s.offset = r.Partition, r.Offset
 			b.metrics.produced.WithLabelValues(geo, stream).Inc()
 			b.metrics.produceSeconds.WithLabelValues(geo, stream).Observe(time.Since(start).Seconds())
 		}

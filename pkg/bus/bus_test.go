@@ -276,6 +276,9 @@ func (s kafkaStore) Current(ctx context.Context, geo, res string) (keys.WrappedK
 func (s kafkaStore) Delete(ctx context.Context, geo, res string) error {
 	return s.b.KeyStore().Delete(ctx, geo, res)
 }
+func (s kafkaStore) Reopen(ctx context.Context, geo, res string) error {
+	return s.b.KeyStore().Reopen(ctx, geo, res)
+}
 
 func TestKeyCreatedByAnotherInstanceIsFound(t *testing.T) {
 	t.Parallel()

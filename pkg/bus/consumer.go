@@ -11,6 +11,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
+
+	"github.com/terroir-ai/terroir/pkg/keys"
 )
 
 // Dead-letter headers, added to the original record's headers.
@@ -25,8 +27,9 @@ const (
 
 // Handler handles one record. It must be idempotent by request ID:
 // delivery is at least once. Returning an error retries the record;
-// an error wrapped with Permanent sends it to the dead-letter topic at once.
-// Errors must never contain prompt or output text: they travel in headers.
+// an error wrapped with Permanent sends it to the dead-letter topic at once;
+// an error wrapping keys.ErrResourceGone (the resource was deleted, so
+// nothing can be sealed for it) drops the record. Errors must never contain prompt or output text: they travel in headers.
 type Handler func(ctx context.Context, d *Delivery) error
 
 // ConsumerConfig configures a consumer group.
@@ -449,6 +452,13 @@ func (c *Consumer) handle(ctx context.Context, r *kgo.Record) bool {
 		c.b.metrics.handleErrors.WithLabelValues(d.Geo, d.Stream, c.cfg.Group).Inc()
 		if ctx.Err() != nil {
 			return false
+		}
+		if errors.Is(err, keys.ErrResourceGone) {
+			// The resource was deleted while its work was in flight: the
+			// work is owed to nobody, and nothing may be sealed for it.
+			c.log.Info("record of a deleted resource dropped", zap.String("request_id", d.Meta.RequestID),
+				zap.String("resource", d.Meta.Resource), zap.String("topic", d.Record.Topic), zap.Int64("offset", d.Record.Offset))
+			return true
 		}
 		if IsPermanent(err) {
 			break

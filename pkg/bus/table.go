@@ -108,6 +108,28 @@ func (t *Table) Sync(ctx context.Context) error {
 	}
 }
 
+// WaitFor waits until the record at offset of partition has been applied,
+// which gives a writer its own write without asking the cluster for its
+// end offsets.
+func (t *Table) WaitFor(ctx context.Context, partition int32, offset int64) error {
+	for {
+		t.mu.Lock()
+		applied := t.next[partition] > offset
+		ch := t.changed
+		t.mu.Unlock()
+		if applied {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-t.done:
+			return errors.New("table " + t.topic + " is closed")
+		case <-ctx.Done():
+			return fmt.Errorf("table %s: waiting for offset %d of partition %d: %w", t.topic, offset, partition, ctx.Err())
+		}
+	}
+}
+
 // Close stops materialising. It is idempotent.
 func (t *Table) Close() {
 	t.closeOnce.Do(func() {

@@ -8,9 +8,10 @@
 // Objects that belong to a resource travel on the control topic of the
 // resource's home geography only, so its metadata stays where its data
 // does; deployment policies belong to no resource and are written to
-// every geography. A change older than the one already applied for the
-// same object is ignored, which keeps the view right when one object
-// arrives from several geographies.
+// every geography. Within one geography's topic the record written later
+// (the higher offset) wins, whatever the writers' clocks say; only when
+// one object arrives from several geographies does the change's time
+// decide between the latest record of each.
 package control
 
 import (
@@ -19,7 +20,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"time"
 
 	"go.uber.org/zap"
 
@@ -42,27 +42,31 @@ func KeyOf(c events.ControlChange) string { return Key(c.Kind, c.Resource, c.ID)
 
 type entry struct {
 	change events.ControlChange
-	value  any // the decoded spec
+	value  any   // the decoded spec; nil for a deletion
+	offset int64 // position in its geography's control topic
 }
 
 type keyRef struct{ resource, name string }
 
-// State is the latest control change per object. A deletion (or a
-// tombstone, after compaction) removes the object.
+// State is the current state of every object. Per object it keeps the
+// latest record of each geography's topic; the newest of those, by the
+// change's time, is the object's state. A deletion (or a tombstone,
+// after compaction) removes the object.
 type State struct {
 	log *zap.Logger
 
 	mu      sync.RWMutex
-	records map[string]entry
-	deleted map[string]time.Time // when each deleted object was deleted
-	hashes  map[string]keyRef    // API-key hash → its slot
+	records map[string]entry            // current state of live objects
+	sources map[string]map[string]entry // object key → geography → latest record
+	hashes  map[string]keyRef           // API-key hash → its slot
+	local   int64                       // offsets of ApplyChange
 	version uint64
 	changed chan struct{}
 }
 
 // NewState returns an empty view.
 func NewState(log *zap.Logger) *State {
-	return &State{log: log.Named("control"), records: map[string]entry{}, deleted: map[string]time.Time{},
+	return &State{log: log.Named("control"), records: map[string]entry{}, sources: map[string]map[string]entry{},
 		hashes: map[string]keyRef{}, changed: make(chan struct{})}
 }
 
@@ -72,8 +76,13 @@ func (s *State) Apply(d *bus.Delivery) {
 	key := string(d.Record.Key)
 	if d.Record.Value == nil {
 		s.mu.Lock()
-		s.remove(key)
-		delete(s.deleted, key)
+		if src := s.sources[key]; src != nil {
+			delete(src, d.Geo)
+			if len(src) == 0 {
+				delete(s.sources, key)
+			}
+		}
+		s.settle(key)
 		s.bump()
 		s.mu.Unlock()
 		return
@@ -83,11 +92,24 @@ func (s *State) Apply(d *bus.Delivery) {
 		s.log.Error("unreadable control record", zap.String("key", key), zap.Int64("offset", d.Record.Offset), zap.Error(err))
 		return
 	}
-	s.ApplyChange(c)
+	s.ApplyFrom(d.Geo, d.Record.Offset, c)
 }
 
-// ApplyChange folds one change into the view.
+// ApplyChange folds one change into the view as the next record of a
+// single local source, for tools and tests that seed a view without a
+// topic.
 func (s *State) ApplyChange(c events.ControlChange) {
+	s.mu.Lock()
+	s.local++
+	off := s.local
+	s.mu.Unlock()
+	s.ApplyFrom("", off, c)
+}
+
+// ApplyFrom folds the change read at offset of geo's control topic into
+// the view. A record at or before the latest one applied from that topic
+// for the same object is a replay and changes nothing.
+func (s *State) ApplyFrom(geo string, offset int64, c events.ControlChange) {
 	key := KeyOf(c)
 	var value any
 	if !c.Deleted {
@@ -99,23 +121,41 @@ func (s *State) ApplyChange(c events.ControlChange) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if e, ok := s.records[key]; ok && c.At.Before(e.change.At) {
-		return // an older write of an object that arrived from another geography
+	src := s.sources[key]
+	if src == nil {
+		src = map[string]entry{}
+		s.sources[key] = src
 	}
-	if at, ok := s.deleted[key]; ok && c.At.Before(at) {
+	if e, ok := src[geo]; ok && offset <= e.offset {
 		return
 	}
-	s.remove(key)
-	if c.Deleted {
-		s.deleted[key] = c.At
-	} else {
-		delete(s.deleted, key)
-		s.records[key] = entry{change: c, value: value}
-		if k, ok := value.(APIKey); ok {
-			s.hashes[k.Hash] = keyRef{c.Resource, k.Name}
+	src[geo] = entry{change: c, value: value, offset: offset}
+	s.settle(key)
+	s.bump()
+}
+
+// settle makes the newest of an object's latest records, by the time of
+// the change, its current state. Equal times (one write copied to every
+// geography) fall to the geography's name, so every view agrees.
+func (s *State) settle(key string) {
+	var (
+		win    entry
+		winGeo string
+		found  bool
+	)
+	for g, e := range s.sources[key] {
+		if !found || e.change.At.After(win.change.At) || (e.change.At.Equal(win.change.At) && g > winGeo) {
+			win, winGeo, found = e, g, true
 		}
 	}
-	s.bump()
+	s.remove(key)
+	if !found || win.change.Deleted {
+		return
+	}
+	s.records[key] = win
+	if k, ok := win.value.(APIKey); ok {
+		s.hashes[k.Hash] = keyRef{win.change.Resource, k.Name}
+	}
 }
 
 func (s *State) remove(key string) {

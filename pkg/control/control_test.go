@@ -45,18 +45,18 @@ func TestOlderChangesFromAnotherGeographyAreIgnored(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	v1 := control.DeploymentPolicy{Name: "p", AssignedTo: []string{"*"}, CuratedOnly: false}
 	v2 := control.DeploymentPolicy{Name: "p", AssignedTo: []string{"*"}, CuratedOnly: true}
-	s.ApplyChange(change(t, events.ControlDeploymentPolicy, "", "p", t0, v1))                  // eu
-	s.ApplyChange(change(t, events.ControlDeploymentPolicy, "", "p", t0.Add(time.Second), v2)) // eu
-	s.ApplyChange(change(t, events.ControlDeploymentPolicy, "", "p", t0, v1))                  // us, late
+	s.ApplyFrom("eu", 0, change(t, events.ControlDeploymentPolicy, "", "p", t0, v1))
+	s.ApplyFrom("eu", 1, change(t, events.ControlDeploymentPolicy, "", "p", t0.Add(time.Second), v2))
+	s.ApplyFrom("us", 0, change(t, events.ControlDeploymentPolicy, "", "p", t0, v1)) // late
 	if p, ok := s.DeploymentPolicy("p"); !ok || !p.CuratedOnly {
 		t.Fatalf("older copy overwrote the newer: %+v", p)
 	}
-	s.ApplyChange(change(t, events.ControlDeploymentPolicy, "", "p", t0.Add(2*time.Second), nil))
-	s.ApplyChange(change(t, events.ControlDeploymentPolicy, "", "p", t0.Add(time.Second), v2)) // us, late
+	s.ApplyFrom("eu", 2, change(t, events.ControlDeploymentPolicy, "", "p", t0.Add(2*time.Second), nil))
+	s.ApplyFrom("us", 1, change(t, events.ControlDeploymentPolicy, "", "p", t0.Add(time.Second), v2)) // late
 	if _, ok := s.DeploymentPolicy("p"); ok {
 		t.Fatal("an older copy resurrected a deleted policy")
 	}
-	s.ApplyChange(change(t, events.ControlDeploymentPolicy, "", "p", t0.Add(3*time.Second), v1))
+	s.ApplyFrom("eu", 3, change(t, events.ControlDeploymentPolicy, "", "p", t0.Add(3*time.Second), v1))
 	if _, ok := s.DeploymentPolicy("p"); !ok {
 		t.Fatal("recreating a deleted policy did not take")
 	}

@@ -9,7 +9,8 @@ import (
 )
 
 // Publisher writes control changes and gives its caller read-your-writes:
-// Publish returns once the service's own view has applied them.
+// Publish returns once the service's own view has applied the very
+// records it wrote.
 type Publisher struct {
 	bus    *bus.Bus
 	tables map[string]*bus.Table
@@ -22,16 +23,23 @@ func NewPublisher(b *bus.Bus, tables map[string]*bus.Table) *Publisher {
 }
 
 // Publish writes changes, in order, to the control topic of geo and waits
-// until the view has applied them.
+// until the view has applied the last of them (and so, the topic being
+// read in order, all of them).
 func (p *Publisher) Publish(ctx context.Context, geo string, changes ...events.ControlChange) error {
 	t, ok := p.tables[geo]
 	if !ok {
 		return fmt.Errorf("publishing control changes: geography %q is not served here", geo)
 	}
+	var last *bus.Sending
 	for _, c := range changes {
-		if err := p.bus.Publish(ctx, geo, bus.StreamControl, bus.Meta{Key: KeyOf(c), Resource: c.Resource}, c); err != nil {
+		last = p.bus.PublishAsync(ctx, geo, bus.StreamControl, bus.Meta{Key: KeyOf(c), Resource: c.Resource}, c)
+		if err := last.Wait(); err != nil {
 			return fmt.Errorf("publishing %s: %w", KeyOf(c), err)
 		}
 	}
-	return t.Sync(ctx)
+	if last == nil {
+		return nil
+	}
+	part, off := last.Written()
+	return t.WaitFor(ctx, part, off)
 }

@@ -46,6 +46,13 @@ type Config struct {
 	// KeyFile is the keyring holding the key-encryption keys
 	// (TERROIR_KEY_FILE).
 	KeyFile string
+	// KeyRotateSeals and KeyRotateAge say when a data key (a resource's,
+	// or a geography's abuse key) is replaced by a new version: after
+	// this many seals by one process (TERROIR_KEY_ROTATE_SEALS, default
+	// 2^24, at most 2^30) or at this age (TERROIR_KEY_ROTATE_AGE, default
+	// 168h); older versions stay readable until the resource is shredded.
+	KeyRotateSeals int
+	KeyRotateAge   time.Duration
 	// TopicsFile defines the provisioned streams (TERROIR_TOPICS_FILE).
 	TopicsFile string
 	// Namespace prefixes topic names (TERROIR_KAFKA_NAMESPACE, default terroir).
@@ -83,6 +90,8 @@ func LoadConfig(env *config.Env, service, defaultAdminAddr string) Config {
 	c.RedisAddrs = env.PerGeo("TERROIR_REDIS_ADDR", c.Geos, "127.0.0.1:6390")
 	c.AdminAddr = env.String("TERROIR_ADMIN_ADDR", defaultAdminAddr)
 	c.KeyFile = env.String("TERROIR_KEY_FILE", ".terroir/keys/keyring.json")
+	c.KeyRotateSeals = env.Int("TERROIR_KEY_ROTATE_SEALS", int(keys.DefaultRotateSeals), 1, 1<<30)
+	c.KeyRotateAge = env.Duration("TERROIR_KEY_ROTATE_AGE", keys.DefaultRotateAge)
 	c.TopicsFile = env.String("TERROIR_TOPICS_FILE", "deployments/topics.yaml")
 	c.Namespace = env.String("TERROIR_KAFKA_NAMESPACE", bus.DefaultNamespace)
 	c.Replication = env.Int("TERROIR_KAFKA_REPLICATION", 1, 1, 7)
@@ -160,6 +169,10 @@ func (d *Daemon) connect(ctx context.Context) error {
 	d.Bus, err = bus.New(ctx, bus.Config{
 		Namespace: cfg.Namespace, Brokers: cfg.Brokers, InstanceID: cfg.InstanceID,
 		Topics: defs, Replication: int16(cfg.Replication), KeyWrapper: wrapper,
+		KeyOptions: []keys.Option{
+			keys.WithAdmission(d.admitKey),
+			keys.WithRotation(uint64(cfg.KeyRotateSeals), cfg.KeyRotateAge),
+		},
 		Logger: d.Log, Registerer: d.Registry,
 	})
 	if err != nil {
@@ -179,6 +192,26 @@ func (d *Daemon) connect(ctx context.Context) error {
 	}
 	d.ControlPublisher = control.NewPublisher(d.Bus, d.control)
 	return nil
+}
+
+// admitKey lets a data key be made only for a resource the control plane
+// knows; one this view has not seen yet is looked for again after
+// catching up with the control topics.
+func (d *Daemon) admitKey(ctx context.Context, resource string) error {
+	if _, ok := d.Control.Resource(resource); ok {
+		return nil
+	}
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	for _, t := range d.control {
+		if err := t.Sync(sctx); err != nil {
+			return fmt.Errorf("checking that resource %s exists: %w", resource, err)
+		}
+	}
+	if _, ok := d.Control.Resource(resource); ok {
+		return nil
+	}
+	return fmt.Errorf("resource %s: %w", resource, keys.ErrNoResource)
 }
 
 // Go adds a long-running part, started by Run. A part runs until its

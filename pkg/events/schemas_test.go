@@ -307,6 +307,10 @@ func TestSchemasRejectInvalidPayloads(t *testing.T) {
 		}},
 		{"datakey wrapped not base64", all[events.TypeDataKey][0], func(m map[string]any) { m["wrapped"] = "not base64!" }},
 		{"datakey bad kek id", all[events.TypeDataKey][0], func(m map[string]any) { m["kek_id"] = "kek-2" }},
+		{"datakey without kek id", all[events.TypeDataKey][0], func(m map[string]any) { delete(m, "kek_id") }},
+		{"datakey deletion without kek id", all[events.TypeDataKey][1], func(m map[string]any) { delete(m, "kek_id") }},
+		{"resource shredding not a deletion", all[events.TypeDataKey][2], func(m map[string]any) { delete(m, "deleted") }},
+		{"resource shredding with a wrapped key", all[events.TypeDataKey][2], func(m map[string]any) { m["wrapped"] = "q83vEjRWeJA=" }},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -603,6 +607,15 @@ func samples() map[events.Type][]events.Event {
 				Algorithm: events.DataKeyAlgorithm,
 				CreatedAt: at.Add(24 * time.Hour),
 				Deleted:   true,
+			},
+			events.DataKey{
+				Geo:              "eu",
+				Resource:         "contoso-eu",
+				KeyID:            "eu/contoso-eu",
+				Algorithm:        events.DataKeyAlgorithm,
+				CreatedAt:        at.Add(24 * time.Hour),
+				Deleted:          true,
+				ResourceShredded: true,
 			},
 		},
 	}

@@ -348,7 +348,7 @@ func (ControlChange) EventType() Type { return TypeControlChange }
 // DataKey is a resource's data key wrapped under the geography's
 // key-encryption key (keys.datakey.v1). It travels plain because the key
 // is already wrapped. A deletion (crypto-shredding) sets Deleted and
-// leaves Wrapped empty.
+// leaves Wrapped empty; a resource's shredding also sets ResourceShredded.
 type DataKey struct {
 	// Geo is the geography whose key-encryption key wrapped the key.
 	Geo string `json:"geo"`
@@ -361,7 +361,7 @@ type DataKey struct {
 	// empty for deletions.
 	Wrapped []byte `json:"wrapped,omitempty"`
 	// KEKID is the key-encryption key's ID, such as "eu/kek/v2".
-	KEKID string `json:"kek_id"`
+	KEKID string `json:"kek_id,omitempty"`
 	// Algorithm is always DataKeyAlgorithm.
 	Algorithm string `json:"algorithm"`
 	// CreatedAt is when the key was created, or for a deletion when it
@@ -369,6 +369,10 @@ type DataKey struct {
 	CreatedAt time.Time `json:"created_at"`
 	// Deleted is set when the key was deleted.
 	Deleted bool `json:"deleted,omitempty"`
+	// ResourceShredded marks the record (keyed "<geo>/<resource>", with
+	// Deleted and no KEKID) that shreds every key of Resource in Geo for
+	// good: no key of it may be made again until a tombstone lifts it.
+	ResourceShredded bool `json:"resource_shredded,omitempty"`
 }
 
 // EventType returns TypeDataKey.

@@ -42,21 +42,7 @@ const blockedBody = `{"error":{"message":"The response was filtered due to the p
 func startResponder(t *testing.T, s *daemontest.Service) *responder {
 	t.Helper()
 	rp := &responder{seen: map[string]events.InferenceRequest{}}
-	w, err := keys.LoadKeyFile(s.Env["TERROIR_KEY_FILE"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defs, err := bus.LoadTopicDefs(s.Env["TERROIR_TOPICS_FILE"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	brokers := strings.Split(s.Env["TERROIR_KAFKA_BROKERS"], ",")
-	b, err := bus.New(t.Context(), bus.Config{Namespace: s.Env["TERROIR_KAFKA_NAMESPACE"], InstanceID: "responder",
-		Brokers: map[string][]string{"eu": brokers, "us": brokers}, Topics: defs, KeyWrapper: w})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
+	b := busOf(t, s, "responder")
 	rp.bus = b
 	c, err := b.NewConsumer(bus.ConsumerConfig{Group: "responder", Streams: []string{bus.StreamRequests}, Geos: []string{"eu", "us"},
 		Handler: func(ctx context.Context, d *bus.Delivery) error {
@@ -126,6 +112,27 @@ func startResponder(t *testing.T, s *daemontest.Service) *responder {
 	go func() { defer close(done); _ = c.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 	return rp
+}
+
+// busOf joins the bus of s as another participant named instance.
+func busOf(t *testing.T, s *daemontest.Service, instance string) *bus.Bus {
+	t.Helper()
+	w, err := keys.LoadKeyFile(s.Env["TERROIR_KEY_FILE"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defs, err := bus.LoadTopicDefs(s.Env["TERROIR_TOPICS_FILE"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	brokers := strings.Split(s.Env["TERROIR_KAFKA_BROKERS"], ",")
+	b, err := bus.New(t.Context(), bus.Config{Namespace: s.Env["TERROIR_KAFKA_NAMESPACE"], InstanceID: instance,
+		Brokers: map[string][]string{"eu": brokers, "us": brokers}, Topics: defs, KeyWrapper: w})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	return b
 }
 
 // appSetup starts ingress with a responder, a resource in eu and its
@@ -344,5 +351,46 @@ func TestTokenLimits(t *testing.T) {
 				t.Fatalf("tokens left after the refusals and one small request = %d", left)
 			}
 		}
+	}
+// TestRequestsOfADeletedResourceFailClosed: while a resource is being
+// deleted (its keys shredded on another instance, its control records
+// not yet gone here), a request for it is answered 410 with an
+// OpenAI-shaped error and nothing reaches the bus; a resource created
+// anew under the name works at once.
+func TestRequestsOfADeletedResourceFailClosed(t *testing.T) {
+	t.Parallel()
+	a, s, _, key := appSetup(t, nil)
+	if r := a.do("POST", "/v1/chat/completions", key, chatBody("chat", "hi", "")); r.status != http.StatusOK {
+		t.Fatalf("before deletion = %d %s", r.status, r.raw)
+	}
+	deleting := busOf(t, s, "ingress-deleting")
+	for _, g := range []string{"eu", "us"} {
+		if err := deleting.Keys().Shred(t.Context(), g, "acme"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// This instance learns of the shredding from the keys topic.
+	waitFor(t, 5*time.Second, "the shredding reaches this instance", func() bool {
+		return a.do("POST", "/v1/chat/completions", key, chatBody("chat", "in flight", "")).status == http.StatusGone
+	})
+	r := a.do("POST", "/v1/chat/completions", key, chatBody("chat", "in flight", ""))
+	if r.status != http.StatusGone || r.errCode() != "ResourceDeleted" || r.errField("type") != "not_found_error" || strings.Contains(string(r.raw), "in flight") {
+		t.Fatalf("request of a deleted resource = %d %s", r.status, r.raw)
+	}
+	refused := r.header.Get("x-request-id")
+	brokers := strings.Split(s.Env["TERROIR_KAFKA_BROKERS"], ",")
+	for _, g := range []string{"eu", "us"} {
+		for _, rec := range readTopic(t, brokers, bus.TopicName(s.Env["TERROIR_KAFKA_NAMESPACE"], g, bus.StreamRequests)) {
+			if string(rec.Key) == refused {
+				t.Fatalf("the refused request reached %s", rec.Topic)
+			}
+		}
+	}
+	a.op("DELETE", "/mgmt/resources/acme", nil, http.StatusNoContent)
+	a.op("PUT", "/mgmt/resources/acme", resourceBody("eu"), http.StatusCreated)
+	a.op("PUT", "/mgmt/resources/acme/deployments/chat", deploymentBody("terroir-ngram", "Standard"), http.StatusCreated)
+	key = a.op("POST", "/mgmt/resources/acme/listKeys", nil, http.StatusOK).body["key1"].(string)
+	if r := a.do("POST", "/v1/chat/completions", key, chatBody("chat", "hi again", "")); r.status != http.StatusOK {
+		t.Fatalf("the resource created anew = %d %s", r.status, r.raw)
 	}
 }

@@ -11,7 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/terroir-ai/terroir/pkg/bus"
+	"github.com/terroir-ai/terroir/pkg/control"
 	"github.com/terroir-ai/terroir/pkg/daemon/daemontest"
+	"github.com/terroir-ai/terroir/pkg/events"
 )
 
 const operatorToken = "test-operator-token-0123456789"
@@ -337,6 +340,42 @@ func TestRegeneratedKeyIsRefusedAtOnceEverywhere(t *testing.T) {
 		}
 		if r := c.do("GET", "/mgmt/resources/acme", key2, nil); r.status != http.StatusOK {
 			t.Errorf("untouched key2 = %d", r.status)
+		}
+	}
+}
+
+// TestRegenerateThenUseWhateverTheClocks: the key slot was last written
+// by an instance whose clock runs an hour ahead; a key regenerated here
+// afterwards still replaces it, and works on the very next call.
+func TestRegenerateThenUseWhateverTheClocks(t *testing.T) {
+	t.Parallel()
+	a, s := startIngress(t)
+	a.op("PUT", "/mgmt/resources/acme", resourceBody("eu"), http.StatusCreated)
+	a.op("POST", "/mgmt/resources/acme/listKeys", nil, http.StatusOK)
+
+	ahead := time.Now().UTC().Add(time.Hour)
+	const fast = "fa57c10cfa57c10cfa57c10cfa57c10c"
+	spec, err := json.Marshal(control.APIKey{Name: "key1", Hash: control.HashAPIKey(fast), CreatedAt: ahead})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := events.ControlChange{Kind: events.ControlAPIKey, Resource: "acme", ID: "key1", Actor: "operator", At: ahead, Spec: spec}
+	b := busOf(t, s, "ingress-fast-clock")
+	if err := b.Publish(t.Context(), "eu", bus.StreamControl, bus.Meta{Key: control.KeyOf(ch), Resource: "acme"}, ch); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the fast-clocked key works", func() bool {
+		return a.do("GET", "/mgmt/resources/acme", fast, nil).status == http.StatusOK
+	})
+
+	for i := range 3 {
+		regen := a.op("POST", "/mgmt/resources/acme/regenerateKey", map[string]string{"keyName": "key1"}, http.StatusOK)
+		key1, _ := regen.body["key1"].(string)
+		if r := a.do("GET", "/mgmt/resources/acme", key1, nil); r.status != http.StatusOK {
+			t.Fatalf("regeneration %d: the key just handed out = %d %s", i, r.status, r.raw)
+		}
+		if r := a.do("GET", "/mgmt/resources/acme", fast, nil); r.status != http.StatusUnauthorized {
+			t.Fatalf("regeneration %d: the replaced key = %d", i, r.status)
 		}
 	}
 }

@@ -90,6 +90,7 @@ type Options struct {
 	// ClientOpts are added to every franz-go client of the bus (hooks
 	// that let a test see what a consumer polled, say).
 	ClientOpts []kgo.Opt
+	KeyOptions []keys.Option // data-key admission and rotation
 }
 
 // Bus returns a bus on the cluster with topics provisioned from the
@@ -124,7 +125,7 @@ func (c *Cluster) Bus(t testing.TB, o Options) *bus.Bus {
 	defer cancel()
 	b, err := bus.New(ctx, bus.Config{
 		Namespace: o.Namespace, Brokers: brokers, InstanceID: o.InstanceID,
-		Topics: defs, KeyWrapper: w, Logger: o.Logger, ClientOpts: o.ClientOpts,
+		Topics: defs, KeyWrapper: w, KeyOptions: o.KeyOptions, Logger: o.Logger, ClientOpts: o.ClientOpts,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -82,13 +82,71 @@ func Run(t *testing.T, open func(t *testing.T) func() keys.Store) {
 				t.Errorf("after delete, Get(%s) = %v", id, err)
 			}
 		}
-		if _, err := s.Current(ctx, "eu", "acme"); !errors.Is(err, keys.ErrKeyNotFound) {
-			t.Errorf("after delete, Current = %v", err)
+		if _, err := s.Current(ctx, "eu", "acme"); !errors.Is(err, keys.ErrShredded) {
+			t.Errorf("after delete, Current = %v, want ErrShredded", err)
 		}
 		for _, id := range []string{"us/acme/1", "eu/globex/1"} {
 			if _, err := s.Get(ctx, id); err != nil {
 				t.Errorf("delete took %s too: %v", id, err)
 			}
+		}
+	})
+
+	t.Run("the key written last is current whatever its clock", func(t *testing.T) {
+		s := open(t)()
+		ctx := t.Context()
+		for _, k := range []keys.WrappedKey{
+			key("eu/acme/1", "eu", "acme", t0.Add(time.Hour)),
+			key("eu/acme/2", "eu", "acme", t0), // made by an instance whose clock runs behind
+		} {
+			if err := s.Put(ctx, k); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// rewrapping an older version does not make it current
+		if err := s.Put(ctx, key("eu/acme/1", "eu", "acme", t0.Add(time.Hour))); err != nil {
+			t.Fatal(err)
+		}
+		if cur, err := s.Current(ctx, "eu", "acme"); err != nil || cur.ID != "eu/acme/2" {
+			t.Fatalf("Current = %q, %v; want eu/acme/2", cur.ID, err)
+		}
+	})
+
+	t.Run("a shredded resource takes no key until reopened", func(t *testing.T) {
+		view := open(t)
+		a, b := view(), view()
+		ctx := t.Context()
+		if err := a.Put(ctx, key("eu/acme/1", "eu", "acme", t0)); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Delete(ctx, "eu", "acme"); err != nil {
+			t.Fatal(err)
+		}
+		for name, s := range map[string]keys.Store{"deleting view": a, "second view": b, "view opened later": view()} {
+			if err := s.Put(ctx, key("eu/acme/2", "eu", "acme", t0)); !errors.Is(err, keys.ErrShredded) {
+				t.Errorf("%s: Put after delete = %v, want ErrShredded", name, err)
+			}
+			if _, err := s.Current(ctx, "eu", "acme"); !errors.Is(err, keys.ErrShredded) {
+				t.Errorf("%s: Current after delete = %v, want ErrShredded", name, err)
+			}
+			if _, err := s.Get(ctx, "eu/acme/2"); !errors.Is(err, keys.ErrKeyNotFound) {
+				t.Errorf("%s: a refused key was kept: %v", name, err)
+			}
+		}
+		if err := b.Put(ctx, key("eu/globex/1", "eu", "globex", t0)); err != nil {
+			t.Fatalf("another resource: %v", err)
+		}
+		if err := b.Reopen(ctx, "eu", "acme"); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Put(ctx, key("eu/acme/3", "eu", "acme", t0)); err != nil {
+			t.Fatalf("Put after reopen: %v", err)
+		}
+		if cur, err := b.Current(ctx, "eu", "acme"); err != nil || cur.ID != "eu/acme/3" {
+			t.Fatalf("Current after reopen = %q, %v", cur.ID, err)
+		}
+		if _, err := b.Get(ctx, "eu/acme/1"); !errors.Is(err, keys.ErrKeyNotFound) {
+			t.Fatalf("reopening brought a shredded key back: %v", err)
 		}
 	})
 

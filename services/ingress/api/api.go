@@ -32,6 +32,7 @@ import (
 	"github.com/terroir-ai/terroir/pkg/catalog"
 	"github.com/terroir-ai/terroir/pkg/control"
 	"github.com/terroir-ai/terroir/pkg/events"
+	"github.com/terroir-ai/terroir/pkg/keys"
 	"github.com/terroir-ai/terroir/pkg/openai"
 	"github.com/terroir-ai/terroir/services/ingress/apierr"
 	"github.com/terroir-ai/terroir/services/ingress/mgmt"
@@ -377,7 +378,13 @@ func (a *API) handle(w http.ResponseWriter, r *http.Request, op events.Operation
 	ctx, cancel := context.WithTimeout(r.Context(), a.cfg.Timeout)
 	defer cancel()
 	rs, err := a.cfg.Requesters[geo].Request(ctx, geo, bus.StreamRequests, meta, ev)
-	if err != nil {
+	switch {
+	case errors.Is(err, keys.ErrShredded):
+		// Deleted while this request was on its way: nothing was sealed.
+		return apierr.Gone("ResourceDeleted", "resource %q was deleted", res.Name)
+	case errors.Is(err, keys.ErrResourceGone):
+		return apierr.NotFound("ResourceNotFound", "resource %q not found", res.Name)
+	case err != nil:
 		return fmt.Errorf("publishing request %s: %w", id, err)
 	}
 	defer rs.Close()

@@ -53,6 +53,11 @@ func NotFound(code, format string, args ...any) *Error {
 	return &Error{Status: http.StatusNotFound, Type: TypeNotFound, Code: code, Message: fmt.Sprintf(format, args...)}
 }
 
+// Gone is a 410 with code: the object existed and was deleted.
+func Gone(code, format string, args ...any) *Error {
+	return &Error{Status: http.StatusGone, Type: TypeNotFound, Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
 // Conflict is a 409: the request is well formed but the current state
 // does not allow it.
 func Conflict(code, param, format string, args ...any) *Error {

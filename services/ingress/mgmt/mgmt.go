@@ -38,9 +38,11 @@ type Publisher interface {
 	Publish(ctx context.Context, geo string, changes ...events.ControlChange) error
 }
 
-// Shredder deletes a resource's data keys (crypto-shredding).
+// Shredder deletes a resource's data keys (crypto-shredding) and lets a
+// resource created anew under a deleted one's name have keys again.
 type Shredder interface {
 	Shred(ctx context.Context, geo, resource string) error
+	Reopen(ctx context.Context, geo, resource string) error
 }
 
 // Config is what the management API needs.

@@ -141,6 +141,15 @@ func (a *API) writeResource(w http.ResponseWriter, r *http.Request, c caller, pa
 	if err := a.applyResourceInput(&res, in, exists); err != nil {
 		return err
 	}
+	if !exists {
+		// A resource created under the name of a deleted one may have
+		// data keys again; what was shredded stays unreadable.
+		for _, g := range a.cfg.Geos {
+			if err := a.cfg.Keys.Reopen(r.Context(), g, name); err != nil {
+				return err
+			}
+		}
+	}
 	return a.save(w, r, c, []string{res.Location}, events.ControlResource, name, name, res, a.renderResource(res), old, exists)
 }
 
