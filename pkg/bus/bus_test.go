@@ -236,10 +236,11 @@ func configValue(rc kadm.ResourceConfig, name string) string {
 func TestParseTopicDefsRejectsBadFiles(t *testing.T) {
 	t.Parallel()
 	cases := map[string]string{
-		"unknown field":    "streams:\n  - name: replies\n    partitons: 3\n",
-		"missing required": "streams:\n  - name: requests\n",
-		"dotted name":      "streams:\n  - name: a.b\n  - name: replies\n  - name: control\n  - name: keys\n  - name: dlq\n",
-		"duplicate":        "streams:\n  - name: replies\n  - name: replies\n  - name: control\n  - name: keys\n  - name: dlq\n",
+		"unknown field":                 "streams:\n  - name: replies\n    partitons: 3\n",
+		"missing required":              "streams:\n  - name: requests\n",
+		"dotted name":                   "streams:\n  - name: a.b\n  - name: replies\n  - name: control\n  - name: keys\n  - name: dlq\n",
+		"duplicate":                     "streams:\n  - name: replies\n  - name: replies\n  - name: control\n  - name: keys\n  - name: dlq\n",
+		"transit retention in the file": "streams:\n  - name: replies\n    config: {retention.ms: \"604800000\"}\n  - name: control\n  - name: keys\n  - name: dlq\n",
 	}
 	for name, doc := range cases {
 		if _, err := bus.ParseTopicDefs([]byte(doc)); err == nil {
