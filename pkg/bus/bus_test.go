@@ -134,7 +134,7 @@ func TestShreddedResourceIsUnreadable(t *testing.T) {
 	ns := bustest.Namespace()
 	b := c.Bus(t, bustest.Options{Namespace: ns, Geos: []string{"eu"}})
 	errs := make(chan error, 4)
-	consume(t, b, bus.ConsumerConfig{Group: "shred", Streams: []string{bus.StreamRequests}, MaxAttempts: 1,
+	consume(t, b, bus.ConsumerConfig{Group: "shred", Streams: []string{bus.StreamRequests},
 		Handler: func(ctx context.Context, d *bus.Delivery) error {
 			var ev events.InferenceRequest
 			err := d.Decode(ctx, &ev)
@@ -155,7 +155,7 @@ func TestShreddedResourceIsUnreadable(t *testing.T) {
 	// record from the log and cannot open it.
 	late := c.Bus(t, bustest.Options{Namespace: ns, Geos: []string{"eu"}})
 	lateErr := make(chan error, 1)
-	consume(t, late, bus.ConsumerConfig{Group: "late", Streams: []string{bus.StreamRequests}, MaxAttempts: 1,
+	consume(t, late, bus.ConsumerConfig{Group: "late", Streams: []string{bus.StreamRequests},
 		Handler: func(ctx context.Context, d *bus.Delivery) error {
 			var ev events.InferenceRequest
 			err := d.Decode(ctx, &ev)
@@ -506,7 +506,7 @@ func TestDecodeErrorsQuoteNoContent(t *testing.T) {
 		"wrong type": `{"request_id":"x","total_tokens":"Zsecret-canary"}`,
 	}
 	errs := make(chan error, len(cases))
-	consume(t, b, bus.ConsumerConfig{Group: "decode-errors", Streams: []string{bus.StreamUsage}, MaxAttempts: 1,
+	consume(t, b, bus.ConsumerConfig{Group: "decode-errors", Streams: []string{bus.StreamUsage},
 		Handler: func(ctx context.Context, d *bus.Delivery) error {
 			var u events.UsageRecord
 			err := d.Decode(ctx, &u)

@@ -27,6 +27,11 @@ type KeyStore struct {
 	byRes map[string]map[string]keys.WrappedKey // "<geo>/<resource>" → ID → key
 }
 
+// errKeysUnavailable marks a lookup that could not be answered now (the
+// key table could not catch up with its topic): unlike a missing key, it
+// is worth retrying.
+var errKeysUnavailable = errors.New("data keys unavailable")
+
 // syncTimeout bounds how long a lookup waits for a key created by another
 // instance to arrive.
 const syncTimeout = 5 * time.Second
@@ -146,7 +151,7 @@ func (s *KeyStore) lookup(ctx context.Context, geo string, find func() (keys.Wra
 	sctx, cancel := context.WithTimeout(ctx, syncTimeout)
 	defer cancel()
 	if err := t.Sync(sctx); err != nil {
-		return keys.WrappedKey{}, fmt.Errorf("looking up data key: %w", err)
+		return keys.WrappedKey{}, fmt.Errorf("looking up data key: %w: %w", errKeysUnavailable, err)
 	}
 	s.mu.RLock()
 	k, ok = find()
