@@ -3,7 +3,8 @@
 // terroir.<geo>.<stream>, records keyed by request ID with their metadata
 // in headers, and payloads sealed under envelope encryption whenever their
 // event type carries customer content. On top of it: a consumer-group
-// runner (handle, mark, commit; bounded retries, then the dead-letter
+// runner (handle, mark, commit; failures retried until they heal with the
+// partition paused, records that can never succeed to the dead-letter
 // topic), request/reply that reaches exactly the waiting instance,
 // materialised compacted tables, and topic provisioning.
 package bus
@@ -466,7 +467,8 @@ func (b *Bus) delivery(r *kgo.Record) *Delivery {
 // Payload returns the plaintext JSON payload, opening it with the data key
 // named in its headers when the event type is sealed. A payload that
 // cannot be opened (unknown type, missing or shredded key, tampering) is a
-// permanent error.
+// permanent error; a key lookup the key table cannot answer now (the
+// broker is away) is not.
 func (d *Delivery) Payload(ctx context.Context) ([]byte, error) {
 	spec, ok := events.LookupReceived(d.Meta.Type)
 	if !ok {
@@ -483,7 +485,11 @@ func (d *Delivery) Payload(ctx context.Context) ([]byte, error) {
 	}
 	k, err := d.bus.keys.ByID(ctx, d.Meta.KeyID)
 	if err != nil {
-		return nil, Permanent(fmt.Errorf("record %s/%d@%d: %w", d.Record.Topic, d.Record.Partition, d.Record.Offset, err))
+		err = fmt.Errorf("record %s/%d@%d: %w", d.Record.Topic, d.Record.Partition, d.Record.Offset, err)
+		if errors.Is(err, errKeysUnavailable) || ctx.Err() != nil {
+			return nil, err // the key table could not answer now: retried
+		}
+		return nil, Permanent(err)
 	}
 	owner := d.Meta.Resource
 	if spec.Protection == events.AbuseKey {

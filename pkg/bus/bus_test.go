@@ -134,7 +134,7 @@ func TestShreddedResourceIsUnreadable(t *testing.T) {
 	ns := bustest.Namespace()
 	b := c.Bus(t, bustest.Options{Namespace: ns, Geos: []string{"eu"}})
 	errs := make(chan error, 4)
-	consume(t, b, bus.ConsumerConfig{Group: "shred", Streams: []string{bus.StreamRequests}, MaxAttempts: 1,
+	consume(t, b, bus.ConsumerConfig{Group: "shred", Streams: []string{bus.StreamRequests},
 		Handler: func(ctx context.Context, d *bus.Delivery) error {
 			var ev events.InferenceRequest
 			err := d.Decode(ctx, &ev)
@@ -155,7 +155,7 @@ func TestShreddedResourceIsUnreadable(t *testing.T) {
 	// record from the log and cannot open it.
 	late := c.Bus(t, bustest.Options{Namespace: ns, Geos: []string{"eu"}})
 	lateErr := make(chan error, 1)
-	consume(t, late, bus.ConsumerConfig{Group: "late", Streams: []string{bus.StreamRequests}, MaxAttempts: 1,
+	consume(t, late, bus.ConsumerConfig{Group: "late", Streams: []string{bus.StreamRequests},
 		Handler: func(ctx context.Context, d *bus.Delivery) error {
 			var ev events.InferenceRequest
 			err := d.Decode(ctx, &ev)
@@ -236,10 +236,11 @@ func configValue(rc kadm.ResourceConfig, name string) string {
 func TestParseTopicDefsRejectsBadFiles(t *testing.T) {
 	t.Parallel()
 	cases := map[string]string{
-		"unknown field":    "streams:\n  - name: replies\n    partitons: 3\n",
-		"missing required": "streams:\n  - name: requests\n",
-		"dotted name":      "streams:\n  - name: a.b\n  - name: replies\n  - name: control\n  - name: keys\n  - name: dlq\n",
-		"duplicate":        "streams:\n  - name: replies\n  - name: replies\n  - name: control\n  - name: keys\n  - name: dlq\n",
+		"unknown field":                 "streams:\n  - name: replies\n    partitons: 3\n",
+		"missing required":              "streams:\n  - name: requests\n",
+		"dotted name":                   "streams:\n  - name: a.b\n  - name: replies\n  - name: control\n  - name: keys\n  - name: dlq\n",
+		"duplicate":                     "streams:\n  - name: replies\n  - name: replies\n  - name: control\n  - name: keys\n  - name: dlq\n",
+		"transit retention in the file": "streams:\n  - name: replies\n    config: {retention.ms: \"604800000\"}\n  - name: control\n  - name: keys\n  - name: dlq\n",
 	}
 	for name, doc := range cases {
 		if _, err := bus.ParseTopicDefs([]byte(doc)); err == nil {
@@ -508,7 +509,7 @@ func TestDecodeErrorsQuoteNoContent(t *testing.T) {
 		"wrong type": `{"request_id":"x","total_tokens":"Zsecret-canary"}`,
 	}
 	errs := make(chan error, len(cases))
-	consume(t, b, bus.ConsumerConfig{Group: "decode-errors", Streams: []string{bus.StreamUsage}, MaxAttempts: 1,
+	consume(t, b, bus.ConsumerConfig{Group: "decode-errors", Streams: []string{bus.StreamUsage},
 		Handler: func(ctx context.Context, d *bus.Delivery) error {
 			var u events.UsageRecord
 			err := d.Decode(ctx, &u)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -26,10 +27,18 @@ const (
 )
 
 // Handler handles one record. It must be idempotent by request ID:
-// delivery is at least once. Returning an error retries the record;
-// an error wrapped with Permanent sends it to the dead-letter topic at once;
-// an error wrapping keys.ErrResourceGone (the resource was deleted, so
-// nothing can be sealed for it) drops the record. Errors must never contain prompt or output text: they travel in headers.
+// delivery is at least once.
+//
+// Returning an error retries the record until the handler succeeds: an
+// error is taken for a failure of infrastructure (Redis, the broker, a
+// timeout) that heals, unless it is wrapped with Permanent, which sends the
+// record to the dead-letter topic at once. Mark only what can never
+// succeed (undecodable, invalid, sealed under a shredded key); an unmarked
+// bug stalls its partition, visibly, rather than losing records. A panic
+// dead-letters the record, its error naming the panic's type only. An
+// error wrapping keys.ErrResourceGone (the resource was deleted, so
+// nothing can be sealed for it) drops the record.
+// Errors must never contain prompt or output text: they travel in headers.
 type Handler func(ctx context.Context, d *Delivery) error
 
 // ConsumerConfig configures a consumer group.
@@ -43,12 +52,11 @@ type ConsumerConfig struct {
 	// Handler is called for each record: records with the same key (one
 	// request) in order, records of different keys concurrently.
 	Handler Handler
-	// MaxAttempts bounds the tries of a failing record before it goes to
-	// the dead-letter topic; default 5.
-	MaxAttempts int
-	// Backoff is the first retry delay, doubled each try up to 5 s;
-	// default 50 ms.
+	// Backoff is the first retry delay of a failing record, doubled each
+	// try up to MaxBackoff; default 50 ms.
 	Backoff time.Duration
+	// MaxBackoff caps the retry delay; default 5 s.
+	MaxBackoff time.Duration
 	// CommitInterval is how often handled offsets are committed; they are
 	// also committed when partitions are revoked and on shutdown.
 	// Default 1 s.
@@ -72,15 +80,23 @@ type ConsumerConfig struct {
 // Consumer runs a consumer group over one or more geographies.
 //
 // Polling never waits for handlers: each poll's records are queued by key
-// and handled by a pool of workers, so a slow record (a long generation, a
-// retry's backoff) holds up only the records with its key, and the next
-// records are polled at once. Offsets are marked in partition order, up to
-// the first record not yet settled.
+// and handled by a pool of workers, so a slow record (a long generation)
+// holds up only the records with its key, and the next records are polled
+// at once. A failing record is retried until it succeeds, with its
+// partition paused meanwhile: an outage stops the partitions it touches,
+// and they resume where they stopped. Offsets are marked in partition
+// order, up to the first record not yet settled.
 type Consumer struct {
 	b       *Bus
 	cfg     ConsumerConfig
 	log     *zap.Logger
 	clients map[string]*kgo.Client
+	// runCtx ends when Run's context does: retries stop, and the records
+	// they hold go to the partitions' next owner.
+	runCtx context.Context
+	// paused counts, per partition, the records retrying in it; the
+	// partition is paused while the count is above zero.
+	paused map[topicPartition]int
 
 	mu       sync.Mutex
 	cond     *sync.Cond // signalled whenever a record settles or a poll stops
@@ -102,6 +118,8 @@ type topicPartition struct {
 // partTrack is what the consumer holds of one assigned partition.
 type partTrack struct {
 	cl      *kgo.Client
+	tp      topicPartition
+	stop    chan struct{}        // closed when the partition is released: retries end
 	pending []*pending           // polled and not yet marked, in offset order
 	keys    map[string]*keyQueue // keys with records queued or running
 	running int                  // records being handled now
@@ -137,12 +155,13 @@ func (b *Bus) NewConsumer(cfg ConsumerConfig) (*Consumer, error) {
 	if len(cfg.Geos) == 0 {
 		cfg.Geos = b.Geos()
 	}
-	if cfg.MaxAttempts <= 0 {
-		cfg.MaxAttempts = 5
-	}
 	if cfg.Backoff <= 0 {
 		cfg.Backoff = 50 * time.Millisecond
 	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 5 * time.Second
+	}
+	cfg.Backoff = min(cfg.Backoff, cfg.MaxBackoff)
 	if cfg.CommitInterval <= 0 {
 		cfg.CommitInterval = time.Second
 	}
@@ -159,7 +178,7 @@ func (b *Bus) NewConsumer(cfg ConsumerConfig) (*Consumer, error) {
 		cfg.MaxInFlight = 4 * cfg.Concurrency
 	}
 	c := &Consumer{b: b, cfg: cfg, log: b.log.Named("consumer").With(zap.String("group", cfg.Group)), clients: map[string]*kgo.Client{},
-		parts: map[topicPartition]*partTrack{}, work: make(chan *keyQueue, cfg.MaxInFlight)}
+		parts: map[topicPartition]*partTrack{}, paused: map[topicPartition]int{}, work: make(chan *keyQueue, cfg.MaxInFlight)}
 	c.cond = sync.NewCond(&c.mu)
 	for _, g := range cfg.Geos {
 		if _, ok := b.prod[g]; !ok {
@@ -222,6 +241,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	defer stop()
 	c.mu.Lock()
 	c.workCtx = workCtx
+	c.runCtx = ctx
 	c.mu.Unlock()
 	// Waiters on cond must see the end of ctx and of the drain.
 	wake := func() {
@@ -296,7 +316,7 @@ func (c *Consumer) queue(cl *kgo.Client, fetches kgo.Fetches) {
 		tp := topicPartition{r.Topic, r.Partition}
 		pt := c.parts[tp]
 		if pt == nil {
-			pt = &partTrack{cl: cl, keys: map[string]*keyQueue{}}
+			pt = &partTrack{cl: cl, tp: tp, stop: make(chan struct{}), keys: map[string]*keyQueue{}}
 			c.parts[tp] = pt
 		}
 		p := &pending{r: r}
@@ -356,7 +376,7 @@ func (c *Consumer) drainKey(ctx context.Context, kq *keyQueue) {
 		}
 		c.mu.Unlock()
 
-		settled := run && c.handle(ctx, p.r)
+		settled := run && c.handle(ctx, pt, p.r)
 
 		c.mu.Lock()
 		if run {
@@ -405,6 +425,7 @@ func (c *Consumer) release(parts map[string][]int32, wait bool) {
 			tp := topicPartition{topic, p}
 			if pt := c.parts[tp]; pt != nil {
 				pt.closing = true
+				close(pt.stop)
 				tracks = append(tracks, pt)
 				delete(c.parts, tp)
 			}
@@ -430,21 +451,26 @@ func (c *Consumer) release(parts map[string][]int32, wait bool) {
 	}
 }
 
-// handle runs the handler with bounded retries and dead-letters the record
-// when they are spent. It reports whether the record may be marked: false
-// only when the work context ended before the record was settled.
-func (c *Consumer) handle(ctx context.Context, r *kgo.Record) bool {
+// handle runs the handler until the record settles: it succeeds, or it
+// fails permanently (or panics) and is dead-lettered. Any other failure is
+// retried with backoff while the record's partition is paused. It reports
+// whether the record may be marked: false when Run's context, the drain
+// or the partition's ownership ended first, and the record is left for
+// redelivery.
+func (c *Consumer) handle(ctx context.Context, pt *partTrack, r *kgo.Record) bool {
 	d := c.b.delivery(r)
 	start := time.Now()
 	defer func() {
 		c.b.metrics.handleSeconds.WithLabelValues(d.Geo, d.Stream, c.cfg.Group).Observe(time.Since(start).Seconds())
 	}()
-	var err error
+	c.mu.Lock()
+	runCtx := c.runCtx
+	c.mu.Unlock()
 	attempts := 0
 	delay := c.cfg.Backoff
-	for attempts < c.cfg.MaxAttempts {
+	for {
 		attempts++
-		err = c.cfg.Handler(ctx, d)
+		err := c.call(ctx, d)
 		if err == nil {
 			c.b.metrics.handled.WithLabelValues(d.Geo, d.Stream, c.cfg.Group).Inc()
 			return true
@@ -461,23 +487,98 @@ func (c *Consumer) handle(ctx context.Context, r *kgo.Record) bool {
 			return true
 		}
 		if IsPermanent(err) {
-			break
+			return c.deadLetter(ctx, d, attempts, err)
 		}
-		c.log.Debug("handler failed, retrying", zap.String("request_id", d.Meta.RequestID), zap.Int("attempt", attempts), zap.Error(err))
-		if attempts < c.cfg.MaxAttempts && !sleepCtx(ctx, delay) {
+		if attempts == 1 {
+			c.pause(pt)
+			defer c.resume(pt)
+		}
+		// Every failure of a long outage would flood the log: the first
+		// ones, then at doubling intervals.
+		if attempts&(attempts-1) == 0 {
+			c.log.Warn("handler failed, retrying with the partition paused", zap.String("request_id", d.Meta.RequestID),
+				zap.String("topic", r.Topic), zap.Int32("partition", r.Partition), zap.Int64("offset", r.Offset),
+				zap.Int("attempt", attempts), zap.Error(err))
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		case <-runCtx.Done():
+			// Shutting down: the record is not settled, so it is not
+			// committed, and the group's next owner takes it up.
+			t.Stop()
+			return false
+		case <-pt.stop:
+			t.Stop()
 			return false
 		}
-		delay = min(2*delay, 5*time.Second)
+		delay = min(2*delay, c.cfg.MaxBackoff)
 	}
-	return c.deadLetter(ctx, d, attempts, err)
+}
+
+// call runs the handler. A panic is turned into a permanent error naming
+// only the panic's type: its value may quote the record.
+func (c *Consumer) call(ctx context.Context, d *Delivery) (err error) {
+	defer func() {
+		v := recover()
+		if v == nil {
+			return
+		}
+		kind := fmt.Sprintf("%T", v)
+		if _, ok := v.(runtime.Error); ok {
+			kind = "runtime.Error"
+		}
+		c.log.Error("handler panicked", zap.String("request_id", d.Meta.RequestID), zap.String("topic", d.Record.Topic),
+			zap.Int32("partition", d.Record.Partition), zap.Int64("offset", d.Record.Offset),
+			zap.String("panic", kind), zap.Stack("stack"))
+		err = Permanent(errors.New("panic: " + kind))
+	}()
+	return c.cfg.Handler(ctx, d)
+}
+
+// pause stops fetching pt's partition while one of its records retries;
+// records already polled are still handled.
+func (c *Consumer) pause(pt *partTrack) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.paused[pt.tp]++
+	if c.paused[pt.tp] == 1 {
+		pt.cl.PauseFetchPartitions(map[string][]int32{pt.tp.topic: {pt.tp.partition}})
+		c.b.metrics.pausedPartitions.WithLabelValues(c.cfg.Group).Inc()
+	}
+}
+
+// resume undoes pause once no record of the partition retries. Pausing
+// outlives a rebalance in franz-go, so a released partition is resumed
+// too: its next assignment must fetch.
+func (c *Consumer) resume(pt *partTrack) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.paused[pt.tp]--
+	if c.paused[pt.tp] > 0 {
+		return
+	}
+	delete(c.paused, pt.tp)
+	pt.cl.ResumeFetchPartitions(map[string][]int32{pt.tp.topic: {pt.tp.partition}})
+	c.b.metrics.pausedPartitions.WithLabelValues(c.cfg.Group).Dec()
 }
 
 func (c *Consumer) deadLetter(ctx context.Context, d *Delivery, attempts int, cause error) bool {
 	r := d.Record
+	value := r.Value // still sealed: the dead-letter topic is no plaintext back door
+	if d.Stream == StreamAbuseLog {
+		// An abuse record must be gone 30 days after it was written; a
+		// copy here would live the dead-letter retention from now. It
+		// stays in the abuse log, which the headers point to.
+		value = nil
+	}
 	dl := &kgo.Record{
 		Topic: c.b.Topic(d.Geo, StreamDLQ),
 		Key:   r.Key,
-		Value: r.Value, // still sealed: the dead-letter topic is no plaintext back door
+		Value: value,
 		Headers: append(append([]kgo.RecordHeader(nil), r.Headers...),
 			kgo.RecordHeader{Key: HeaderDLQError, Value: []byte(cause.Error())},
 			kgo.RecordHeader{Key: HeaderDLQTopic, Value: []byte(r.Topic)},
@@ -502,7 +603,7 @@ func (c *Consumer) deadLetter(ctx context.Context, d *Delivery, attempts int, ca
 		if !sleepCtx(ctx, delay) {
 			return false
 		}
-		delay = min(2*delay, 5*time.Second)
+		delay = min(2*delay, c.cfg.MaxBackoff)
 	}
 }
 

@@ -24,10 +24,10 @@ import (
 	"github.com/terroir-ai/terroir/pkg/redistest"
 )
 
-// TestPoisonRecordIsDeadLettered publishes a record its handler keeps
-// failing, then good records behind it on the same partition. The failing
-// record is tried a bounded number of times, lands on the dead-letter topic
-// unchanged (still sealed) with the failure in its headers, and the
+// TestPoisonRecordIsDeadLettered publishes a record its handler marks as
+// never able to succeed, then good records behind it on the same
+// partition. The failing record is tried once, lands on the dead-letter
+// topic unchanged (still sealed) with the failure in its headers, and the
 // partition moves on to the records behind it.
 func TestPoisonRecordIsDeadLettered(t *testing.T) {
 	t.Parallel()
@@ -36,11 +36,11 @@ func TestPoisonRecordIsDeadLettered(t *testing.T) {
 		fail         func(id string) error
 		wantAttempts int
 	}{
-		{"transient error retried until attempts are spent", func(id string) error {
-			return fmt.Errorf("stock service refused %s", id)
-		}, 3},
 		{"permanent error dead-lettered at once", func(id string) error {
 			return bus.Permanent(fmt.Errorf("request %s can never succeed", id))
+		}, 1},
+		{"permanent error wrapped again", func(id string) error {
+			return fmt.Errorf("handling: %w", bus.Permanent(fmt.Errorf("request %s can never succeed", id)))
 		}, 1},
 	}
 	for _, tc := range cases {
@@ -61,7 +61,7 @@ func TestPoisonRecordIsDeadLettered(t *testing.T) {
 				order []string
 			)
 			consume(t, b, bus.ConsumerConfig{Group: group, Streams: []string{bus.StreamRequests},
-				MaxAttempts: 3, Backoff: 5 * time.Millisecond,
+				Backoff: 5 * time.Millisecond,
 				Handler: func(ctx context.Context, d *bus.Delivery) error {
 					var req events.InferenceRequest
 					if err := d.Decode(ctx, &req); err != nil {

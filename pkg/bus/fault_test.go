@@ -144,7 +144,7 @@ func TestNextEventVersionIsAccepted(t *testing.T) {
 	}
 	got := make(chan events.UsageRecord, 2)
 	errs := make(chan error, 2)
-	consume(t, b, bus.ConsumerConfig{Group: "versions", Streams: []string{bus.StreamUsage}, MaxAttempts: 1,
+	consume(t, b, bus.ConsumerConfig{Group: "versions", Streams: []string{bus.StreamUsage},
 		Handler: func(ctx context.Context, d *bus.Delivery) error {
 			var u events.UsageRecord
 			if err := d.Decode(ctx, &u); err != nil {

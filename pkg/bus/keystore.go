@@ -39,6 +39,11 @@ type KeyStore struct {
 	orphans map[string]map[string]bool // "<geo>/<resource>" → IDs
 }
 
+// errKeysUnavailable marks a lookup that could not be answered now (the
+// key table could not catch up with its topic): unlike a missing key, it
+// is worth retrying.
+var errKeysUnavailable = errors.New("data keys unavailable")
+
 // syncTimeout bounds how long a lookup waits for a key created by another
 // instance to arrive.
 const syncTimeout = 5 * time.Second
@@ -253,7 +258,7 @@ func (s *KeyStore) lookup(ctx context.Context, geo string, find func() (keys.Wra
 	sctx, cancel := context.WithTimeout(ctx, syncTimeout)
 	defer cancel()
 	if err := t.Sync(sctx); err != nil {
-		return keys.WrappedKey{}, fmt.Errorf("looking up data key: %w", err)
+		return keys.WrappedKey{}, fmt.Errorf("looking up data key: %w: %w", errKeysUnavailable, err)
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()

@@ -15,7 +15,8 @@ func (e permanentError) Error() string { return e.err.Error() }
 func (e permanentError) Unwrap() error { return e.err }
 
 // Permanent marks err as not worth retrying: the consumer sends the record
-// to the dead-letter topic at once.
+// to the dead-letter topic at once. Unmarked errors are retried until they
+// heal, so mark only what can never succeed.
 func Permanent(err error) error {
 	if err == nil {
 		return nil
@@ -37,6 +38,10 @@ type metrics struct {
 	handleErrors   *prometheus.CounterVec
 	deadLettered   *prometheus.CounterVec
 	handleSeconds  *prometheus.HistogramVec
+	// pausedPartitions counts partitions paused while a record retries:
+	// above zero for long means an outage, or a handler failing what it
+	// should mark Permanent.
+	pausedPartitions *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -51,9 +56,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "terroir_bus_dead_lettered_total", Help: "Records sent to the dead-letter topic, by group."}, append(labels, "group")),
 		handleSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "terroir_bus_handle_seconds", Help: "Time to handle a record, retries included.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18)}, append(labels, "group")),
+		pausedPartitions: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "terroir_bus_paused_partitions", Help: "Partitions paused while a failing record is retried, by group."}, []string{"group"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.produced, m.produceErrors, m.produceSeconds, m.handled, m.handleErrors, m.deadLettered, m.handleSeconds)
+		reg.MustRegister(m.produced, m.produceErrors, m.produceSeconds, m.handled, m.handleErrors, m.deadLettered, m.handleSeconds, m.pausedPartitions)
 	}
 	return m
 }

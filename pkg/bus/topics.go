@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -50,12 +52,56 @@ func SplitTopic(namespace, topic string) (geo, stream string, ok bool) {
 	return geo, stream, ok && geo != "" && stream != ""
 }
 
+// TransitStreams carry a request on its way (prompts, completions,
+// replies): they keep records only for the transit retention, because a
+// request may be processed outside its home geography and its content must
+// not rest there.
+var TransitStreams = []string{StreamRequests, StreamInference, StreamCompletions, StreamReplies}
+
+// DefaultTransitRetention is how long transit streams keep records unless
+// TopicDefs.TransitRetention says otherwise.
+const DefaultTransitRetention = time.Hour
+
+// IsTransit reports whether stream is one of TransitStreams.
+func IsTransit(stream string) bool {
+	for _, s := range TransitStreams {
+		if s == stream {
+			return true
+		}
+	}
+	return false
+}
+
 // TopicDefs is the parsed deployments/topics.yaml.
 type TopicDefs struct {
 	Defaults struct {
 		Partitions int32 `yaml:"partitions"`
 	} `yaml:"defaults"`
 	Streams []StreamDef `yaml:"streams"`
+	// TransitRetention is the retention.ms and segment.ms of the transit
+	// streams (the longest a record can stay is twice it: a segment is
+	// deleted once its newest record is older than the retention).
+	// ParseTopicDefs sets DefaultTransitRetention; services set
+	// TERROIR_TRANSIT_RETENTION.
+	TransitRetention time.Duration `yaml:"-"`
+}
+
+// Configs returns the topic configs of s: those of the file and, for a
+// transit stream, its retention.
+func (d *TopicDefs) Configs(s StreamDef) map[string]string {
+	cfg := make(map[string]string, len(s.Config)+2)
+	for k, v := range s.Config {
+		cfg[k] = v
+	}
+	if IsTransit(s.Name) {
+		r := d.TransitRetention
+		if r <= 0 {
+			r = DefaultTransitRetention
+		}
+		ms := strconv.FormatInt(r.Milliseconds(), 10)
+		cfg["retention.ms"], cfg["segment.ms"] = ms, ms
+	}
+	return cfg
 }
 
 // StreamDef describes one stream provisioned in every geography.
@@ -96,6 +142,7 @@ func ParseTopicDefs(b []byte) (*TopicDefs, error) {
 	if d.Defaults.Partitions <= 0 {
 		d.Defaults.Partitions = 1
 	}
+	d.TransitRetention = DefaultTransitRetention
 	seen := map[string]bool{}
 	var errs []error
 	for i := range d.Streams {
@@ -113,6 +160,13 @@ func ParseTopicDefs(b []byte) (*TopicDefs, error) {
 		if s.Partitions < 0 {
 			errs = append(errs, fmt.Errorf("stream %q: negative partitions", s.Name))
 		}
+		if IsTransit(s.Name) {
+			for _, k := range []string{"retention.ms", "segment.ms"} {
+				if _, ok := s.Config[k]; ok {
+					errs = append(errs, fmt.Errorf("stream %q: %s of a transit stream is the transit retention (TERROIR_TRANSIT_RETENTION), not a file setting", s.Name, k))
+				}
+			}
+		}
 	}
 	for _, required := range []string{StreamReplies, StreamControl, StreamKeys, StreamDLQ} {
 		if !seen[required] {
@@ -126,8 +180,10 @@ func ParseTopicDefs(b []byte) (*TopicDefs, error) {
 }
 
 // Provision creates every stream's topic of geo that does not exist yet
-// and sets the declared configs on all of them. Running it again changes
-// nothing, so every service runs it at start-up.
+// and sets the declared configs on all of them, so topics an earlier
+// version created get today's configs (an incremental alter: configs not
+// declared are left as they are). Running it again changes nothing, so
+// every service runs it at start-up.
 func Provision(ctx context.Context, adm *kadm.Client, namespace, geo string, defs *TopicDefs, replication int16) error {
 	names := make([]string, 0, len(defs.Streams))
 	for _, s := range defs.Streams {
@@ -137,31 +193,43 @@ func Provision(ctx context.Context, adm *kadm.Client, namespace, geo string, def
 	if err != nil {
 		return fmt.Errorf("listing topics of %s: %w", geo, err)
 	}
-	var alters []kadm.AlterConfig
 	for _, s := range defs.Streams {
 		topic := TopicName(namespace, geo, s.Name)
-		cfg := make(map[string]*string, len(s.Config))
-		for k, v := range s.Config {
-			cfg[k] = &v
+		want := defs.Configs(s)
+		if !existing.Has(topic) || existing[topic].Err != nil {
+			cfg := make(map[string]*string, len(want))
+			for k, v := range want {
+				cfg[k] = &v
+			}
+			resp, err := adm.CreateTopic(ctx, s.Partitions, replication, cfg, topic)
+			if err == nil {
+				err = resp.Err
+			}
+			if err == nil {
+				continue
+			}
+			if !errors.Is(err, kerr.TopicAlreadyExists) {
+				return fmt.Errorf("creating %s: %w", topic, err)
+			}
+			// Another service created it meanwhile, perhaps an older
+			// version: set the configs as on any existing topic.
 		}
-		if existing.Has(topic) && existing[topic].Err == nil {
-			for k, v := range s.Config {
-				alters = append(alters, kadm.AlterConfig{Op: kadm.SetConfig, Name: k, Value: &v})
-			}
-			if len(alters) > 0 {
-				if _, err := adm.AlterTopicConfigs(ctx, alters, topic); err != nil {
-					return fmt.Errorf("setting configs of %s: %w", topic, err)
-				}
-				alters = alters[:0]
-			}
+		if len(want) == 0 {
 			continue
 		}
-		resp, err := adm.CreateTopic(ctx, s.Partitions, replication, cfg, topic)
-		if err == nil {
-			err = resp.Err
+		alters := make([]kadm.AlterConfig, 0, len(want))
+		for k, v := range want {
+			alters = append(alters, kadm.AlterConfig{Op: kadm.SetConfig, Name: k, Value: &v})
 		}
-		if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
-			return fmt.Errorf("creating %s: %w", topic, err)
+		resps, err := adm.AlterTopicConfigs(ctx, alters, topic)
+		if err == nil {
+			var r kadm.AlterConfigsResponse
+			if r, err = resps.On(topic, nil); err == nil {
+				err = r.Err
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("setting configs of %s: %w", topic, err)
 		}
 	}
 	return nil

@@ -66,6 +66,10 @@ type Config struct {
 	InstanceID string
 	// DrainTimeout bounds the drain on shutdown (TERROIR_DRAIN_TIMEOUT).
 	DrainTimeout time.Duration
+	// TransitRetention is how long the transit topics (requests,
+	// inference, completions, replies) keep records
+	// (TERROIR_TRANSIT_RETENTION, default 1h, from 1m to 168h).
+	TransitRetention time.Duration
 	// UseRedis is set by services that keep state in Redis.
 	UseRedis bool
 }
@@ -98,6 +102,10 @@ func LoadConfig(env *config.Env, service, defaultAdminAddr string) Config {
 	c.LogFormat = env.OneOf("TERROIR_LOG_FORMAT", "json", "json", "console")
 	c.LogLevel = env.OneOf("TERROIR_LOG_LEVEL", "info", "debug", "info", "warn", "error")
 	c.DrainTimeout = env.Duration("TERROIR_DRAIN_TIMEOUT", 10*time.Second)
+	c.TransitRetention = env.Duration("TERROIR_TRANSIT_RETENTION", bus.DefaultTransitRetention)
+	if c.TransitRetention < time.Minute || c.TransitRetention > 7*24*time.Hour {
+		env.Fail("TERROIR_TRANSIT_RETENTION", fmt.Errorf("%s is outside 1m to 168h: replies must outlive a request's wait, and prompts must not rest for long", c.TransitRetention))
+	}
 	c.InstanceID = env.String("TERROIR_INSTANCE_ID", defaultInstanceID(service))
 	return c
 }
@@ -166,6 +174,7 @@ func (d *Daemon) connect(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("TERROIR_TOPICS_FILE: %w", err)
 	}
+	defs.TransitRetention = cfg.TransitRetention
 	d.Bus, err = bus.New(ctx, bus.Config{
 		Namespace: cfg.Namespace, Brokers: cfg.Brokers, InstanceID: cfg.InstanceID,
 		Topics: defs, Replication: int16(cfg.Replication), KeyWrapper: wrapper,

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
+
 	"github.com/terroir-ai/terroir/pkg/bus"
 	"github.com/terroir-ai/terroir/pkg/config"
 	"github.com/terroir-ai/terroir/pkg/control"
@@ -155,5 +157,46 @@ func waitUntil(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met within 10 s")
 		}
 		time.Sleep(5 * time.Millisecond) // polling with a deadline
+	}
+}
+
+// TestTransitRetentionIsConfigured starts a service with
+// TERROIR_TRANSIT_RETENTION and describes the transit topics it
+// provisioned; an unusable value is refused, naming the variable.
+func TestTransitRetentionIsConfigured(t *testing.T) {
+	t.Parallel()
+	var adm *kadm.Client
+	var ns string
+	s := daemontest.Start(t, runWith(false, func(d *daemon.Daemon) {
+		adm, _ = d.Bus.Admin("eu")
+		ns = d.Bus.Namespace()
+	}), map[string]string{"TERROIR_TRANSIT_RETENTION": "15m"})
+	for _, stream := range bus.TransitStreams {
+		topic := bus.TopicName(ns, "eu", stream)
+		rc, err := adm.DescribeTopicConfigs(t.Context(), topic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := rc.On(topic, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]string{}
+		for _, c := range cfg.Configs {
+			got[c.Key] = c.MaybeValue()
+		}
+		if got["retention.ms"] != "900000" || got["segment.ms"] != "900000" {
+			t.Errorf("%s: retention.ms %q, segment.ms %q, want 900000 for 15m", stream, got["retention.ms"], got["segment.ms"])
+		}
+	}
+	if err := s.Stop(t); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{"0s", "30s", "8d", "an hour"} {
+		env := map[string]string{"TERROIR_TRANSIT_RETENTION": bad, "TERROIR_ADMIN_ADDR": "127.0.0.1:0"}
+		err := runWith(false, func(*daemon.Daemon) {})(t.Context(), func(k string) string { return env[k] })
+		if err == nil || !strings.Contains(err.Error(), "TERROIR_TRANSIT_RETENTION") {
+			t.Errorf("TERROIR_TRANSIT_RETENTION=%s: %v", bad, err)
+		}
 	}
 }

@@ -1,7 +1,8 @@
 // Package redistest starts a real redis-server (the Debian package) for a
-// test, on a free loopback port, without persistence. `make test` installs
-// redis-server when it is missing; a test that needs it fails, naming it,
-// rather than skipping.
+// test, on a free loopback port, without persistence; or, for tests of an
+// outage, a Server that can be stopped and started again on its port,
+// keeping its data. `make test` installs redis-server when it is missing;
+// a test that needs it fails, naming it, rather than skipping.
 package redistest
 
 import (
@@ -12,6 +13,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -48,6 +50,81 @@ func Start(t testing.TB) string {
 	}
 	t.Fatal("redis-server did not start")
 	return ""
+}
+
+// Server is a redis-server that keeps its data in an append-only file
+// synced on every write, so it can be stopped and started again, as an
+// outage does, without losing what it acknowledged.
+type Server struct {
+	// Addr is the address it listens on, the same across restarts.
+	Addr string
+
+	t    testing.TB
+	bin  string
+	dir  string
+	port int
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+}
+
+// StartServer runs a persistent redis-server until t ends.
+func StartServer(t testing.TB) *Server {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatal("redis-server is not installed (apt-get install redis-server; `make test` does this)")
+	}
+	s := &Server{t: t, bin: bin, dir: t.TempDir()}
+	t.Cleanup(s.Stop)
+	for range 5 {
+		if s.port, err = freePort(); err != nil {
+			t.Fatal(err)
+		}
+		s.Addr = "127.0.0.1:" + strconv.Itoa(s.port)
+		if s.start() {
+			return s
+		}
+	}
+	t.Fatal("redis-server did not start")
+	return nil
+}
+
+func (s *Server) start() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cmd := exec.Command(s.bin, "--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", s.dir, "--loglevel", "warning")
+	if err := cmd.Start(); err != nil {
+		s.t.Fatalf("starting redis-server: %v", err)
+	}
+	if !waitPing(s.Addr, 5*time.Second) {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return false
+	}
+	s.cmd = cmd
+	return true
+}
+
+// Stop kills the server (as a crash would: what it acknowledged is on
+// disk) and waits until it is gone. It is idempotent.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return
+	}
+	_ = s.cmd.Process.Kill()
+	_ = s.cmd.Wait()
+	s.cmd = nil
+}
+
+// Restart starts a stopped server again on its address, with its data.
+func (s *Server) Restart() {
+	s.t.Helper()
+	if !s.start() {
+		s.t.Fatalf("redis-server did not start again on %s", s.Addr)
+	}
 }
 
 // Client returns a go-redis client for a fresh server, closed when t ends.

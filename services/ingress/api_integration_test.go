@@ -352,6 +352,8 @@ func TestTokenLimits(t *testing.T) {
 			}
 		}
 	}
+}
+
 // TestRequestsOfADeletedResourceFailClosed: while a resource is being
 // deleted (its keys shredded on another instance, its control records
 // not yet gone here), a request for it is answered 410 with an

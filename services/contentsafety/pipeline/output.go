@@ -79,13 +79,13 @@ func (p *Pipeline) output(ctx context.Context, d *bus.Delivery) error {
 	case events.TypeInferenceChunk.Name:
 		var c events.InferenceChunk
 		if err := d.Decode(ctx, &c); err != nil {
-			return bus.Permanent(err)
+			return err // Decode marks what can never be read as permanent
 		}
 		return p.chunk(ctx, d, c)
 	case events.TypeInferenceResult.Name:
 		var r events.InferenceResult
 		if err := d.Decode(ctx, &r); err != nil {
-			return bus.Permanent(err)
+			return err // Decode marks what can never be read as permanent
 		}
 		return p.result(ctx, d, r)
 	}

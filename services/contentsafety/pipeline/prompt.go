@@ -64,7 +64,7 @@ func promptTexts(req events.InferenceRequest) ([]string, error) {
 func (p *Pipeline) prompt(ctx context.Context, d *bus.Delivery) error {
 	var req events.InferenceRequest
 	if err := d.Decode(ctx, &req); err != nil {
-		return bus.Permanent(err)
+		return err // Decode marks what can never be read as permanent
 	}
 	res, pol, bl, err := p.policy(req.Resource, req.Deployment)
 	if err != nil {

@@ -115,7 +115,7 @@ func (w *Worker) Run(ctx context.Context) error {
 func (w *Worker) handle(ctx context.Context, d *bus.Delivery) error {
 	var req events.InferenceRequest
 	if err := d.Decode(ctx, &req); err != nil {
-		return bus.Permanent(err)
+		return err // Decode marks what can never be read as permanent
 	}
 	log := w.cfg.Log.With(zap.String("request_id", req.RequestID), zap.String("resource", req.Resource), zap.String("deployment", req.Deployment), zap.String("geo", d.Geo))
 	start := time.Now()
