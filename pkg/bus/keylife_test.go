@@ -88,7 +88,7 @@ func TestInstancesConvergeOnTheNewestKeyVersion(t *testing.T) {
 	}
 	late := c.Bus(t, bustest.Options{Namespace: ns, Geos: []string{"eu"}})
 	consumed := make(chan error, 4)
-	consume(t, late, bus.ConsumerConfig{Group: "late", Streams: []string{bus.StreamRequests}, MaxAttempts: 1,
+	consume(t, late, bus.ConsumerConfig{Group: "late", Streams: []string{bus.StreamRequests},
 		Handler: func(ctx context.Context, d *bus.Delivery) error {
 			var ev events.InferenceRequest
 			err := d.Decode(ctx, &ev)
@@ -135,7 +135,7 @@ func TestWorkOfADeletedResourceIsDropped(t *testing.T) {
 		t.Fatal(err)
 	}
 	calls := make(chan string, 8)
-	consume(t, b, bus.ConsumerConfig{Group: "worker", Streams: []string{bus.StreamRequests}, MaxAttempts: 3, Backoff: time.Millisecond,
+	consume(t, b, bus.ConsumerConfig{Group: "worker", Streams: []string{bus.StreamRequests}, Backoff: time.Millisecond,
 		Handler: func(ctx context.Context, d *bus.Delivery) error {
 			calls <- d.Meta.RequestID
 			m := bus.Meta{RequestID: d.Meta.RequestID, Resource: d.Meta.Resource, HomeGeo: "eu"}

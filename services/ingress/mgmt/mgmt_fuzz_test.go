@@ -35,6 +35,8 @@ type noShredder struct{}
 
 func (noShredder) Shred(context.Context, string, string) error { return nil }
 
+func (noShredder) Reopen(context.Context, string, string) error { return nil }
+
 // fuzzBodyRoutes are the management calls that take a body.
 var fuzzBodyRoutes = []struct{ method, path string }{
 	{"PUT", "/mgmt/resources/acme"},
