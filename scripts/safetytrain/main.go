@@ -63,8 +63,9 @@ var candidates = []string{
 // corpus sentences. The blocking heads (medium, jailbreak, harmful) get
 // one threshold each, chosen together (perHeadThresholds) so that the
 // whole classifier, rules and model, blocks at most blockBenign of the
-// benign items and the model at most blockCorpus of the corpus
-// sentences. blockBenign is half a point under the 3 % quality target:
+// benign items and the model at most -corpus-budget (0.4 %) of the corpus
+// sentences (0.2 % bound before the benign budget did and cost 0.04 of
+// the held-out harmful items blocked; above 0.4 % nothing changed). blockBenign is half a point under the 3 % quality target:
 // thresholds chosen per head on one tenth of the training set blocked
 // about that much more of the benign items of another tenth never used
 // (the mean over five pairs of shards, -holdout and -check). The low
@@ -72,7 +73,6 @@ var candidates = []string{
 // and flagCorpus.
 const (
 	blockBenign = 0.025
-	blockCorpus = 0.002
 	flagBenign  = 0.03
 	flagCorpus  = 0.003
 )
@@ -91,6 +91,11 @@ type config struct {
 	holdout  int
 	check    int
 	perHead  bool
+	features linear.FeatureSet
+	// blockCorpus is the share of held-out corpus sentences the model
+	// may block (see blockBenign)
+	blockCorpus float64
+	classes     string // word-class table; empty for the embedded one
 }
 
 func run(ctx context.Context, args []string, out io.Writer) error {
@@ -108,6 +113,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	holdout := fs.Int("holdout", 0, "the shard (0-9, evaluation.Shard) held out for choosing settings and thresholds; 0 is the dev hold-out the classifier's evaluation reports, another one checks settings chosen on it")
 	check := fs.Int("check", -1, "a second shard also left out of training, never used to choose anything, on which the result is reported (-1: none)")
 	thresholds := fs.String("thresholds", "per-head", "how the blocking heads' thresholds are chosen: per-head or shared")
+	corpusBudget := fs.Float64("corpus-budget", 0.004, "share of the held-out corpus sentences the model may block")
+	features := fs.String("features", "classes,pairs", "optional features (comma-separated): classes (each word's WordNet classes), pairs (adjacent words' first classes); none for neither")
+	classes := fs.String("classes", "", "word-class table (scripts/wordclasses output; default the one embedded in the linear package)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -121,6 +129,19 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return errors.New("-check must be another shard within 0..9, or -1")
 	}
 	cfg := config{check: *check, holdout: *holdout, perHead: *thresholds == "per-head", posW: float32(*posW), dir: *dir, out: *outPath, bits: *bits, epochs: *epochs, seed: *seed, rate: float32(*rate), variants: *nvar, corpusW: float32(*corpusW)}
+	cfg.classes = *classes
+	cfg.blockCorpus = *corpusBudget
+	for _, f := range strings.Split(*features, ",") {
+		switch strings.TrimSpace(f) {
+		case "classes":
+			cfg.features |= linear.FeatClasses
+		case "pairs":
+			cfg.features |= linear.FeatClassPairs
+		case "none", "":
+		default:
+			return fmt.Errorf("-features: unknown feature %q", f)
+		}
+	}
 	for _, s := range strings.Split(*lambdas, ",") {
 		v, err := strconv.ParseFloat(strings.TrimSpace(s), 32)
 		if err != nil {
@@ -155,13 +176,13 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 
 // source feeds the feature extraction.
 type source struct {
-	c    *classifier.Classifier
-	bits uint
-	buf  []uint32
+	c   *classifier.Classifier
+	f   linear.Features
+	buf []uint32
 }
 
 func (s *source) feats(text string) []uint32 {
-	s.buf = linear.AppendFeatures(s.buf[:0], []byte(s.c.Normalize(text)), s.bits)
+	s.buf = s.f.Append(s.buf[:0], []byte(s.c.Normalize(text)))
 	return s.buf
 }
 
@@ -224,7 +245,19 @@ func trainAndWrite(ctx context.Context, cfg config, out io.Writer) error {
 	fmt.Fprintf(out, "training items %d, dev items %d, corpus sentences %d for training and %d held out\n",
 		len(trainItems), len(devItems), len(trainCorpus), len(devCorpus))
 
-	src := &source{c: c, bits: cfg.bits}
+	var wc *linear.WordClasses
+	if cfg.classes == "" {
+		wc, err = linear.ShippedWordClasses()
+	} else {
+		var data []byte
+		if data, err = os.ReadFile(cfg.classes); err == nil {
+			wc, err = linear.ParseWordClasses(data)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	src := &source{c: c, f: linear.Features{Bits: cfg.bits, Set: cfg.features, Classes: wc}}
 	rng := rand.New(rand.NewPCG(cfg.seed, 0xa06))
 	var tr dataset
 	addWithVariants := func(text string, y [numHeads]int8, weight float32, n int) {
@@ -279,12 +312,13 @@ func trainAndWrite(ctx context.Context, cfg config, out io.Writer) error {
 		}
 	}
 	w := quantise(best)
-	qm, err := linear.New(w)
+	w.Features = cfg.features
+	qm, err := linear.NewWithClasses(w, wc)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(out, "quantised dev log loss %.4f\n", logLoss(quantised{qm}, &dev))
-	if err := chooseThresholds(w, qm, c, devItems, devCorpus, cfg.perHead, out); err != nil {
+	if err := chooseThresholds(w, qm, c, devItems, devCorpus, cfg.perHead, cfg.blockCorpus, out); err != nil {
 		return err
 	}
 	if err := report(qm, "held out", devItems, out); err != nil {
@@ -309,7 +343,7 @@ func trainAndWrite(ctx context.Context, cfg config, out io.Writer) error {
 // chooseThresholds sets the thresholds on the held-out items and corpus
 // sentences, scored by the quantised model exactly as the classifier
 // scores them.
-func chooseThresholds(w *linear.Weights, qm *linear.Model, rules *classifier.Classifier, dev []evaluation.Item, corpus []string, perHead bool, out io.Writer) error {
+func chooseThresholds(w *linear.Weights, qm *linear.Model, rules *classifier.Classifier, dev []evaluation.Item, corpus []string, perHead bool, blockCorpus float64, out io.Writer) error {
 	cm, err := classifier.NewWithModel(qm)
 	if err != nil {
 		return err

@@ -43,7 +43,7 @@ func (c *Classifier) modelLogits(s *scratch, lg *[linear.NumHeads]float32) bool 
 	}
 	s.segs = s.segs[:0]
 	add := func(a, b int, join bool) {
-		s.feats = linear.AppendFeatures(s.feats[:0], s.z.norm[toks[a].start:toks[b-1].end], c.model.Bits())
+		s.feats = c.model.AppendFeatures(s.feats[:0], s.z.norm[toks[a].start:toks[b-1].end])
 		s.segs = append(s.segs, segment{words: b - a, join: join})
 		c.model.Accumulate(s.feats, &s.segs[len(s.segs)-1].sums)
 	}

@@ -1,6 +1,8 @@
 // Package linear is the trained stage of Terroir's content-safety
 // classifier: logistic-regression heads over hashed word, word-pair and
-// character n-gram features of normalised text. For each harm category it
+// character n-gram features of normalised text and, when the weights say
+// so, the WordNet classes of each word and of adjacent pairs
+// (WordClasses, wordclasses.txt.gz, embedded). For each harm category it
 // has three ordinal heads (severity at least low, at least medium, at
 // least high), and one head detects jailbreak attempts.
 //
@@ -65,6 +67,9 @@ type Weights struct {
 	// the rules found (a prompt that talks about jailbreaks, sudo or
 	// content filters without attempting one); 0 clears none.
 	JailbreakVeto float32
+	// Features names the optional features the weights were trained
+	// with (none in files written before word classes existed).
+	Features FeatureSet
 	// W holds NumHeads weights per bucket, bucket after bucket.
 	W []int8
 }
@@ -74,9 +79,12 @@ func (w *Weights) Marshal() ([]byte, error) {
 	if w.Bits < MinBits || w.Bits > MaxBits || len(w.W) != NumHeads<<w.Bits {
 		return nil, fmt.Errorf("weights: %d bits with %d weights", w.Bits, len(w.W))
 	}
+	if w.Features&^knownFeatures != 0 {
+		return nil, fmt.Errorf("weights: unknown features %#x", w.Features)
+	}
 	var raw bytes.Buffer
 	raw.Write(magic[:])
-	raw.Write([]byte{version, byte(w.Bits), NumHeads, 0})
+	raw.Write([]byte{version, byte(w.Bits), NumHeads, byte(w.Features)})
 	for _, v := range [][NumHeads]float32{w.Bias, w.Scale, w.Threshold} {
 		if err := binary.Write(&raw, binary.LittleEndian, v); err != nil {
 			return nil, err
@@ -120,9 +128,12 @@ func Unmarshal(data []byte) (*Weights, error) {
 	if raw[4] != version || raw[6] != NumHeads {
 		return nil, fmt.Errorf("reading weights: version %d with %d heads, want version %d with %d", raw[4], raw[6], version, NumHeads)
 	}
-	w := &Weights{Bits: uint(raw[5])}
+	w := &Weights{Bits: uint(raw[5]), Features: FeatureSet(raw[7])}
 	if w.Bits < MinBits || w.Bits > MaxBits {
 		return nil, fmt.Errorf("reading weights: %d bits", w.Bits)
+	}
+	if w.Features&^knownFeatures != 0 {
+		return nil, fmt.Errorf("reading weights: unknown features %#x", w.Features)
 	}
 	r := bytes.NewReader(raw[8:])
 	for _, v := range []*[NumHeads]float32{&w.Bias, &w.Scale, &w.Threshold} {
@@ -156,19 +167,37 @@ func Unmarshal(data []byte) (*Weights, error) {
 
 // Model scores normalised text.
 type Model struct {
-	w *Weights
+	w     *Weights
+	feats Features
 	// rows holds the weights of each bucket as 16 bytes (two words),
 	// each weight plus 128 so that it is unsigned, the last three
 	// bytes unused: Logits adds eight heads at a time in 16-bit lanes.
 	rows []uint64
 }
 
-// New builds a Model from weights.
+// New builds a Model from weights, with the embedded word-class table
+// when the weights use word classes.
 func New(w *Weights) (*Model, error) {
+	var wc *WordClasses
+	if w != nil && w.Features.needsClasses() {
+		var err error
+		if wc, err = ShippedWordClasses(); err != nil {
+			return nil, err
+		}
+	}
+	return NewWithClasses(w, wc)
+}
+
+// NewWithClasses builds a Model from weights and the word-class table
+// they were trained with (nil when they use none).
+func NewWithClasses(w *Weights, wc *WordClasses) (*Model, error) {
 	if w == nil || len(w.W) != NumHeads<<w.Bits {
 		return nil, errors.New("linear model: incomplete weights")
 	}
-	m := &Model{w: w, rows: make([]uint64, 2<<w.Bits)}
+	if w.Features.needsClasses() && wc == nil {
+		return nil, errors.New("linear model: the weights use word classes and there is no table")
+	}
+	m := &Model{w: w, rows: make([]uint64, 2<<w.Bits), feats: Features{Bits: w.Bits, Set: w.Features, Classes: wc}}
 	for b := range 1 << w.Bits {
 		var row [16]byte
 		for h := range NumHeads {
@@ -189,9 +218,14 @@ func Shipped() (*Model, error) {
 	return New(w)
 }
 
-// Bits is log2 of the model's number of feature buckets, as
-// AppendFeatures needs it.
+// Bits is log2 of the model's number of feature buckets.
 func (m *Model) Bits() uint { return m.w.Bits }
+
+// AppendFeatures appends the hashed features of norm, a normalised text,
+// as this model reads them (Features.Append).
+func (m *Model) AppendFeatures(dst []uint32, norm []byte) []uint32 {
+	return m.feats.Append(dst, norm)
+}
 
 // lanes selects the even bytes of a word, each into a 16-bit lane.
 const lanes = 0x00ff00ff00ff00ff
@@ -213,8 +247,7 @@ func (s *Sums) Add(o *Sums) {
 	}
 }
 
-// Accumulate adds the weights of feats (from AppendFeatures with
-// m.Bits()) to s.
+// Accumulate adds the weights of feats (from m.AppendFeatures) to s.
 func (m *Model) Accumulate(feats []uint32, s *Sums) {
 	// acc[sign] holds, for features counted positively (0) and
 	// negatively (1), heads 0-7 in words 0 (even heads) and 1 (odd)
@@ -264,7 +297,7 @@ func (m *Model) LogitsOf(s *Sums, out *[NumHeads]float32) {
 }
 
 // Logits sets out to each head's logit for the features feats (from
-// AppendFeatures with m.Bits()).
+// m.AppendFeatures).
 func (m *Model) Logits(feats []uint32, out *[NumHeads]float32) {
 	var s Sums
 	m.Accumulate(feats, &s)

@@ -1,0 +1,92 @@
+package linear
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	_ "embed"
+	"fmt"
+	"strconv"
+)
+
+// wordclasses.txt.gz is derived from WordNet 3.0 by scripts/wordclasses:
+// a line per word form (lower-case letters), then the dense IDs of its
+// classes (synsets of its most frequent senses and their hypernyms), the
+// most general class of its first sense first. WordNet 3.0 is © 2006
+// Princeton University; its licence is in WORDNET-LICENSE.
+//
+//go:embed wordclasses.txt.gz
+var shippedClasses []byte
+
+// maxClassesPerWord bounds the classes a word form may have in a table.
+const maxClassesPerWord = 15
+
+// WordClasses maps word forms to classes of words of related meaning, so
+// that the model can give "slay", "butcher" and "murder" some of the
+// weight of "kill". It is immutable and safe for concurrent use.
+type WordClasses struct {
+	// index maps a word's key (wordKey) to where its classes start in
+	// ids (high bits) and how many there are (low 4 bits).
+	index map[uint64]uint32
+	ids   []uint32
+}
+
+// ShippedWordClasses decodes the table embedded in this package.
+func ShippedWordClasses() (*WordClasses, error) { return ParseWordClasses(shippedClasses) }
+
+// ParseWordClasses decodes a gzip-compressed table in the format
+// scripts/wordclasses writes: lines "word id id …", '#' lines ignored.
+func ParseWordClasses(data []byte) (*WordClasses, error) {
+	zr, err := gzip.NewReader(bytes.NewReader(data))
+	if err != nil {
+		return nil, fmt.Errorf("reading word classes: %w", err)
+	}
+	wc := &WordClasses{index: map[uint64]uint32{}}
+	sc := bufio.NewScanner(zr)
+	for n := 1; sc.Scan(); n++ {
+		line := sc.Bytes()
+		if len(line) == 0 || line[0] == '#' {
+			continue
+		}
+		fields := bytes.Fields(line)
+		if len(fields) < 2 || len(fields) > 1+maxClassesPerWord {
+			return nil, fmt.Errorf("reading word classes: line %d has %d fields", n, len(fields))
+		}
+		start := len(wc.ids)
+		for _, f := range fields[1:] {
+			id, err := strconv.ParseUint(string(f), 10, 32)
+			if err != nil {
+				return nil, fmt.Errorf("reading word classes: line %d: %w", n, err)
+			}
+			wc.ids = append(wc.ids, uint32(id))
+		}
+		k := wordKey(fields[0])
+		if _, dup := wc.index[k]; dup {
+			return nil, fmt.Errorf("reading word classes: line %d repeats a word", n)
+		}
+		wc.index[k] = uint32(start)<<4 | uint32(len(fields)-1)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("reading word classes: %w", err)
+	}
+	if len(wc.index) == 0 {
+		return nil, fmt.Errorf("reading word classes: empty table")
+	}
+	return wc, nil
+}
+
+// Len is the number of word forms in the table.
+func (wc *WordClasses) Len() int { return len(wc.index) }
+
+// Of returns the classes of a normalised word (nil when it has none).
+// The slice must not be modified.
+func (wc *WordClasses) Of(word []byte) []uint32 { return wc.of(wordKey(word)) }
+
+func (wc *WordClasses) of(key uint64) []uint32 {
+	v, ok := wc.index[key]
+	if !ok {
+		return nil
+	}
+	start := v >> 4
+	return wc.ids[start : start+v&15 : start+v&15]
+}
