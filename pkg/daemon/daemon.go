@@ -41,8 +41,12 @@ type Config struct {
 	// RedisAddrs are the Redis addresses per geography
 	// (TERROIR_REDIS_ADDR, TERROIR_REDIS_ADDR_<GEO>).
 	RedisAddrs map[string]string
-	// AdminAddr serves /healthz, /readyz, /metrics (TERROIR_ADMIN_ADDR).
+	// AdminAddr serves /healthz, /readyz, /metrics (TERROIR_ADMIN_ADDR;
+	// each service's default is a loopback address).
 	AdminAddr string
+	// Pprof serves Go's profiles on the admin address under /debug/pprof/
+	// (TERROIR_ADMIN_PPROF=1; off by default).
+	Pprof bool
 	// KeyFile is the keyring holding the key-encryption keys
 	// (TERROIR_KEY_FILE).
 	KeyFile string
@@ -82,6 +86,7 @@ func LoadConfig(env *config.Env, service, defaultAdminAddr string) Config {
 	}
 	c.RedisAddrs = env.PerGeo("TERROIR_REDIS_ADDR", c.Geos, "127.0.0.1:6390")
 	c.AdminAddr = env.String("TERROIR_ADMIN_ADDR", defaultAdminAddr)
+	c.Pprof = env.OneOf("TERROIR_ADMIN_PPROF", "0", "0", "1") == "1"
 	c.KeyFile = env.String("TERROIR_KEY_FILE", ".terroir/keys/keyring.json")
 	c.TopicsFile = env.String("TERROIR_TOPICS_FILE", "deployments/topics.yaml")
 	c.Namespace = env.String("TERROIR_KAFKA_NAMESPACE", bus.DefaultNamespace)
@@ -136,7 +141,7 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 		ConstLabels: prometheus.Labels{"service": cfg.Service, "instance": cfg.InstanceID}})
 	info.Set(1)
 	d.Registry.MustRegister(info, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	if d.admin, err = admin.Listen(cfg.AdminAddr, d.Registry); err != nil {
+	if d.admin, err = admin.Listen(cfg.AdminAddr, d.Registry, admin.Options{Pprof: cfg.Pprof}); err != nil {
 		return nil, err
 	}
 	if err := d.connect(ctx); err != nil {
