@@ -1,12 +1,14 @@
 // Package edge is ingress's HTTP server: it gives every request an ID
 // (x-request-id and apim-request-id on every response), logs one line per
 // request (method, route, status, bytes, duration; never a body), routes
-// to the management API and the app API, and shuts down gracefully.
+// to the management API and the app API, serves HTTPS (TLS 1.2 or newer)
+// when given a TLS configuration, and shuts down gracefully.
 package edge
 
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -23,7 +25,10 @@ import (
 type Config struct {
 	// Addr is the listen address ("127.0.0.1:8080").
 	Addr string
-	Log  *zap.Logger
+	// TLS, when set, makes the server speak HTTPS only; nil serves plain
+	// HTTP.
+	TLS *tls.Config
+	Log *zap.Logger
 	// Routes maps path prefixes ("/mgmt/") to their handlers.
 	Routes map[string]http.Handler
 }
@@ -33,6 +38,7 @@ type Server struct {
 	log *zap.Logger
 	ln  net.Listener
 	srv *http.Server
+	tls bool
 }
 
 // Listen binds cfg.Addr; Run serves on it.
@@ -41,7 +47,7 @@ func Listen(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listening on %s: %w", cfg.Addr, err)
 	}
-	s := &Server{log: cfg.Log.Named("http"), ln: ln}
+	s := &Server{log: cfg.Log.Named("http"), ln: ln, tls: cfg.TLS != nil}
 	mux := http.NewServeMux()
 	for prefix, h := range cfg.Routes {
 		mux.Handle(prefix, h)
@@ -55,6 +61,7 @@ func Listen(cfg Config) (*Server, error) {
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          zap.NewStdLog(s.log.WithOptions(zap.IncreaseLevel(zap.WarnLevel))),
+		TLSConfig:         cfg.TLS,
 	}
 	return s, nil
 }
@@ -66,7 +73,14 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 // those in flight, at most drain.
 func (s *Server) Run(ctx context.Context, drain time.Duration) error {
 	errc := make(chan error, 1)
-	go func() { errc <- s.srv.Serve(s.ln) }()
+	go func() {
+		if s.tls {
+			// The certificate comes from TLSConfig (GetCertificate).
+			errc <- s.srv.ServeTLS(s.ln, "", "")
+			return
+		}
+		errc <- s.srv.Serve(s.ln)
+	}()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serving HTTP: %w", err)
