@@ -38,6 +38,10 @@ type Config struct {
 	// Brokers are the Kafka bootstrap servers per geography
 	// (TERROIR_KAFKA_BROKERS, TERROIR_KAFKA_BROKERS_<GEO>).
 	Brokers map[string][]string
+	// KafkaSecurity is how each geography's cluster is reached: TLS and
+	// SASL (TERROIR_KAFKA_TLS_*, TERROIR_KAFKA_SASL_*; see
+	// bus.SecurityFromEnv).
+	KafkaSecurity map[string]bus.Security
 	// RedisAddrs are the Redis addresses per geography
 	// (TERROIR_REDIS_ADDR, TERROIR_REDIS_ADDR_<GEO>).
 	RedisAddrs map[string]string
@@ -84,6 +88,7 @@ func LoadConfig(env *config.Env, service, defaultAdminAddr string) Config {
 			env.Fail("TERROIR_KAFKA_BROKERS_"+strings.ToUpper(g), errors.New("no bootstrap server"))
 		}
 	}
+	c.KafkaSecurity = bus.SecurityFromEnv(env, c.Geos)
 	c.RedisAddrs = env.PerGeo("TERROIR_REDIS_ADDR", c.Geos, "127.0.0.1:6390")
 	c.AdminAddr = env.String("TERROIR_ADMIN_ADDR", defaultAdminAddr)
 	c.Pprof = env.OneOf("TERROIR_ADMIN_PPROF", "0", "0", "1") == "1"
@@ -163,7 +168,7 @@ func (d *Daemon) connect(ctx context.Context) error {
 		return fmt.Errorf("TERROIR_TOPICS_FILE: %w", err)
 	}
 	d.Bus, err = bus.New(ctx, bus.Config{
-		Namespace: cfg.Namespace, Brokers: cfg.Brokers, InstanceID: cfg.InstanceID,
+		Namespace: cfg.Namespace, Brokers: cfg.Brokers, Security: cfg.KafkaSecurity, InstanceID: cfg.InstanceID,
 		Topics: defs, Replication: int16(cfg.Replication), KeyWrapper: wrapper,
 		Logger: d.Log, Registerer: d.Registry,
 	})
