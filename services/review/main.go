@@ -192,7 +192,7 @@ func connectBus(ctx context.Context, common daemon.Config, geo string) (*bus.Bus
 	}
 	b, err := bus.New(ctx, bus.Config{
 		Namespace: common.Namespace, Brokers: map[string][]string{geo: common.Brokers[geo]},
-		Security:  map[string]bus.Security{geo: common.KafkaSecurity[geo]},
+		Security:   map[string]bus.Security{geo: common.KafkaSecurity[geo]},
 		InstanceID: common.InstanceID + "-verify-audit", KeyWrapper: wrapper,
 		Logger: log.WithOptions(zap.IncreaseLevel(zap.WarnLevel)),
 	})
