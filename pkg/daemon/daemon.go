@@ -42,9 +42,11 @@ type Config struct {
 	// SASL (TERROIR_KAFKA_TLS_*, TERROIR_KAFKA_SASL_*; see
 	// bus.SecurityFromEnv).
 	KafkaSecurity map[string]bus.Security
-	// RedisAddrs are the Redis addresses per geography
-	// (TERROIR_REDIS_ADDR, TERROIR_REDIS_ADDR_<GEO>).
-	RedisAddrs map[string]string
+	// Redis says how each geography's Redis is reached: address or URL
+	// (TERROIR_REDIS_ADDR, TERROIR_REDIS_ADDR_<GEO>), credentials
+	// (TERROIR_REDIS_USERNAME, TERROIR_REDIS_PASSWORD[_FILE]) and TLS
+	// (TERROIR_REDIS_TLS*).
+	Redis map[string]*redis.Options
 	// AdminAddr serves /healthz, /readyz, /metrics (TERROIR_ADMIN_ADDR;
 	// each service's default is a loopback address).
 	AdminAddr string
@@ -89,7 +91,7 @@ func LoadConfig(env *config.Env, service, defaultAdminAddr string) Config {
 		}
 	}
 	c.KafkaSecurity = bus.SecurityFromEnv(env, c.Geos)
-	c.RedisAddrs = env.PerGeo("TERROIR_REDIS_ADDR", c.Geos, "127.0.0.1:6390")
+	c.Redis = redisOptions(env, c.Geos)
 	c.AdminAddr = env.String("TERROIR_ADMIN_ADDR", defaultAdminAddr)
 	c.Pprof = env.OneOf("TERROIR_ADMIN_PPROF", "0", "0", "1") == "1"
 	c.KeyFile = env.String("TERROIR_KEY_FILE", ".terroir/keys/keyring.json")
@@ -184,7 +186,7 @@ func (d *Daemon) connect(ctx context.Context) error {
 		}
 		d.control[g] = t
 		if cfg.UseRedis {
-			d.Redis[g] = redis.NewClient(&redis.Options{Addr: cfg.RedisAddrs[g]})
+			d.Redis[g] = redis.NewClient(cfg.Redis[g])
 		}
 	}
 	d.ControlPublisher = control.NewPublisher(d.Bus, d.control)
