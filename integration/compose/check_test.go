@@ -11,6 +11,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -67,7 +68,7 @@ func terroirServices() []serviceSpec {
 		{
 			name:      "review",
 			adminPort: "9107",
-			listeners: map[string]string{"TERROIR_CONSOLE_ADDR": "8443"},
+			listeners: map[string]string{"TERROIR_REVIEW_ADDR": "8443"},
 			published: []string{"8443", "9107"},
 		},
 	}
@@ -250,7 +251,57 @@ func checkService(p *types.Project, root string, spec serviceSpec) []string {
 	for _, variable := range sortedKeys(spec.secrets) {
 		checkSecret(p, s, env, root, variable, spec.secrets[variable], ps)
 	}
+	checkVariablesRead(env, root, spec.name, ps)
 	return ps.list
+}
+
+// terroirVariable is a TERROIR_* variable name quoted in Go source.
+var terroirVariable = regexp.MustCompile(`"(TERROIR_[A-Z0-9_]+)"`)
+
+// checkVariablesRead checks that every TERROIR_* variable the stack sets
+// for a service is read by its code (its own module or pkg): a misspelt
+// or outdated name would silently leave the default in force. A variable
+// is read when its name, or its name without a _<GEO> suffix of one of
+// TERROIR_GEOS (config.Env.PerGeo) or a _FILE suffix, is quoted in the
+// code.
+func checkVariablesRead(env map[string]string, root, service string, ps *problems) {
+	read := map[string]bool{}
+	for _, dir := range []string{filepath.Join(root, "services", service), filepath.Join(root, "pkg")} {
+		err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() || !strings.HasSuffix(p, ".go") || strings.HasSuffix(p, "_test.go") {
+				return err
+			}
+			src, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			for _, m := range terroirVariable.FindAllStringSubmatch(string(src), -1) {
+				read[m[1]] = true
+			}
+			return nil
+		})
+		if err != nil {
+			ps.add("reading the code that reads the environment: %v", err)
+			return
+		}
+	}
+	isRead := func(v string) bool {
+		if read[v] {
+			return true
+		}
+		for _, g := range splitList(env["TERROIR_GEOS"]) {
+			if base, ok := strings.CutSuffix(v, "_"+strings.ToUpper(g)); ok && read[base] {
+				return true
+			}
+		}
+		base, ok := strings.CutSuffix(v, "_FILE")
+		return ok && read[base]
+	}
+	for _, v := range sortedKeys(env) {
+		if strings.HasPrefix(v, "TERROIR_") && !isRead(v) {
+			ps.add("%s is set, but nothing in services/%s or pkg reads it", v, service)
+		}
+	}
 }
 
 // checkBuild checks that the service is built from this repository by a

@@ -122,6 +122,11 @@ func TestConsistencyCheckFindsBreakage(t *testing.T) {
 			want:    "service batch: TERROIR_ADMIN_ADDR=127.0.0.1:9104: inside a container it must listen on every interface",
 		},
 		{
+			name:    "variable nothing reads",
+			breakIt: setEnv("batch", "TERROIR_BATCH_ADDR", "0.0.0.0:9000"),
+			want:    "service batch: TERROIR_BATCH_ADDR is set, but nothing in services/batch or pkg reads it",
+		},
+		{
 			name: "dependency missing",
 			breakIt: editService("assistants", func(t *testing.T, s *types.ServiceConfig) {
 				s.DependsOn = maps.Clone(s.DependsOn)

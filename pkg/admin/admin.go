@@ -1,7 +1,8 @@
 // Package admin serves a service's operational endpoints on its admin
 // port: /healthz (the process is up), /readyz (it can do its work, 503
-// while starting or draining) and Prometheus /metrics. They carry IDs,
-// counts and timings only, never content.
+// while starting or draining), Prometheus /metrics and, only when turned
+// on, Go's profiles under /debug/pprof/. They carry IDs, counts and
+// timings only, never content.
 package admin
 
 import (
@@ -46,9 +47,18 @@ type Server struct {
 	done     chan error
 }
 
+// Options adjust the admin server.
+type Options struct {
+	// Pprof serves Go's profiles under /debug/pprof/ (index, CPU profile,
+	// execution trace). Off by default: a profile or trace keeps a
+	// process busy for as long as the caller asks, and shows its inner
+	// workings to whoever reaches the admin address.
+	Pprof bool
+}
+
 // Listen binds addr and serves in the background. Until SetReady is
 // called, /readyz answers 503.
-func Listen(addr string, gatherer prometheus.Gatherer) (*Server, error) {
+func Listen(addr string, gatherer prometheus.Gatherer, o Options) (*Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("admin server on %s: %w", addr, err)
@@ -60,11 +70,12 @@ func Listen(addr string, gatherer prometheus.Gatherer) (*Server, error) {
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
-	// Profiles for operators (the admin address is loopback by default):
-	// they show where time goes, never request content.
-	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	if o.Pprof {
+		// Profiles show where time goes, never request content.
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: ReadHeaderTimeout, ReadTimeout: ReadTimeout,
 		WriteTimeout: WriteTimeout, IdleTimeout: IdleTimeout, MaxHeaderBytes: MaxHeaderBytes}
 	go func() { s.done <- s.srv.Serve(ln) }()

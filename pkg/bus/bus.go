@@ -86,7 +86,10 @@ type Config struct {
 	Logger *zap.Logger
 	// Registerer, when set, receives the bus metrics.
 	Registerer prometheus.Registerer
-	// ClientOpts are added to every franz-go client (tests, TLS, SASL).
+	// Security says how the clients of each geography reach its cluster
+	// (TLS, SASL); a geography without an entry connects in plaintext.
+	Security map[string]Security
+	// ClientOpts are added to every franz-go client (tests).
 	ClientOpts []kgo.Opt
 }
 
@@ -107,6 +110,7 @@ type Bus struct {
 	prod     map[string]*kgo.Client
 	batch    map[string]*kgo.Client // streams nobody waits on, batched
 	adm      map[string]*kadm.Client
+	secure   map[string][]kgo.Opt // TLS and SASL options per geography
 	keyStore *KeyStore
 	keys     *keys.Manager
 	metrics  *metrics
@@ -139,7 +143,14 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 	b := &Bus{
 		ns: cfg.Namespace, instance: cfg.InstanceID, log: cfg.Logger.Named("bus"), cfg: cfg,
 		prod: map[string]*kgo.Client{}, batch: map[string]*kgo.Client{}, adm: map[string]*kadm.Client{},
-		metrics: newMetrics(cfg.Registerer),
+		secure: map[string][]kgo.Opt{}, metrics: newMetrics(cfg.Registerer),
+	}
+	for g, sec := range cfg.Security {
+		opts, err := sec.opts()
+		if err != nil {
+			return nil, fmt.Errorf("bus: security of %s: %w", g, err)
+		}
+		b.secure[g] = opts
 	}
 	producer := func(g string, linger time.Duration) (*kgo.Client, error) {
 		return kgo.NewClient(b.clientOpts(g,
@@ -193,6 +204,7 @@ func (b *Bus) clientOpts(geo string, extra ...kgo.Opt) []kgo.Opt {
 		kgo.ClientID("terroir-" + b.instance),
 		kgo.WithLogger(kzapLogger{b.log.With(zap.String("geo", geo))}),
 	}
+	opts = append(opts, b.secure[geo]...)
 	opts = append(opts, b.cfg.ClientOpts...)
 	return append(opts, extra...)
 }

@@ -6,6 +6,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -105,6 +106,43 @@ func (e *Env) PerGeo(name string, geos []string, def string) map[string]string {
 	out := make(map[string]string, len(geos))
 	for _, g := range geos {
 		out[g] = e.String(name+"_"+strings.ToUpper(g), all)
+	}
+	return out
+}
+
+// SecretPerGeo returns, for each geography, a secret given either in
+// name_<GEO> or in the file name_FILE_<GEO> names, falling back to name
+// or the file name_FILE names, then "". A file's content is used up to
+// its first line break, so a trailing newline does not count. Setting
+// both forms at one level is a mistake; so is a file that cannot be read.
+func (e *Env) SecretPerGeo(name string, geos []string) map[string]string {
+	read := func(suffix string) (string, bool) {
+		v, file := e.Lookup(name+suffix), e.Lookup(name+"_FILE"+suffix)
+		switch {
+		case v != "" && file != "":
+			e.Fail(name+"_FILE"+suffix, fmt.Errorf("set either %s or %s, not both", name+suffix, name+"_FILE"+suffix))
+			return "", false
+		case v != "":
+			return v, true
+		case file != "":
+			raw, err := os.ReadFile(file)
+			if err != nil {
+				e.Fail(name+"_FILE"+suffix, err)
+				return "", false
+			}
+			line, _, _ := strings.Cut(string(raw), "\n")
+			return strings.TrimRight(line, "\r"), true
+		}
+		return "", false
+	}
+	all, _ := read("")
+	out := make(map[string]string, len(geos))
+	for _, g := range geos {
+		if v, ok := read("_" + strings.ToUpper(g)); ok {
+			out[g] = v
+		} else {
+			out[g] = all
+		}
 	}
 	return out
 }

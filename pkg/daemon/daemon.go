@@ -38,11 +38,21 @@ type Config struct {
 	// Brokers are the Kafka bootstrap servers per geography
 	// (TERROIR_KAFKA_BROKERS, TERROIR_KAFKA_BROKERS_<GEO>).
 	Brokers map[string][]string
-	// RedisAddrs are the Redis addresses per geography
-	// (TERROIR_REDIS_ADDR, TERROIR_REDIS_ADDR_<GEO>).
-	RedisAddrs map[string]string
-	// AdminAddr serves /healthz, /readyz, /metrics (TERROIR_ADMIN_ADDR).
+	// KafkaSecurity is how each geography's cluster is reached: TLS and
+	// SASL (TERROIR_KAFKA_TLS_*, TERROIR_KAFKA_SASL_*; see
+	// bus.SecurityFromEnv).
+	KafkaSecurity map[string]bus.Security
+	// Redis says how each geography's Redis is reached: address or URL
+	// (TERROIR_REDIS_ADDR, TERROIR_REDIS_ADDR_<GEO>), credentials
+	// (TERROIR_REDIS_USERNAME, TERROIR_REDIS_PASSWORD[_FILE]) and TLS
+	// (TERROIR_REDIS_TLS*).
+	Redis map[string]*redis.Options
+	// AdminAddr serves /healthz, /readyz, /metrics (TERROIR_ADMIN_ADDR;
+	// each service's default is a loopback address).
 	AdminAddr string
+	// Pprof serves Go's profiles on the admin address under /debug/pprof/
+	// (TERROIR_ADMIN_PPROF=1; off by default).
+	Pprof bool
 	// KeyFile is the keyring holding the key-encryption keys
 	// (TERROIR_KEY_FILE).
 	KeyFile string
@@ -91,8 +101,10 @@ func LoadConfig(env *config.Env, service, defaultAdminAddr string) Config {
 			env.Fail("TERROIR_KAFKA_BROKERS_"+strings.ToUpper(g), errors.New("no bootstrap server"))
 		}
 	}
-	c.RedisAddrs = env.PerGeo("TERROIR_REDIS_ADDR", c.Geos, "127.0.0.1:6390")
+	c.KafkaSecurity = bus.SecurityFromEnv(env, c.Geos)
+	c.Redis = redisOptions(env, c.Geos)
 	c.AdminAddr = env.String("TERROIR_ADMIN_ADDR", defaultAdminAddr)
+	c.Pprof = env.OneOf("TERROIR_ADMIN_PPROF", "0", "0", "1") == "1"
 	c.KeyFile = env.String("TERROIR_KEY_FILE", ".terroir/keys/keyring.json")
 	c.KeyRotateSeals = env.Int("TERROIR_KEY_ROTATE_SEALS", int(keys.DefaultRotateSeals), 1, 1<<30)
 	c.KeyRotateAge = env.Duration("TERROIR_KEY_ROTATE_AGE", keys.DefaultRotateAge)
@@ -153,7 +165,7 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 		ConstLabels: prometheus.Labels{"service": cfg.Service, "instance": cfg.InstanceID}})
 	info.Set(1)
 	d.Registry.MustRegister(info, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	if d.admin, err = admin.Listen(cfg.AdminAddr, d.Registry); err != nil {
+	if d.admin, err = admin.Listen(cfg.AdminAddr, d.Registry, admin.Options{Pprof: cfg.Pprof}); err != nil {
 		return nil, err
 	}
 	if err := d.connect(ctx); err != nil {
@@ -176,7 +188,7 @@ func (d *Daemon) connect(ctx context.Context) error {
 	}
 	defs.TransitRetention = cfg.TransitRetention
 	d.Bus, err = bus.New(ctx, bus.Config{
-		Namespace: cfg.Namespace, Brokers: cfg.Brokers, InstanceID: cfg.InstanceID,
+		Namespace: cfg.Namespace, Brokers: cfg.Brokers, Security: cfg.KafkaSecurity, InstanceID: cfg.InstanceID,
 		Topics: defs, Replication: int16(cfg.Replication), KeyWrapper: wrapper,
 		KeyOptions: []keys.Option{
 			keys.WithAdmission(d.admitKey),
@@ -196,7 +208,7 @@ func (d *Daemon) connect(ctx context.Context) error {
 		}
 		d.control[g] = t
 		if cfg.UseRedis {
-			d.Redis[g] = redis.NewClient(&redis.Options{Addr: cfg.RedisAddrs[g]})
+			d.Redis[g] = redis.NewClient(cfg.Redis[g])
 		}
 	}
 	d.ControlPublisher = control.NewPublisher(d.Bus, d.control)

@@ -200,3 +200,25 @@ func TestTransitRetentionIsConfigured(t *testing.T) {
 		}
 	}
 }
+
+// TestProfilingNeedsTERROIR_ADMIN_PPROF: the admin server serves profiles
+// only when TERROIR_ADMIN_PPROF=1.
+func TestProfilingNeedsTERROIR_ADMIN_PPROF(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		value string
+		want  int
+	}{
+		{"", http.StatusNotFound},
+		{"0", http.StatusNotFound},
+		{"1", http.StatusOK},
+	} {
+		t.Run("TERROIR_ADMIN_PPROF="+tt.value, func(t *testing.T) {
+			t.Parallel()
+			s := daemontest.Start(t, runWith(false, func(*daemon.Daemon) {}), map[string]string{"TERROIR_ADMIN_PPROF": tt.value})
+			if code, _ := s.Get(t, "/debug/pprof/"); code != tt.want {
+				t.Errorf("/debug/pprof/ = %d, want %d", code, tt.want)
+			}
+		})
+	}
+}

@@ -93,8 +93,21 @@ type DataKey struct {
 	Resource string
 	aead     cipher.AEAD
 	hashKey  []byte        // derived from the key, never the key itself
+	macKey   []byte        // likewise, and apart from hashKey
 	seals    atomic.Uint64 // seals by this process, for rotation
 }
+
+// MAC returns a message authentication code of data (HMAC-SHA256 under a
+// subkey derived from the data key, distinct from Hash's, so a content
+// hash can never serve as a MAC).
+func (k *DataKey) MAC(data []byte) []byte {
+	m := hmac.New(sha256.New, k.macKey)
+	m.Write(data)
+	return m.Sum(nil)
+}
+
+// VerifyMAC reports whether mac is MAC(data), in constant time.
+func (k *DataKey) VerifyMAC(data, mac []byte) bool { return hmac.Equal(k.MAC(data), mac) }
 
 // Hash returns a keyed hash of data (HMAC-SHA256 under a subkey derived
 // from the data key) as 64 lowercase hex characters: equal texts give
@@ -363,7 +376,9 @@ func (m *Manager) unwrap(ctx context.Context, wk WrappedKey) (*DataKey, error) {
 	}
 	mac := hmac.New(sha256.New, raw)
 	mac.Write([]byte("terroir content hash v1"))
-	k = &DataKey{ID: wk.ID, Geo: wk.Geo, Resource: wk.Resource, aead: a, hashKey: mac.Sum(nil)}
+	signing := hmac.New(sha256.New, raw)
+	signing.Write([]byte("terroir record signature v1"))
+	k = &DataKey{ID: wk.ID, Geo: wk.Geo, Resource: wk.Resource, aead: a, hashKey: mac.Sum(nil), macKey: signing.Sum(nil)}
 	m.cacheM.Lock()
 	m.cache[wk.ID] = k
 	m.cacheM.Unlock()

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -334,5 +335,30 @@ func TestHashIsKeyedAndStable(t *testing.T) {
 	h := a.Hash([]byte("same text"))
 	if len(h) != 64 || h != a.Hash([]byte("same text")) || h == a.Hash([]byte("other text")) || h == b.Hash([]byte("same text")) {
 		t.Fatalf("hash not stable per key or not keyed: %s", h)
+	}
+}
+
+// TestMACIsKeyedAndApartFromHash: a MAC verifies only under its key and
+// for its data, and is never a content hash of the same bytes (content
+// hashes are visible in the review index; they must not double as
+// signatures).
+func TestMACIsKeyedAndApartFromHash(t *testing.T) {
+	t.Parallel()
+	m := newManager(t, keyFile(t, "eu", "us"), keys.NewMemoryStore())
+	eu, err := m.AbuseKey(t.Context(), "eu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	us, err := m.AbuseKey(t.Context(), "us")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := []byte("grant\x00eu\x00kim")
+	mac := eu.MAC(data)
+	if !eu.VerifyMAC(data, mac) || eu.VerifyMAC([]byte("grant\x00eu\x00kip"), mac) || us.VerifyMAC(data, mac) {
+		t.Error("MAC verifies where it should not, or not where it should")
+	}
+	if fmt.Sprintf("%x", mac) == eu.Hash(data) {
+		t.Error("the MAC of data equals its content hash")
 	}
 }

@@ -1,13 +1,16 @@
 // Package redistest starts a real redis-server (the Debian package) for a
-// test, on a free loopback port, without persistence; or, for tests of an
-// outage, a Server that can be stopped and started again on its port,
-// keeping its data. `make test` installs redis-server when it is missing;
-// a test that needs it fails, naming it, rather than skipping.
+// test, on a free loopback port, without persistence, optionally asking
+// clients for a password or an ACL user's credentials and speaking only
+// TLS; or, for tests of an outage, a Server that can be stopped and
+// started again on its port, keeping its data. `make test` installs
+// redis-server when it is missing; a test that needs it fails, naming it,
+// rather than skipping.
 package redistest
 
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os/exec"
@@ -23,6 +26,35 @@ import (
 // Start runs redis-server until t ends and returns its address.
 func Start(t testing.TB) string {
 	t.Helper()
+	return StartWith(t, Options{})
+}
+
+// Options secure a test server.
+type Options struct {
+	// Password, when set, is required of every client (requirepass: the
+	// password of the default user).
+	Password string
+	// User and UserPassword, when set, add an ACL user allowed every
+	// command and key.
+	User, UserPassword string
+	// TLS, when set, makes the server speak TLS only.
+	TLS *TLS
+}
+
+// TLS are the server's PEM files.
+type TLS struct {
+	CertFile, KeyFile string
+	// CAFile holds the CA that issues client certificates.
+	CAFile string
+	// ClientCerts makes the server require a client certificate
+	// (tls-auth-clients yes).
+	ClientCerts bool
+}
+
+// StartWith runs redis-server secured as o says until t ends and returns
+// its address.
+func StartWith(t testing.TB, o Options) string {
+	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Fatal("redis-server is not installed (apt-get install redis-server; `make test` does this)")
@@ -33,12 +65,28 @@ func Start(t testing.TB) string {
 			t.Fatal(err)
 		}
 		addr := "127.0.0.1:" + strconv.Itoa(port)
-		cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-			"--save", "", "--appendonly", "no", "--dir", t.TempDir(), "--loglevel", "warning")
+		args := []string{"--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir(), "--loglevel", "warning"}
+		if o.TLS == nil {
+			args = append(args, "--port", strconv.Itoa(port))
+		} else {
+			auth := "no"
+			if o.TLS.ClientCerts {
+				auth = "yes"
+			}
+			args = append(args, "--port", "0", "--tls-port", strconv.Itoa(port), "--tls-cert-file", o.TLS.CertFile,
+				"--tls-key-file", o.TLS.KeyFile, "--tls-ca-cert-file", o.TLS.CAFile, "--tls-auth-clients", auth)
+		}
+		if o.Password != "" {
+			args = append(args, "--requirepass", o.Password)
+		}
+		if o.User != "" {
+			args = append(args, "--user", o.User, "on", ">"+o.UserPassword, "~*", "&*", "+@all")
+		}
+		cmd := exec.Command(bin, args...)
 		if err := cmd.Start(); err != nil {
 			t.Fatalf("starting redis-server: %v", err)
 		}
-		if waitPing(addr, 5*time.Second) {
+		if waitUp(addr, o.TLS != nil, 5*time.Second) {
 			t.Cleanup(func() {
 				_ = cmd.Process.Kill()
 				_ = cmd.Wait()
@@ -97,7 +145,7 @@ func (s *Server) start() bool {
 	if err := cmd.Start(); err != nil {
 		s.t.Fatalf("starting redis-server: %v", err)
 	}
-	if !waitPing(s.Addr, 5*time.Second) {
+	if !waitUp(s.Addr, false, 5*time.Second) {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 		return false
@@ -144,17 +192,29 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-func waitPing(addr string, within time.Duration) bool {
+// waitUp waits until the server answers PING, with PONG or, when it
+// asks for a password, NOAUTH. A TLS server is up once it completes a
+// handshake (its certificate is not checked: only whether it listens).
+func waitUp(addr string, useTLS bool, within time.Duration) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), within)
 	defer cancel()
 	for ctx.Err() == nil {
 		if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
 			_ = c.SetDeadline(time.Now().Add(time.Second))
-			_, _ = c.Write([]byte("PING\r\n"))
-			line, _ := bufio.NewReader(c).ReadString('\n')
-			c.Close()
-			if strings.HasPrefix(line, "+PONG") {
-				return true
+			if useTLS {
+				tc := tls.Client(c, &tls.Config{InsecureSkipVerify: true}) // a readiness probe, not a client
+				err := tc.Handshake()
+				c.Close()
+				if err == nil || strings.Contains(err.Error(), "certificate") {
+					return true
+				}
+			} else {
+				_, _ = c.Write([]byte("PING\r\n"))
+				line, _ := bufio.NewReader(c).ReadString('\n')
+				c.Close()
+				if strings.HasPrefix(line, "+PONG") || strings.HasPrefix(line, "-NOAUTH") {
+					return true
+				}
 			}
 		}
 		select {

@@ -1,12 +1,15 @@
 package main
 
 import (
+	"crypto/tls"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/terroir-ai/terroir/pkg/config"
+	"github.com/terroir-ai/terroir/pkg/tlsfiles"
 	"github.com/terroir-ai/terroir/services/ingress/edge"
 )
 
@@ -15,9 +18,15 @@ type Config struct {
 	// HTTPAddr is where the REST API listens (TERROIR_HTTP_ADDR,
 	// default 127.0.0.1:8080).
 	HTTPAddr string
+	// TLSCertFile and TLSKeyFile, when set (both or neither), make the
+	// REST API serve HTTPS only, TLS 1.2 or newer, with this certificate
+	// and key (PEM), read again whenever the files change
+	// (TERROIR_HTTP_TLS_CERT_FILE, TERROIR_HTTP_TLS_KEY_FILE).
+	TLSCertFile, TLSKeyFile string
 	// PublicURL is the API's base URL as apps reach it, shown as each
 	// resource's endpoint; "{name}" stands for the resource name
-	// (TERROIR_PUBLIC_URL, default http://127.0.0.1:8080/).
+	// (TERROIR_PUBLIC_URL, default http://127.0.0.1:8080/, https:// when
+	// the API serves TLS).
 	PublicURL string
 	// OperatorToken authenticates the management API
 	// (TERROIR_OPERATOR_TOKEN, or the first line of the file
@@ -50,7 +59,8 @@ type Config struct {
 func loadConfig(env *config.Env) Config {
 	c := Config{
 		HTTPAddr:       env.String("TERROIR_HTTP_ADDR", "127.0.0.1:8080"),
-		PublicURL:      env.String("TERROIR_PUBLIC_URL", "http://127.0.0.1:8080/"),
+		TLSCertFile:    env.Lookup("TERROIR_HTTP_TLS_CERT_FILE"),
+		TLSKeyFile:     env.Lookup("TERROIR_HTTP_TLS_KEY_FILE"),
 		CatalogFile:    env.String("TERROIR_CATALOG_FILE", "deployments/catalog.yaml"),
 		MgmtMaxBody:    int64(env.Int("TERROIR_MGMT_MAX_BODY_BYTES", 4<<20, 1<<10, 64<<20)),
 		MaxBody:        int64(env.Int("TERROIR_MAX_BODY_BYTES", 8<<20, 1<<10, 256<<20)),
@@ -66,6 +76,17 @@ func loadConfig(env *config.Env) Config {
 	if c.HTTP.ReadHeaderTimeout > c.HTTP.ReadTimeout {
 		env.Fail("TERROIR_HTTP_READ_HEADER_TIMEOUT", errors.New("must not be longer than TERROIR_HTTP_READ_TIMEOUT, which bounds the headers too"))
 	}
+	switch {
+	case c.TLSCertFile != "" && c.TLSKeyFile == "":
+		env.Fail("TERROIR_HTTP_TLS_KEY_FILE", errors.New("required with TERROIR_HTTP_TLS_CERT_FILE"))
+	case c.TLSCertFile == "" && c.TLSKeyFile != "":
+		env.Fail("TERROIR_HTTP_TLS_CERT_FILE", errors.New("required with TERROIR_HTTP_TLS_KEY_FILE"))
+	}
+	defaultURL := "http://127.0.0.1:8080/"
+	if c.TLSCertFile != "" {
+		defaultURL = "https://127.0.0.1:8080/"
+	}
+	c.PublicURL = env.String("TERROIR_PUBLIC_URL", defaultURL)
 	c.OperatorToken = env.Lookup("TERROIR_OPERATOR_TOKEN")
 	if f := env.Lookup("TERROIR_OPERATOR_TOKEN_FILE"); f != "" {
 		if c.OperatorToken != "" {
@@ -81,4 +102,17 @@ func loadConfig(env *config.Env) Config {
 		env.Fail("TERROIR_OPERATOR_TOKEN", errors.New("the operator token must be at least 16 characters"))
 	}
 	return c
+}
+
+// serverTLS returns the REST API's TLS configuration, or nil when it
+// serves plain HTTP (behind a TLS-terminating proxy, or in development).
+func (c Config) serverTLS() (*tls.Config, error) {
+	if c.TLSCertFile == "" {
+		return nil, nil
+	}
+	cfg, err := tlsfiles.Server(c.TLSCertFile, c.TLSKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("TERROIR_HTTP_TLS_CERT_FILE, TERROIR_HTTP_TLS_KEY_FILE: %w", err)
+	}
+	return cfg, nil
 }

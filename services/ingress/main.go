@@ -5,7 +5,8 @@
 // for their replies.
 //
 // Configuration is read from TERROIR_* environment variables (see the
-// repository README and config.go); the API listens on 127.0.0.1:8080 and
+// repository README and config.go); the API listens on 127.0.0.1:8080
+// (HTTPS when given a certificate) and
 // its admin endpoints on 127.0.0.1:9101 by default. It keeps no state of
 // its own in Redis: API keys live hashed on the control topic.
 package main
@@ -44,6 +45,10 @@ func run(ctx context.Context, getenv func(string) string) error {
 	if err != nil {
 		return err
 	}
+	serverTLS, err := cfg.serverTLS()
+	if err != nil {
+		return err
+	}
 	d, err := daemon.Start(ctx, common)
 	if err != nil {
 		return err
@@ -79,7 +84,7 @@ func run(ctx context.Context, getenv func(string) string) error {
 	if err != nil {
 		return err
 	}
-	srv, err := edge.Listen(edge.Config{Addr: cfg.HTTPAddr, Log: d.Log, Limits: cfg.HTTP, Registerer: d.Registry, Routes: map[string]http.Handler{
+	srv, err := edge.Listen(edge.Config{Addr: cfg.HTTPAddr, TLS: serverTLS, Log: d.Log, Limits: cfg.HTTP, Registerer: d.Registry, Routes: map[string]http.Handler{
 		"/mgmt/": mgmtAPI.Handler(), "/v1/": apps.Handler(), "/openai/": apps.Handler()}})
 	if err != nil {
 		return err

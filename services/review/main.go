@@ -36,6 +36,7 @@ import (
 	"github.com/terroir-ai/terroir/services/review/audit"
 	"github.com/terroir-ai/terroir/services/review/console"
 	"github.com/terroir-ai/terroir/services/review/detect"
+	"github.com/terroir-ai/terroir/services/review/signing"
 	"github.com/terroir-ai/terroir/services/review/store"
 )
 
@@ -118,10 +119,14 @@ func build(d *daemon.Daemon, cfg Config, rules []detect.Rule, files consoleFiles
 	}
 	parts := []part{{"store", st.Run}, {"detect", det.Run}}
 	if cfg.ConsoleOn() {
+		signer, err := signing.New(d.Bus.Keys())
+		if err != nil {
+			return nil, err
+		}
 		con, err := console.New(console.Config{
 			Addr: cfg.ConsoleAddr, Certificate: files.cert, ClientCAs: files.cas, People: files.people,
 			Geos: geos, Redis: d.Redis,
-			Records: st, Cases: det, Audit: trail, Publisher: d.ControlPublisher, Resources: d.Control,
+			Records: st, Cases: det, Audit: trail, Publisher: d.ControlPublisher, Resources: d.Control, Signer: signer,
 			CSRFKey: files.csrfKey, DrainTimeout: d.Config.DrainTimeout, Registerer: d.Registry, Log: d.Log,
 		})
 		if err != nil {
@@ -192,6 +197,7 @@ func connectBus(ctx context.Context, common daemon.Config, geo string) (*bus.Bus
 	}
 	b, err := bus.New(ctx, bus.Config{
 		Namespace: common.Namespace, Brokers: map[string][]string{geo: common.Brokers[geo]},
+		Security:   map[string]bus.Security{geo: common.KafkaSecurity[geo]},
 		InstanceID: common.InstanceID + "-verify-audit", KeyWrapper: wrapper,
 		Logger: log.WithOptions(zap.IncreaseLevel(zap.WarnLevel)),
 	})

@@ -1,7 +1,8 @@
 // Package edge is ingress's HTTP server: it gives every request an ID
 // (x-request-id and apim-request-id on every response), logs one line per
 // request (method, route, status, bytes, duration; never a body), routes
-// to the management API and the app API, and shuts down gracefully.
+// to the management API and the app API, serves HTTPS (TLS 1.2 or newer)
+// when given a TLS configuration, and shuts down gracefully.
 //
 // It bounds what a slow or hostile client can hold (Limits): the time to
 // send headers and the whole request, the size of the headers, the time
@@ -11,6 +12,7 @@ package edge
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -28,7 +30,10 @@ import (
 type Config struct {
 	// Addr is the listen address ("127.0.0.1:8080").
 	Addr string
-	Log  *zap.Logger
+	// TLS, when set, makes the server speak HTTPS only; nil serves plain
+	// HTTP.
+	TLS *tls.Config
+	Log *zap.Logger
 	// Routes maps path prefixes ("/mgmt/") to their handlers.
 	Routes map[string]http.Handler
 	// Limits bound slow and hostile clients; zero fields take their
@@ -88,6 +93,7 @@ type Server struct {
 	ln       net.Listener
 	srv      *http.Server
 	inFlight prometheus.Gauge
+	tls      bool
 }
 
 // Listen binds cfg.Addr; Run serves on it.
@@ -96,7 +102,7 @@ func Listen(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listening on %s: %w", cfg.Addr, err)
 	}
-	s := &Server{log: cfg.Log.Named("http"), ln: ln, inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+	s := &Server{log: cfg.Log.Named("http"), ln: ln, tls: cfg.TLS != nil, inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "terroir_http_requests_in_flight", Help: "HTTP requests whose handler is running."})}
 	if cfg.Registerer != nil {
 		if err := cfg.Registerer.Register(s.inFlight); err != nil {
@@ -120,6 +126,7 @@ func Listen(cfg Config) (*Server, error) {
 		IdleTimeout:       lim.IdleTimeout,
 		MaxHeaderBytes:    lim.MaxHeaderBytes,
 		ErrorLog:          zap.NewStdLog(s.log.WithOptions(zap.IncreaseLevel(zap.WarnLevel))),
+		TLSConfig:         cfg.TLS,
 	}
 	return s, nil
 }
@@ -131,7 +138,14 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 // those in flight, at most drain.
 func (s *Server) Run(ctx context.Context, drain time.Duration) error {
 	errc := make(chan error, 1)
-	go func() { errc <- s.srv.Serve(s.ln) }()
+	go func() {
+		if s.tls {
+			// The certificate comes from TLSConfig (GetCertificate).
+			errc <- s.srv.ServeTLS(s.ln, "", "")
+			return
+		}
+		errc <- s.srv.Serve(s.ln)
+	}()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serving HTTP: %w", err)

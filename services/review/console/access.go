@@ -6,10 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/terroir-ai/terroir/services/review/signing"
 )
 
 const (
@@ -79,6 +83,15 @@ type Grant struct {
 	ApprovedBy string    `json:"approved_by"`
 	Start      time.Time `json:"start"`
 	ExpiresAt  time.Time `json:"expires_at"`
+	// Signature is the console's signature of the fields above
+	// (package signing); a grant without a valid one gives no access.
+	Signature string `json:"sig"`
+}
+
+// signed are the fields a grant's signature covers.
+func (g Grant) signed() []string {
+	return []string{g.ID, g.Person, g.Request, g.ApprovedBy,
+		strconv.FormatInt(g.Start.UnixNano(), 10), strconv.FormatInt(g.ExpiresAt.UnixNano(), 10)}
 }
 
 // liveAt reports whether the grant is in force at now.
@@ -87,9 +100,12 @@ func (g Grant) liveAt(now time.Time) bool {
 }
 
 // access keeps requests and grants in the Redis of the geography they
-// concern, under terroir:<geo>:review:.
+// concern, under terroir:<geo>:review:. Grants are signed: one written
+// to Redis by anyone but the console is ignored.
 type access struct {
-	redis map[string]*redis.Client
+	redis  map[string]*redis.Client
+	signer *signing.Signer
+	log    *zap.Logger
 }
 
 func prefix(geo string) string                    { return "terroir:" + geo + ":review:" }
@@ -204,6 +220,9 @@ func (a *access) decide(ctx context.Context, geo, id string, now time.Time, chec
 		}
 		var grant []byte
 		if g != nil {
+			if g.Signature, err = a.signer.Sign(ctx, signing.KindGrant, geo, g.signed()...); err != nil {
+				return err
+			}
 			if grant, err = json.Marshal(g); err != nil {
 				return err
 			}
@@ -241,6 +260,13 @@ func (a *access) grant(ctx context.Context, geo, person string) (Grant, bool, er
 	}
 	if g.Person != person || g.Geo != geo {
 		return Grant{}, false, nil
+	}
+	switch err := a.signer.Verify(ctx, g.Signature, signing.KindGrant, geo, g.signed()...); {
+	case errors.Is(err, signing.ErrInvalid):
+		a.log.Warn("grant without a valid signature: ignored", zap.String("geo", geo), zap.String("person", person))
+		return Grant{}, false, nil
+	case err != nil:
+		return Grant{}, false, err
 	}
 	return g, true, nil
 }

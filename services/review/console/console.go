@@ -54,6 +54,7 @@ import (
 	"github.com/terroir-ai/terroir/pkg/events"
 	"github.com/terroir-ai/terroir/pkg/geo"
 	"github.com/terroir-ai/terroir/services/review/detect"
+	"github.com/terroir-ai/terroir/services/review/signing"
 	"github.com/terroir-ai/terroir/services/review/store"
 )
 
@@ -110,6 +111,8 @@ type Config struct {
 	Audit     Auditor
 	Publisher Publisher
 	Resources Resources
+	// Signer signs grants and verifies them and detection's flags.
+	Signer *signing.Signer
 
 	// CSRFKey keys the tokens that bind forms to a person's certificate;
 	// at least 32 bytes. Consoles behind one address share it. Default: a
@@ -168,8 +171,8 @@ func New(cfg Config) (*Console, error) {
 			errs = append(errs, fmt.Errorf("console: no Redis for geography %q", g))
 		}
 	}
-	if cfg.Records == nil || cfg.Cases == nil || cfg.Audit == nil || cfg.Publisher == nil || cfg.Resources == nil {
-		errs = append(errs, errors.New("console: records, cases, audit, publisher and resources are all required"))
+	if cfg.Records == nil || cfg.Cases == nil || cfg.Audit == nil || cfg.Publisher == nil || cfg.Resources == nil || cfg.Signer == nil {
+		errs = append(errs, errors.New("console: records, cases, audit, publisher, resources and signer are all required"))
 	}
 	if cfg.CSRFKey != nil && len(cfg.CSRFKey) < 32 {
 		errs = append(errs, errors.New("console: the CSRF key must be at least 32 bytes"))
@@ -186,7 +189,8 @@ func New(cfg Config) (*Console, error) {
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = 10 * time.Second
 	}
-	c := &Console{cfg: cfg, log: cfg.Log.Named("console"), access: &access{redis: cfg.Redis}, csrfKey: cfg.CSRFKey}
+	c := &Console{cfg: cfg, log: cfg.Log.Named("console"), csrfKey: cfg.CSRFKey}
+	c.access = &access{redis: cfg.Redis, signer: cfg.Signer, log: c.log}
 	if c.csrfKey == nil {
 		c.csrfKey = make([]byte, 32)
 		_, _ = rand.Read(c.csrfKey)

@@ -28,6 +28,7 @@ import (
 	"github.com/terroir-ai/terroir/services/review/audit"
 	"github.com/terroir-ai/terroir/services/review/detect"
 	"github.com/terroir-ai/terroir/services/review/pki"
+	"github.com/terroir-ai/terroir/services/review/signing"
 	"github.com/terroir-ai/terroir/services/review/store"
 )
 
@@ -53,6 +54,8 @@ var testPeople = []Person{
 	{Name: "gus.reviewer", Role: RoleReviewer, Location: "EEA"},
 	{Name: "hal.reviewer", Role: RoleReviewer, Location: "EEA"},
 	{Name: "ivy.reviewer", Role: RoleReviewer, Location: "EEA"},
+	{Name: "kim.reviewer", Role: RoleReviewer, Location: "EEA"},
+	{Name: "lea.reviewer", Role: RoleReviewer, Location: "EEA"},
 	{Name: "jonas.manager", Role: RoleManager, Location: "EEA"},
 	{Name: "maria.manager", Role: RoleManager, Location: "EEA"},
 }
@@ -172,7 +175,11 @@ func (e *env) newConsole(t *testing.T, now func() time.Time, records Records) (*
 	if e.console == nil {
 		reg = e.reg
 	}
-	c, err := New(Config{Addr: "127.0.0.1:0", Certificate: e.server, ClientCAs: e.ca.Pool(), People: e.people,
+	signer, err := signing.New(e.bus.Keys())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(Config{Addr: "127.0.0.1:0", Signer: signer, Certificate: e.server, ClientCAs: e.ca.Pool(), People: e.people,
 		Geos: []string{"eu", "us"}, Redis: e.redis, Records: records, Cases: e.det, Audit: e.audit,
 		Publisher: e.pub, Resources: e.state, Now: now, DrainTimeout: 2 * time.Second, Registerer: reg, Log: e.log})
 	if err != nil {
@@ -581,6 +588,56 @@ func TestConsole(t *testing.T) {
 		}
 		if g, ok, err := e.console.access.grant(t.Context(), "eu", "dan.reviewer"); err != nil || ok {
 			t.Fatalf("grant written: %+v %v", g, err)
+		}
+	})
+
+	// Whoever can write to Redis cannot mint access: a grant or a flag
+	// without the console's signature is ignored, and logged without
+	// content.
+	t.Run("ForgedGrant", func(t *testing.T) {
+		t.Parallel()
+		now := time.Now().UTC()
+		forged, _ := json.Marshal(Grant{ID: "grant_forged", Geo: "eu", Person: "kim.reviewer", Request: "access_forged",
+			ApprovedBy: "jonas.manager", Start: now.Add(-time.Minute), ExpiresAt: now.Add(time.Hour)})
+		if err := e.redis["eu"].Set(t.Context(), grantKey("eu", "kim.reviewer"), forged, time.Hour).Err(); err != nil {
+			t.Fatal(err)
+		}
+		r := e.browser(t, e.base, "kim.reviewer").lookup("eu", "acme", "req-flagged-1")
+		if r.status != http.StatusForbidden || !hasID(r.body, "no-grant") || strings.Contains(r.body, "CANARY") {
+			t.Fatalf("lookup with a forged grant = %d %s", r.status, r.body)
+		}
+		if e.logs.FilterMessage("grant without a valid signature: ignored").Len() == 0 {
+			t.Error("the forged grant was not logged")
+		}
+	})
+
+	t.Run("ForgedFlag", func(t *testing.T) {
+		t.Parallel()
+		e.seed(t, "acme", "req-forged-flag-1", false)
+		caseID, ok, err := e.det.Flagged(t.Context(), "eu", "req-flagged-1")
+		if err != nil || !ok {
+			t.Fatalf("no case for the flagged request: %v", err)
+		}
+		raw, err := e.redis["eu"].Get(t.Context(), "terroir:eu:review:flag:req-flagged-1").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A bare case ID, and a genuine flag's value copied to another
+		// request: neither flags it.
+		for _, value := range []string{caseID, raw} {
+			if err := e.redis["eu"].Set(t.Context(), "terroir:eu:review:flag:req-forged-flag-1", value, time.Hour).Err(); err != nil {
+				t.Fatal(err)
+			}
+			if _, ok, err := e.det.Flagged(t.Context(), "eu", "req-forged-flag-1"); err != nil || ok {
+				t.Fatalf("forged flag %q counts: %v %v", value, ok, err)
+			}
+			rev := e.granted(t, e.base, "lea.reviewer", 60)
+			if r := rev.lookup("eu", "acme", "req-forged-flag-1"); r.status != http.StatusNotFound || strings.Contains(r.body, "CANARY") {
+				t.Fatalf("lookup of a request with a forged flag = %d %s", r.status, r.body)
+			}
+		}
+		if e.logs.FilterMessage("flag without a valid signature: ignored").Len() == 0 {
+			t.Error("the forged flag was not logged")
 		}
 	})
 

@@ -46,7 +46,7 @@
 //	cases:open                       zset case ID → opened at (ms)
 //	cases:decided                    zset case ID → decided at (ms)
 //	cases:pending                    set of opened cases whose OnOpen has not returned
-//	flag:<request ID>                ID of the case that flagged the request
+//	flag:<request ID>                ID of the case that flagged the request, a space and its signature (package signing)
 //
 // One Lua script counts a signal for a rule and opens or extends a case,
 // so concurrent and repeated deliveries cannot double-count or open two
@@ -75,6 +75,7 @@ import (
 
 	"github.com/terroir-ai/terroir/pkg/bus"
 	"github.com/terroir-ai/terroir/pkg/events"
+	"github.com/terroir-ai/terroir/services/review/signing"
 )
 
 // Rule kinds.
@@ -190,7 +191,8 @@ type Config struct {
 
 // Detector consumes safety signals and keeps cases.
 type Detector struct {
-	cfg Config
+	cfg    Config
+	signer *signing.Signer
 	// handled, when set, is called after each signal has been judged.
 	handled func(geo string, sig events.SafetySignal)
 }
@@ -335,7 +337,11 @@ func New(cfg Config) (*Detector, error) {
 	cfg.Log = cfg.Log.Named("detect")
 	cfg.Geos = slices.Clone(cfg.Geos)
 	cfg.Rules = slices.Clone(cfg.Rules)
-	return &Detector{cfg: cfg}, nil
+	signer, err := signing.New(cfg.Bus.Keys())
+	if err != nil {
+		return nil, err
+	}
+	return &Detector{cfg: cfg, signer: signer}, nil
 }
 
 // Run consumes the safety signals of cfg.Geos until ctx ends.
@@ -422,8 +428,10 @@ func prefix(geo string) string { return "terroir:" + geo + ":review:" }
 // 10 case retention (ms), 11 group, 12 geo, 13 resource, 14 rule,
 // 15 cap of the zsets, 16 TTL of the live zset (ms).
 //
-// Returns {outcome, case ID}: outcome is "duplicate", "counted",
-// "joined" or "opened". A repeated signal that opened a case whose OnOpen
+// Returns {outcome, case ID, flagged request IDs...}: outcome is
+// "duplicate", "counted", "joined" or "opened"; the request IDs are those
+// this call flagged, whose flags the caller signs (Lua cannot, and the
+// key must not reach Redis). A repeated signal that opened a case whose OnOpen
 // has not returned reports "opened" again, so the notice is not lost.
 var hitScript = redis.NewScript(`
 local prefix, member, req = ARGV[1], ARGV[2], ARGV[3]
@@ -454,13 +462,15 @@ local n = redis.call('ZCARD', KEYS[1])
 if n > cap then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, n - cap - 1) end
 redis.call('PEXPIRE', KEYS[1], int(flagTTL))
 
+-- The requests this call flags, for the caller to sign.
+local flagged = {}
 local function addToCase(id, reqs, scores)
   local ck = caseKey(id)
   for k = 1, #reqs do
     redis.call('ZADD', ck .. ':requests', 'LT', int(scores[k]), reqs[k])
     local ttl = scores[k] + flagTTL - now
-    if ttl > 0 then
-      redis.call('SET', prefix .. 'flag:' .. reqs[k], id, 'NX', 'PX', int(ttl))
+    if ttl > 0 and redis.call('SET', prefix .. 'flag:' .. reqs[k], id, 'NX', 'PX', int(ttl)) then
+      flagged[#flagged + 1] = reqs[k]
     end
   end
   redis.call('HINCRBY', ck, 'hits', #reqs)
@@ -472,7 +482,7 @@ end
 
 if open and redis.call('SISMEMBER', caseKey(open) .. ':groups', group) == 1 then
   addToCase(open, {req}, {at})
-  return {'joined', open}
+  return {'joined', open, unpack(flagged)}
 end
 
 redis.call('ZADD', KEYS[2], int(at), member)
@@ -515,7 +525,7 @@ end
 if open then
   redis.call('SADD', caseKey(open) .. ':groups', group)
   addToCase(open, reqs, scores)
-  return {'joined', open}
+  return {'joined', open, unpack(flagged)}
 end
 local ck = caseKey(newID)
 redis.call('HSET', ck, 'id', newID, 'geo', geo, 'resource', resource, 'rule', rule, 'status', 'open',
@@ -525,7 +535,7 @@ redis.call('SET', KEYS[3], newID)
 addToCase(newID, reqs, scores)
 redis.call('ZADD', prefix .. 'cases:open', int(now), newID)
 redis.call('SADD', prefix .. 'cases:pending', newID)
-return {'opened', newID}
+return {'opened', newID, unpack(flagged)}
 `)
 
 // judge counts sig for every rule it is a hit of.
@@ -552,8 +562,11 @@ func (d *Detector) judge(ctx context.Context, geo string, sig events.SafetySigna
 		if err != nil {
 			return fmt.Errorf("detect: judging request %s for rule %s in %s: %w", sig.RequestID, r.Name, geo, err)
 		}
-		if len(res) != 2 {
+		if len(res) < 2 {
 			return fmt.Errorf("detect: judging request %s for rule %s in %s: unexpected script result", sig.RequestID, r.Name, geo)
+		}
+		if err := d.signFlags(ctx, rdb, geo, res[1], res[2:]); err != nil {
+			return err
 		}
 		switch res[0] {
 		case "opened":
@@ -722,19 +735,53 @@ func (d *Detector) Case(ctx context.Context, geo, id string) (Case, error) {
 	return *cs[0], nil
 }
 
+// signFlags replaces the bare case ID the hit script wrote into each
+// new flag with "<case ID> <signature>", keeping the flag's expiry. A
+// flag left unsigned (the process stopped in between) flags nothing:
+// access fails closed.
+func (d *Detector) signFlags(ctx context.Context, rdb *redis.Client, geo, caseID string, requestIDs []string) error {
+	if len(requestIDs) == 0 {
+		return nil
+	}
+	_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, id := range requestIDs {
+			sig, err := d.signer.Sign(ctx, signing.KindFlag, geo, id, caseID)
+			if err != nil {
+				return err
+			}
+			p.SetArgs(ctx, prefix(geo)+"flag:"+id, caseID+" "+sig, redis.SetArgs{Mode: "XX", KeepTTL: true})
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("detect: signing the flags of case %s in %s: %w", caseID, geo, err)
+	}
+	return nil
+}
+
 // Flagged reports the case that flagged requestID in geo, if any: the
-// first case that took the request in, for FlagTTL after its signal.
+// first case that took the request in, for FlagTTL after its signal. A
+// flag without a valid signature (written by anyone but detection) is
+// ignored, and logged without its value.
 func (d *Detector) Flagged(ctx context.Context, geo, requestID string) (caseID string, ok bool, err error) {
 	rdb, err := d.redis(geo)
 	if err != nil {
 		return "", false, err
 	}
-	id, err := rdb.Get(ctx, prefix(geo)+"flag:"+requestID).Result()
+	v, err := rdb.Get(ctx, prefix(geo)+"flag:"+requestID).Result()
 	switch {
 	case errors.Is(err, redis.Nil):
 		return "", false, nil
 	case err != nil:
 		return "", false, fmt.Errorf("detect: reading the flag of request %s in %s: %w", requestID, geo, err)
+	}
+	id, sig, _ := strings.Cut(v, " ")
+	switch err := d.signer.Verify(ctx, sig, signing.KindFlag, geo, requestID, id); {
+	case errors.Is(err, signing.ErrInvalid):
+		d.cfg.Log.Warn("flag without a valid signature: ignored", zap.String("geo", geo), zap.String("request_id", requestID))
+		return "", false, nil
+	case err != nil:
+		return "", false, fmt.Errorf("detect: %w", err)
 	}
 	return id, true, nil
 }
