@@ -65,6 +65,7 @@ bench-stack:
 FUZZTIME    ?= 30s
 FUZZTARGETS := pkg:./openai:FuzzChatRequest \
                pkg:./bus:FuzzDecodeRecord \
+               pkg:./control:FuzzControlRecords \
                services/ingress:./mgmt:FuzzManagementBodies \
                pkg:./openai:FuzzCompletionRequest \
                pkg:./openai:FuzzEmbeddingRequest \

@@ -15,6 +15,7 @@
 package control
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"slices"
@@ -241,7 +242,9 @@ func (s *State) entries(kind events.ControlKind, resource string) []entry {
 			out = append(out, e)
 		}
 	}
-	slices.SortFunc(out, func(a, b entry) int { return strings.Compare(a.change.ID, b.change.ID) })
+	slices.SortFunc(out, func(a, b entry) int {
+		return cmp.Or(strings.Compare(a.change.ID, b.change.ID), strings.Compare(a.change.Resource, b.change.Resource))
+	})
 	return out
 }
 
