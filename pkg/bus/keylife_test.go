@@ -69,21 +69,46 @@ func TestInstancesConvergeOnTheNewestKeyVersion(t *testing.T) {
 	ns := bustest.Namespace()
 	opts := bustest.Options{Namespace: ns, Geos: []string{"eu"}, KeyOptions: []keys.Option{keys.WithRotation(2, 0)}}
 	a, b := c.Bus(t, opts), c.Bus(t, opts)
-	for i, inst := range []*bus.Bus{a, a, a, b} {
+	publish := func(inst *bus.Bus, i int) {
 		meta, ev := request("r"+strconv.Itoa(i), "acme", "eu", "text "+strconv.Itoa(i))
 		if err := inst.Publish(t.Context(), "eu", bus.StreamRequests, meta, ev); err != nil {
 			t.Fatal(err)
 		}
 	}
-	recs := readTopic(t, c.Brokers, bus.TopicName(ns, "eu", bus.StreamRequests))
-	ids := make([]string, 4)
-	for _, r := range recs {
-		i, _ := strconv.Atoi(strings.TrimPrefix(string(r.Key), "r"))
-		ids[i] = bus.MetaOf(r).KeyID
+	keyIDs := func() []string {
+		ids := make([]string, 4)
+		for _, r := range readTopic(t, c.Brokers, bus.TopicName(ns, "eu", bus.StreamRequests)) {
+			i, _ := strconv.Atoi(strings.TrimPrefix(string(r.Key), "r"))
+			ids[i] = bus.MetaOf(r).KeyID
+		}
+		return ids
 	}
-	// a seals twice under the first version, then rolls; b finds the
-	// second version on the topic and seals under it.
-	if len(ids) != 4 || ids[0] != ids[1] || ids[1] == ids[2] || ids[2] != ids[3] {
+	for i := range 3 {
+		publish(a, i)
+	}
+	// a seals twice under the first version, then rolls
+	ids := keyIDs()
+	if ids[0] != ids[1] || ids[1] == ids[2] || ids[2] == "" {
+		t.Fatalf("key IDs of a's three records: %v", ids[:3])
+	}
+	// b learns of the second version from the keys topic (the topic,
+	// not a clock, says which is newest) and seals under it
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		k, err := b.Keys().ForResource(t.Context(), "eu", "acme")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if k.ID == ids[2] {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("b still seals under %s, not the newest version %s", k.ID, ids[2])
+		}
+		time.Sleep(10 * time.Millisecond) // the key table catching up
+	}
+	publish(b, 3)
+	if ids = keyIDs(); ids[3] != ids[2] {
 		t.Fatalf("key IDs of the four records: %v", ids)
 	}
 	late := c.Bus(t, bustest.Options{Namespace: ns, Geos: []string{"eu"}})
