@@ -2,14 +2,9 @@ package builtin
 
 import "testing"
 
-// maxRequestAllocs bounds the allocations of one small request: the
-// tokenizer's own (a few per prompt), the request's scratch space and its
-// results, but nothing per generated token.
-const maxRequestAllocs = 40
-
-// TestGenerationAllocatesPerRequestNotPerToken: a 32-token answer, streamed
-// or not, allocates a bounded handful of objects, however many tokens it
-// samples.
+// TestGenerationAllocatesPerRequestNotPerToken: what a request allocates
+// (the tokenizer's work on the prompt, the request's scratch space, its
+// results) does not grow with the tokens it generates, streamed or not.
 func TestGenerationAllocatesPerRequestNotPerToken(t *testing.T) {
 	m := loadModel(t)
 	msgs := []Message{
@@ -19,45 +14,37 @@ func TestGenerationAllocatesPerRequestNotPerToken(t *testing.T) {
 	discard := func(int, string) error { return nil }
 	tests := []struct {
 		name string
-		run  func() ([]Choice, error)
+		p    Params
+		emit func(int, string) error
 	}{
-		{"chat", func() ([]Choice, error) {
-			return m.Chat(t.Context(), msgs, Params{MaxTokens: 32, Temperature: 1, Seed: ptr(int64(7))}, nil)
-		}},
-		{"chat streamed", func() ([]Choice, error) {
-			return m.Chat(t.Context(), msgs, Params{MaxTokens: 32, Temperature: 1, Seed: ptr(int64(7))}, discard)
-		}},
-		{"chat greedy", func() ([]Choice, error) { return m.Chat(t.Context(), msgs, Params{MaxTokens: 32}, nil) }},
-		{"chat top_p", func() ([]Choice, error) {
-			return m.Chat(t.Context(), msgs, Params{MaxTokens: 32, Temperature: 0.8, TopP: 0.9, Seed: ptr(int64(7))}, nil)
-		}},
-		{"completion", func() ([]Choice, error) {
-			return m.Generate(t.Context(), "The state of our Union is strong, and the whale", Params{MaxTokens: 32, Temperature: 1, Seed: ptr(int64(7))}, discard)
-		}},
+		{"sampled", Params{Temperature: 1, Seed: ptr(int64(7))}, nil},
+		{"sampled, streamed", Params{Temperature: 1, Seed: ptr(int64(7))}, discard},
+		{"greedy", Params{}, nil},
+		{"top_p", Params{Temperature: 0.8, TopP: 0.9, Seed: ptr(int64(7))}, discard},
 	}
+	// Growing scratch space (candidate lists, the text) may take a few
+	// allocations more for a longer answer; a cost per token would take
+	// dozens.
+	const slack = 8
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cs, err := tt.run()
-			if err != nil {
-				t.Fatal(err)
+			run := func(maxTokens int) (tokens int, allocs float64) {
+				p := tt.p
+				p.MaxTokens = maxTokens
+				cs, err := m.Chat(t.Context(), msgs, p, tt.emit)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return cs[0].CompletionTokens, testing.AllocsPerRun(10, func() { _, _ = m.Chat(t.Context(), msgs, p, tt.emit) })
 			}
-			if cs[0].CompletionTokens < 8 {
-				t.Fatalf("only %d tokens generated; the test needs a longer answer", cs[0].CompletionTokens)
+			shortTokens, short := run(1)
+			longTokens, long := run(40)
+			if longTokens < 10 {
+				t.Fatalf("only %d tokens generated; the test needs a longer answer", longTokens)
 			}
-			if n := testing.AllocsPerRun(20, func() { _, _ = tt.run() }); n > maxRequestAllocs {
-				t.Errorf("%.0f allocations for %d tokens, want at most %d", n, cs[0].CompletionTokens, maxRequestAllocs)
+			if long > short+slack {
+				t.Errorf("%.0f allocations for %d tokens, %.0f for %d: a cost per token", long, longTokens, short, shortTokens)
 			}
 		})
 	}
-}
-
-// TestCountChatTokensAllocations: counting a chat prompt tokenises its
-// contents only; roles are not tokenised again for every request.
-func TestEncodeAllocations(t *testing.T) {
-	v, err := vocab()
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := testing.AllocsPerRun(20, func() { v.encode("Tell me about the whale, the sea and the ship that sailed from Nantucket in winter.") })
-	t.Logf("encode: %.0f allocations", n)
 }

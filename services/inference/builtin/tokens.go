@@ -50,6 +50,7 @@ type vocabulary struct {
 	codec  tokenizer.Codec
 	pieces []string
 	flags  []uint8
+	period []uint32 // the tokens of "."
 }
 
 // vocab returns the shared vocabulary. The tokenizer's tables are read-only
@@ -79,6 +80,7 @@ var vocab = sync.OnceValues(func() (*vocabulary, error) {
 		v.pieces[id] = s
 		v.flags[id] = pieceFlags(s)
 	}
+	v.period = v.encode(".")
 	return v, nil
 })
 
