@@ -52,7 +52,7 @@ type layer struct {
 // Load builds the default model: DefaultOrder, trained on the public-domain
 // corpus embedded in the binary (Moby-Dick and the U.S. State of the Union
 // addresses 1946-2021, about 0.84 million tokens). It takes about a second
-// on two cores and keeps about 50 MB of heap; call it once per process and
+// on two cores and keeps about 57 MB of heap; call it once per process and
 // share the Model.
 func Load() (*Model, error) {
 	texts := make([]string, 0, len(corpusFiles))
