@@ -65,10 +65,10 @@ func label(role string) string {
 }
 
 // chatStops end a reply where the model would start another message.
-func chatStops() []string {
-	out := make([]string, 0, len(roleLabels))
+func chatStops() []*matcher {
+	out := make([]*matcher, 0, len(roleLabels))
 	for _, r := range []string{RoleSystem, RoleDeveloper, RoleUser, RoleAssistant, RoleTool} {
-		out = append(out, "\n"+roleLabels[r]+":")
+		out = append(out, newMatcher("\n"+roleLabels[r]+":"))
 	}
 	return out
 }
@@ -105,13 +105,17 @@ func (m *Model) Chat(ctx context.Context, messages []Message, p Params, emit fun
 	if !sentenceEnd([]byte(strings.TrimSpace(topic))) {
 		// Start the reply as a new sentence even after an unpunctuated
 		// message.
-		topicToks = append(topicToks, m.v.encode(".")...)
+		topicToks = append(topicToks, m.v.period...)
+	}
+	stops := m.chatStops
+	if len(p.Stop) > 0 {
+		stops = append(matchers(p.Stop), m.chatStops...)
 	}
 	r := &request{
 		p:        p,
 		prompt:   m.startHistory(topicToks),
 		affinity: m.affinity(topicToks[max(0, len(topicToks)-affinityWindow):]),
-		stops:    append(slices.Clone(p.Stop), chatStops()...),
+		stops:    stops,
 		chat:     true,
 		seed:     seedOf(p.Seed),
 	}

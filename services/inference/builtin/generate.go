@@ -1,6 +1,7 @@
 package builtin
 
 import (
+	"bytes"
 	"context"
 	"math"
 	"math/rand/v2"
@@ -112,9 +113,9 @@ func (p Params) normalize() (Params, error) {
 // request is a validated generation request.
 type request struct {
 	p        Params
-	prompt   []uint32 // start-padded context of the first token
-	affinity []uint32 // ascending ids of the prompt's informative words
-	stops    []string // the caller's and, for chat, the role markers
+	prompt   []uint32   // start-padded context of the first token
+	affinity []uint32   // ascending ids of the prompt's informative words
+	stops    []*matcher // the caller's and, for chat, the role markers
 	chat     bool
 	seed     uint64
 }
@@ -144,10 +145,22 @@ func (m *Model) Generate(ctx context.Context, prompt string, p Params, emit func
 		p:        p,
 		prompt:   m.startHistory(toks),
 		affinity: m.affinity(tail),
-		stops:    p.Stop,
+		stops:    matchers(p.Stop),
 		seed:     seedOf(p.Seed),
 	}
 	return m.run(ctx, r, emit)
+}
+
+// matchers returns a matcher per stop sequence.
+func matchers(stops []string) []*matcher {
+	if len(stops) == 0 {
+		return nil
+	}
+	out := make([]*matcher, len(stops))
+	for i, p := range stops {
+		out[i] = newMatcher(p)
+	}
+	return out
 }
 
 // affinityWindow is how many prompt tokens the topic boost looks at.
@@ -162,8 +175,14 @@ func seedOf(seed *int64) uint64 {
 
 func (m *Model) run(ctx context.Context, r *request, emit func(int, string) error) ([]Choice, error) {
 	out := make([]Choice, r.p.N)
+	// One scorer, history, stream and token list per request, reused by
+	// its choices: scratch space that never outlives the call.
+	s := m.newScorer()
+	st := newStream(r.stops, emit)
+	hist := make([]uint32, 0, cap(r.prompt))
+	gen := make([]uint32, 0, min(r.p.MaxTokens, 256))
 	for i := range out {
-		c, err := m.choice(ctx, r, i, emit)
+		c, err := m.choice(ctx, r, i, s, st, hist, gen)
 		if err != nil {
 			return nil, err
 		}
@@ -211,19 +230,16 @@ func softTarget(maxTokens int) int {
 	return min(max(maxTokens/2, 1), maxSoftTarget)
 }
 
-// choice generates choice i of r.
-func (m *Model) choice(ctx context.Context, r *request, i int, emit func(int, string) error) (Choice, error) {
-	s := m.newScorer()
-	rng := rand.New(rand.NewPCG(r.seed, mix64(uint64(i)+0x5851f42d4c957f2d)))
-	hist := slices.Clone(r.prompt)
-	var sink func(string) error
-	if emit != nil {
-		sink = func(d string) error { return emit(i, d) }
-	}
-	st := newStream(r.stops, sink)
+// choice generates choice i of r with the request's scratch space.
+func (m *Model) choice(ctx context.Context, r *request, i int, s *scorer, st *stream, hist, gen []uint32) (Choice, error) {
+	rng := newDraws(r.seed, i)
+	hist = append(hist[:0], r.prompt...)
+	gen = gen[:0]
+	st.reset(i, r.p.MaxTokens)
 	soft := softTarget(r.p.MaxTokens)
-	var gen []uint32 // generated tokens, for the no-repeat rule
-	var nucleus []ranked
+	// At the API's default temperature and top_p, tokens are drawn from
+	// the mixture tables; otherwise every candidate is scored.
+	mixture := m.mix != nil && r.p.Temperature == 1 && r.p.TopP >= 1
 	content := false
 	finish := FinishLength
 	n := 0
@@ -231,11 +247,17 @@ func (m *Model) choice(ctx context.Context, r *request, i int, emit func(int, st
 		if err := ctx.Err(); err != nil {
 			return Choice{}, err
 		}
-		cands, probs := s.dist(hist)
-		s.shape(r, gen, content, n, soft)
-		var k int
-		k, nucleus = pick(probs, r.p.Temperature, r.p.TopP, rng, nucleus)
-		tok := cands[k]
+		tok, ok := uint32(0), false
+		if mixture {
+			tok, ok = s.fastNext(r, hist, gen, content, n, soft, rng)
+		}
+		if !ok {
+			cands, probs := s.dist(hist)
+			s.shape(r, gen, content, n, soft)
+			var k int
+			k, s.nucleus = pick(probs, r.p.Temperature, r.p.TopP, rng, s.nucleus)
+			tok = cands[k]
+		}
 		n++
 		if tok == eos {
 			finish = FinishStop
@@ -315,7 +337,8 @@ func (s *scorer) shape(r *request, gen []uint32, content bool, n, soft int) {
 	if len(gen) < noRepeat-1 {
 		return
 	}
-	banned := repeats(gen, noRepeat)
+	s.banned = appendRepeats(s.banned[:0], gen, noRepeat)
+	banned := s.banned
 	if len(banned) == 0 {
 		return
 	}
@@ -332,11 +355,11 @@ func (s *scorer) shape(r *request, gen []uint32, content bool, n, soft int) {
 	}
 }
 
-// repeats returns, ascending, the tokens that would complete an n-gram of
-// length n that gen already contains, given gen's last n-1 tokens.
-func repeats(gen []uint32, n int) []uint32 {
+// appendRepeats appends to out, ascending, the tokens that would complete
+// an n-gram of length n that gen already contains, given gen's last n-1
+// tokens.
+func appendRepeats(out, gen []uint32, n int) []uint32 {
 	suffix := gen[len(gen)-(n-1):]
-	var out []uint32
 	for i := 0; i+n <= len(gen); i++ {
 		if slices.Equal(gen[i:i+n-1], suffix) {
 			out = append(out, gen[i+n-1])
@@ -356,7 +379,7 @@ type ranked struct {
 // temperature 0, otherwise a draw from the distribution raised to 1/temp
 // and cut to its top-p nucleus. nucleus is scratch space, returned for
 // reuse.
-func pick(probs []float64, temp, topP float64, rng *rand.Rand, nucleus []ranked) (int, []ranked) {
+func pick(probs []float64, temp, topP float64, rng *draws, nucleus []ranked) (int, []ranked) {
 	best := 0
 	for i, p := range probs {
 		if p > probs[best] {
@@ -443,8 +466,8 @@ var abbreviations = []string{"Mr", "Mrs", "Ms", "Dr", "St", "Jr", "Sr", "Mt", "v
 // (closing quotes and brackets allowed after), not a period after a known
 // abbreviation, a single letter (as in U.S.) or a digit.
 func sentenceEnd(text []byte) bool {
-	t := strings.TrimRightFunc(string(text), closing)
-	if t == "" {
+	t := bytes.TrimRightFunc(text, closing)
+	if len(t) == 0 {
 		return false
 	}
 	switch t[len(t)-1] {
@@ -455,15 +478,15 @@ func sentenceEnd(text []byte) bool {
 		return false
 	}
 	t = t[:len(t)-1]
-	word := t[strings.LastIndexFunc(t, func(r rune) bool { return !unicode.IsLetter(r) && !unicode.IsDigit(r) })+1:]
-	if word == "" {
+	word := t[bytes.LastIndexFunc(t, func(r rune) bool { return !unicode.IsLetter(r) && !unicode.IsDigit(r) })+1:]
+	if len(word) == 0 {
 		return true
 	}
-	if r, _ := utf8.DecodeLastRuneInString(word); unicode.IsDigit(r) {
+	if r, _ := utf8.DecodeLastRune(word); unicode.IsDigit(r) {
 		return false
 	}
-	if utf8.RuneCountInString(word) == 1 {
+	if utf8.RuneCount(word) == 1 {
 		return false
 	}
-	return !slices.Contains(abbreviations, word)
+	return !slices.ContainsFunc(abbreviations, func(a string) bool { return string(word) == a })
 }

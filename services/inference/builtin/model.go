@@ -15,6 +15,9 @@ import (
 // token from the four before it.
 const DefaultOrder = 5
 
+// maxOrder is the largest n-gram order Train accepts.
+const maxOrder = 8
+
 //go:embed corpus/*.txt
 var corpusFS embed.FS
 
@@ -31,6 +34,13 @@ type Model struct {
 	disc   []float64 // per context length, the base model's discount
 	uni    []float32 // per token id, the interpolated unigram probability
 	top    []uint32  // the most probable tokens, ascending ids: fallback candidates
+	mix    *mixture  // sampling tables of a model without overlays; nil otherwise
+	// maxCands bounds the candidates of a prediction: the most successors
+	// of any one-token context, or the fallback candidates.
+	maxCands int
+	// chatStops match the role markers that end a chat reply; immutable,
+	// their state lives in each request's stream.
+	chatStops []*matcher
 }
 
 // layer is one body of counts and how much it weighs in the sum.
@@ -42,7 +52,7 @@ type layer struct {
 // Load builds the default model: DefaultOrder, trained on the public-domain
 // corpus embedded in the binary (Moby-Dick and the U.S. State of the Union
 // addresses 1946-2021, about 0.84 million tokens). It takes about a second
-// on two cores and keeps about 50 MB of heap; call it once per process and
+// on two cores and keeps about 57 MB of heap; call it once per process and
 // share the Model.
 func Load() (*Model, error) {
 	texts := make([]string, 0, len(corpusFiles))
@@ -74,8 +84,8 @@ func paragraphs(s string) []string {
 // independent document: n-grams do not cross from one text to the next,
 // and the model learns how texts begin and end.
 func Train(texts []string, order int) (*Model, error) {
-	if order < 2 || order > 8 {
-		return nil, fmt.Errorf("n-gram order %d out of range 2..8", order)
+	if order < 2 || order > maxOrder {
+		return nil, fmt.Errorf("n-gram order %d out of range 2..%d", order, maxOrder)
 	}
 	v, err := vocab()
 	if err != nil {
@@ -86,12 +96,13 @@ func Train(texts []string, order int) (*Model, error) {
 		return nil, errors.New("training texts hold no tokens")
 	}
 	t := buildTable(toks, order)
-	m := &Model{v: v, order: order, layers: []layer{{t: t, w: 1}}}
+	m := &Model{v: v, order: order, layers: []layer{{t: t, w: 1}}, chatStops: chatStops()}
 	m.disc = make([]float64, order)
 	for k := range order {
 		m.disc[k] = t.levels[k].discount()
 	}
 	m.finish()
+	m.mix = m.buildMixture()
 	return m, nil
 }
 
@@ -156,4 +167,17 @@ func (m *Model) finish() {
 	})
 	m.top = slices.Clip(ids[:min(fallback, len(ids))])
 	slices.Sort(m.top)
+	m.maxCands = len(m.top)
+	if m.order > 1 {
+		sum := 0
+		for _, l := range m.layers {
+			lv := &l.t.levels[1]
+			most := 0
+			for i := range lv.ctx {
+				most = max(most, int(lv.off[i+1]-lv.off[i]))
+			}
+			sum += most
+		}
+		m.maxCands = max(m.maxCands, sum)
+	}
 }

@@ -23,6 +23,15 @@ type scorer struct {
 	cands []uint32
 	probs []float64
 	keep  []float64
+
+	// The mixture sampler's: the contexts found per level, the level-1
+	// context's index, the shaped tokens and the banned ones.
+	lv     [maxOrder]ctxLevel
+	ctx1   int
+	shaped []shaped
+	banned []uint32
+	// pick's scratch.
+	nucleus []ranked
 }
 
 func (m *Model) newScorer() *scorer {
@@ -83,11 +92,20 @@ func (s *scorer) successors(k int, h uint64) ([]successor, float64) {
 // keeps the distribution normalised when weighted overlay counts fall
 // below d.
 func backoff(list []successor, total, d float64) float64 {
-	var g float64
+	// Summed as d times the number of counts of at least d, plus the
+	// smaller ones: for a model without overlays that is d*n/total, the
+	// weight the mixture sampler computes from the context's size alone,
+	// to the last bit.
+	var small float64
+	n := 0
 	for _, e := range list {
-		g += min(e.c, d)
+		if e.c >= d {
+			n++
+		} else {
+			small += e.c
+		}
 	}
-	return g / total
+	return (d*float64(n) + small) / total
 }
 
 // dist returns the candidate next tokens after history (which holds at
@@ -100,6 +118,14 @@ func backoff(list []successor, total, d float64) float64 {
 // next call.
 func (s *scorer) dist(history []uint32) ([]uint32, []float64) {
 	m := s.m
+	if cap(s.cands) < m.maxCands {
+		// Once per request, at full size: growing on demand would
+		// allocate again and again over the first tokens.
+		s.cands = make([]uint32, 0, m.maxCands)
+		s.probs = make([]float64, 0, m.maxCands)
+		s.keep = make([]float64, 0, m.maxCands)
+		s.a = make([]successor, 0, m.maxCands)
+	}
 	contextHashes(history[len(history)-(m.order-1):], s.hs)
 	s.cands = s.cands[:0]
 	first, _ := s.successors(1, s.hs[1])
@@ -226,10 +252,11 @@ func (m *Model) Adapt(texts []string, weight float64) (*Model, error) {
 		}
 	}
 	a := &Model{
-		v:      m.v,
-		order:  m.order,
-		layers: append(slices.Clip(m.layers), layer{t: buildTable(nonEmpty, m.order), w: weight}),
-		disc:   m.disc,
+		v:         m.v,
+		order:     m.order,
+		layers:    append(slices.Clip(m.layers), layer{t: buildTable(nonEmpty, m.order), w: weight}),
+		disc:      m.disc,
+		chatStops: m.chatStops,
 	}
 	a.finish()
 	return a, nil

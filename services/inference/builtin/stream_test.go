@@ -100,10 +100,11 @@ func TestStream(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			var deltas []string
-			s := newStream(tt.stops, func(d string) error {
+			s := newStream(matchers(tt.stops), func(_ int, d string) error {
 				deltas = append(deltas, d)
 				return nil
 			})
+			s.reset(0, 16)
 			stopped := false
 			for _, p := range tt.pieces {
 				var err error

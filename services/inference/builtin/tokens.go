@@ -50,6 +50,10 @@ type vocabulary struct {
 	codec  tokenizer.Codec
 	pieces []string
 	flags  []uint8
+	period []uint32 // the tokens of "."
+	// roles holds the token counts of the chat roles, counted once rather
+	// than per request.
+	roles map[string]int
 }
 
 // vocab returns the shared vocabulary. The tokenizer's tables are read-only
@@ -78,6 +82,11 @@ var vocab = sync.OnceValues(func() (*vocabulary, error) {
 		}
 		v.pieces[id] = s
 		v.flags[id] = pieceFlags(s)
+	}
+	v.period = v.encode(".")
+	v.roles = map[string]int{}
+	for _, r := range []string{RoleSystem, RoleDeveloper, RoleUser, RoleAssistant, RoleTool, "function"} {
+		v.roles[r] = v.count(r)
 	}
 	return v, nil
 })
@@ -147,9 +156,17 @@ func CountTokens(text string) int {
 // TokensPerMessage per message, TokensPerName per message with a name, and
 // TokensReplyPriming once for the reply.
 func CountChatTokens(messages []Message) int {
+	v, err := vocab()
+	if err != nil {
+		return 0
+	}
 	n := TokensReplyPriming
 	for _, m := range messages {
-		n += TokensPerMessage + CountTokens(m.Role) + CountTokens(m.Content)
+		role, ok := v.roles[m.Role]
+		if !ok {
+			role = v.count(m.Role)
+		}
+		n += TokensPerMessage + role + v.count(m.Content)
 		if m.Name != "" {
 			n += TokensPerName + CountTokens(m.Name)
 		}

@@ -2,13 +2,9 @@ package worker
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
-	"strings"
 	"time"
 
 	"github.com/terroir-ai/terroir/pkg/events"
@@ -60,71 +56,47 @@ func params(s openai.Sampling, maxTokens int) builtin.Params {
 
 // chunker batches the deltas of each choice into chunk objects.
 type chunker struct {
-	head    map[string]any // id, object, created, model
+	head    *head
 	emit    func([]byte) error
-	pending map[int]*strings.Builder
-	started map[int]bool
+	pending [][]byte // per choice, text not yet sent
+	started []bool   // per choice, whether a chunk went out (chat: the role goes with the first)
 	chat    bool
 }
 
-func (c *chunker) send(choice int, delta string, finish any) error {
-	ch := map[string]any{"index": choice, "logprobs": nil, "finish_reason": finish}
-	if c.chat {
-		d := map[string]any{"content": delta}
-		if !c.started[choice] {
-			d["role"] = "assistant"
-			c.started[choice] = true
-		}
-		ch["delta"] = d
-	} else {
-		ch["text"] = delta
-	}
-	obj := map[string]any{"choices": []any{ch}}
-	for k, v := range c.head {
-		obj[k] = v
-	}
-	raw, err := json.Marshal(obj)
-	if err != nil {
-		return err
-	}
-	return c.emit(raw)
+func (c *chunker) send(choice int, delta string, finish string) error {
+	first := !c.started[choice]
+	c.started[choice] = true
+	// A fresh buffer per chunk: the bus keeps it until the record is sent.
+	return c.emit(chunkBody(c.head, c.chat, choice, delta, first, finish))
 }
 
 func (c *chunker) add(choice int, delta string) error {
-	sb := c.pending[choice]
-	if sb == nil {
-		sb = &strings.Builder{}
-		c.pending[choice] = sb
-	}
-	sb.WriteString(delta)
-	if sb.Len() < flushBytes {
+	c.pending[choice] = append(c.pending[choice], delta...)
+	if len(c.pending[choice]) < flushBytes {
 		return nil
 	}
-	text := sb.String()
-	sb.Reset()
-	return c.send(choice, text, nil)
+	err := c.send(choice, string(c.pending[choice]), "")
+	c.pending[choice] = c.pending[choice][:0]
+	return err
 }
 
 func (c *chunker) finish(choices []builtin.Choice) error {
 	for _, ch := range choices {
-		text := ""
-		if sb := c.pending[ch.Index]; sb != nil {
-			text = sb.String()
-		}
-		if err := c.send(ch.Index, text, ch.FinishReason); err != nil {
+		if err := c.send(ch.Index, string(c.pending[ch.Index]), ch.FinishReason); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (b *Builtin) newChunker(req events.InferenceRequest, chat bool, emit func([]byte) error) *chunker {
-	object := "text_completion"
-	if chat {
-		object = "chat.completion.chunk"
-	}
-	return &chunker{head: map[string]any{"id": responseID(req, chat), "object": object, "created": b.now().Unix(), "model": req.Model,
-		"system_fingerprint": "terroir-" + req.Model}, emit: emit, pending: map[int]*strings.Builder{}, started: map[int]bool{}, chat: chat}
+func (b *Builtin) newHead(req events.InferenceRequest, chat bool) *head {
+	return &head{id: responseID(req, chat), model: req.Model, fingerprint: "terroir-" + req.Model, created: b.now().Unix()}
+}
+
+func newChunker(h *head, chat bool, choices int, emit func([]byte) error) *chunker {
+	// An n out of range never reaches a chunk: the model refuses it first.
+	choices = max(choices, 1)
+	return &chunker{head: h, emit: emit, pending: make([][]byte, choices), started: make([]bool, choices), chat: chat}
 }
 
 func responseID(req events.InferenceRequest, chat bool) string {
@@ -144,12 +116,14 @@ func (b *Builtin) chat(ctx context.Context, req events.InferenceRequest, emit fu
 		text, _ := m.Text()
 		msgs = append(msgs, builtin.Message{Role: m.Role, Content: text, Name: m.Name})
 	}
-	if msgs[len(msgs)-1].Role == "function" {
+	if len(msgs) > 0 && msgs[len(msgs)-1].Role == "function" {
 		msgs[len(msgs)-1].Role = builtin.RoleTool
 	}
-	ck := b.newChunker(req, true, emit)
+	h := b.newHead(req, true)
 	var onDelta func(int, string) error
+	var ck *chunker
 	if req.Stream {
+		ck = newChunker(h, true, min(r.Choices(), builtin.MaxChoices), emit)
 		onDelta = ck.add
 	}
 	choices, err := b.Model.Chat(ctx, msgs, params(r.Sampling, r.TokenLimit()), onDelta)
@@ -157,27 +131,14 @@ func (b *Builtin) chat(ctx context.Context, req events.InferenceRequest, emit fu
 		return Answer{}, modelError(err)
 	}
 	usage := events.Usage{PromptTokens: builtin.CountChatTokens(msgs)}
-	out := make([]any, 0, len(choices))
 	for _, c := range choices {
 		usage.CompletionTokens += c.CompletionTokens
-		out = append(out, map[string]any{"index": c.Index, "message": map[string]any{"role": "assistant", "content": c.Text, "refusal": nil},
-			"logprobs": nil, "finish_reason": c.FinishReason})
 	}
 	usage.TotalTokens = usage.PromptTokens + usage.CompletionTokens
 	if req.Stream {
 		return Answer{Usage: usage}, ck.finish(choices)
 	}
-	return answer(ck.head, "chat.completion", out, usage)
-}
-
-func answer(head map[string]any, object string, choices []any, usage events.Usage) (Answer, error) {
-	obj := map[string]any{"choices": choices, "usage": usage}
-	for k, v := range head {
-		obj[k] = v
-	}
-	obj["object"] = object
-	raw, err := json.Marshal(obj)
-	return Answer{Body: raw, Usage: usage}, err
+	return Answer{Body: chatBody(h, choices, usage), Usage: usage}, nil
 }
 
 func (b *Builtin) completions(ctx context.Context, req events.InferenceRequest, emit func([]byte) error) (Answer, error) {
@@ -193,16 +154,20 @@ func (b *Builtin) completions(ctx context.Context, req events.InferenceRequest, 
 	if r.MaxTokens != nil {
 		maxTokens = *r.MaxTokens
 	}
-	ck := b.newChunker(req, false, emit)
+	h := b.newHead(req, false)
 	n := r.Choices()
+	var ck *chunker
+	if req.Stream {
+		ck = newChunker(h, false, min(n, builtin.MaxChoices)*len(prompts), emit)
+	}
 	var usage events.Usage
-	var out []any
+	out := make([]completionChoice, 0, min(n, builtin.MaxChoices)*len(prompts))
 	var all []builtin.Choice
 	for pi, prompt := range prompts {
 		usage.PromptTokens += builtin.CountTokens(prompt)
-		onDelta := func(i int, delta string) error { return ck.add(pi*n+i, delta) }
-		if !req.Stream {
-			onDelta = nil
+		var onDelta func(int, string) error
+		if req.Stream {
+			onDelta = func(i int, delta string) error { return ck.add(pi*n+i, delta) }
 		}
 		choices, err := b.Model.Generate(ctx, prompt, params(r.Sampling, maxTokens), onDelta)
 		if err != nil {
@@ -210,20 +175,22 @@ func (b *Builtin) completions(ctx context.Context, req events.InferenceRequest, 
 		}
 		for _, c := range choices {
 			c.Index = pi*n + c.Index
-			text := c.Text
-			if r.Echo {
-				text = prompt + text
-			}
 			usage.CompletionTokens += c.CompletionTokens
-			all = append(all, c)
-			out = append(out, map[string]any{"index": c.Index, "text": text, "logprobs": nil, "finish_reason": c.FinishReason})
+			cc := completionChoice{index: c.Index, finish: c.FinishReason, text: c.Text}
+			if r.Echo {
+				cc.prefix = prompt
+			}
+			if req.Stream {
+				all = append(all, c)
+			}
+			out = append(out, cc)
 		}
 	}
 	usage.TotalTokens = usage.PromptTokens + usage.CompletionTokens
 	if req.Stream {
 		return Answer{Usage: usage}, ck.finish(all)
 	}
-	return answer(ck.head, "text_completion", out, usage)
+	return Answer{Body: completionBody(h, out, usage), Usage: usage}, nil
 }
 
 func (b *Builtin) embeddings(req events.InferenceRequest) (Answer, error) {
@@ -240,27 +207,17 @@ func (b *Builtin) embeddings(req events.InferenceRequest) (Answer, error) {
 		dims = *r.Dimensions
 	}
 	var usage events.Usage
-	data := make([]any, 0, len(inputs))
-	for i, in := range inputs {
+	vecs := make([][]float32, 0, len(inputs))
+	for _, in := range inputs {
 		vec, tokens, err := builtin.Embed(in, dims)
 		if err != nil {
 			return Answer{}, modelError(err)
 		}
 		usage.PromptTokens += tokens
-		var emb any = vec
-		if r.EncodingFormat == "base64" {
-			buf := make([]byte, 4*len(vec))
-			for j, f := range vec {
-				binary.LittleEndian.PutUint32(buf[4*j:], math.Float32bits(f))
-			}
-			emb = base64.StdEncoding.EncodeToString(buf)
-		}
-		data = append(data, map[string]any{"object": "embedding", "index": i, "embedding": emb})
+		vecs = append(vecs, vec)
 	}
 	usage.TotalTokens = usage.PromptTokens
-	raw, err := json.Marshal(map[string]any{"object": "list", "data": data, "model": req.Model,
-		"usage": map[string]int{"prompt_tokens": usage.PromptTokens, "total_tokens": usage.TotalTokens}})
-	return Answer{Body: raw, Usage: usage}, err
+	return Answer{Body: embeddingsBody(req.Model, vecs, r.EncodingFormat == "base64", usage), Usage: usage}, nil
 }
 
 // modelError maps the model's parameter errors to invalid-request errors;
