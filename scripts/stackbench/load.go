@@ -81,7 +81,7 @@ func record(o *outcome, code int, errText string, lat time.Duration) {
 
 // shortError keeps the kind of a transport error, not its addresses.
 func shortError(s string) string {
-	for _, k := range []string{"timeout", "connection refused", "connection reset", "EOF", "too many open files"} {
+	for _, k := range []string{"timeout", "deadline exceeded", "connection refused", "connection reset", "EOF", "too many open files"} {
 		if strings.Contains(s, k) {
 			return k
 		}

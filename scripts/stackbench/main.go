@@ -32,6 +32,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -51,6 +52,7 @@ type config struct {
 	upstream    string
 	api         string
 	settle      time.Duration
+	profile     string
 }
 
 func main() {
@@ -74,6 +76,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.upstream, "upstream", "127.0.0.1:8000", "address of the zero-delay model server (where the catalog's upstream model points)")
 	fs.StringVar(&c.api, "api", "http://127.0.0.1:8080", "Terroir's REST API as the stack serves it")
 	fs.DurationVar(&c.settle, "settle", 3*time.Second, "pause between measurements, for queues to drain")
+	fs.StringVar(&c.profile, "profile", "", "write CPU profiles of every service during each open-loop rate through Terroir into this folder (<service>-<rate>.pb.gz; turns on TERROIR_ADMIN_PPROF)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -103,6 +106,12 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 	defer up.close()
 
+	if cfg.profile != "" {
+		if err := os.MkdirAll(cfg.profile, 0o755); err != nil {
+			return err
+		}
+		os.Setenv("TERROIR_ADMIN_PPROF", "1")
+	}
 	fmt.Fprintln(out, "starting the stack as `make run` does (log in .terroir/stackbench-stack.log)")
 	st, err := startStack(ctx, root)
 	if err != nil {
@@ -137,9 +146,11 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		}
 		d := openLoop(direct, rate, cfg.duration)
 		pause()
+		stopProfiles := profile(cfg.profile, rate, cfg.duration)
 		before := sampleCPU(st.pid)
 		o := openLoop(through, rate, cfg.duration)
 		after := sampleCPU(st.pid)
+		stopProfiles()
 		pause()
 		rows = append(rows, rateRows(rate, d, o, before, after)...)
 	}
@@ -387,4 +398,33 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	case <-time.After(d):
 	}
+}
+
+// profile fetches a CPU profile of every service for most of d, into
+// dir; the returned function waits for them. dir "" profiles nothing.
+func profile(dir string, rate int, d time.Duration) func() {
+	if dir == "" {
+		return func() {}
+	}
+	secs := max(1, int((d - time.Second).Seconds()))
+	var wg sync.WaitGroup
+	for _, svc := range stack.Services() {
+		wg.Go(func() {
+			resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", svc.AdminAddr, secs))
+			if err != nil {
+				return
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return
+			}
+			f, err := os.Create(filepath.Join(dir, fmt.Sprintf("%s-%d.pb.gz", svc.Name, rate)))
+			if err != nil {
+				return
+			}
+			defer f.Close()
+			_, _ = io.Copy(f, resp.Body)
+		})
+	}
+	return wg.Wait
 }
