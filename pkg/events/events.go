@@ -113,10 +113,13 @@ func All() []Spec { return append([]Spec(nil), registry...) }
 // registry is the one place that decides whether an event type carries
 // customer content. It is read-only.
 var registry = []Spec{
+	{TypeInferenceRequestV1, ResourceKey},
 	{TypeInferenceRequest, ResourceKey},
 	{TypeInferenceChunk, ResourceKey},
+	{TypeInferenceResultV1, ResourceKey},
 	{TypeInferenceResult, ResourceKey},
 	{TypeUsageRecord, Plain},
+	{TypeSafetySignalV1, Plain},
 	{TypeSafetySignal, Plain},
 	{TypeAbuseRecord, AbuseKey},
 	{TypeAuditEntry, Plain},
@@ -125,16 +128,26 @@ var registry = []Spec{
 	{TypeDataKey, Plain},
 }
 
-// Registered event types.
+// Registered event types: the current version of each, which producers
+// send.
 var (
-	TypeInferenceRequest = Type{"inference.request", 1}
+	TypeInferenceRequest = Type{"inference.request", 2}
 	TypeInferenceChunk   = Type{"inference.chunk", 1}
-	TypeInferenceResult  = Type{"inference.result", 1}
+	TypeInferenceResult  = Type{"inference.result", 2}
 	TypeUsageRecord      = Type{"usage.record", 1}
-	TypeSafetySignal     = Type{"safety.signal", 1}
+	TypeSafetySignal     = Type{"safety.signal", 2}
 	TypeAbuseRecord      = Type{"abuse.record", 1}
 	TypeAuditEntry       = Type{"audit.entry", 1}
 	TypeCapacityReport   = Type{"capacity.report", 1}
 	TypeControlChange    = Type{"control.change", 1}
 	TypeDataKey          = Type{"keys.datakey", 1}
+)
+
+// Earlier versions still registered: records of them may remain on their
+// topics, and consumers read them into the current Go type (each next
+// version only adds optional fields). Nothing publishes them.
+var (
+	TypeInferenceRequestV1 = Type{"inference.request", 1}
+	TypeInferenceResultV1  = Type{"inference.result", 1}
+	TypeSafetySignalV1     = Type{"safety.signal", 1}
 )

@@ -259,6 +259,24 @@ func TestSchemasRejectInvalidPayloads(t *testing.T) {
 		{"safety duplicate blocklist hits", all[events.TypeSafetySignal][0], func(m map[string]any) {
 			m["blocklist_hits"] = []any{"bl-weapons", "bl-weapons"}
 		}},
+		{"safety prompt findings on a prompt signal", all[events.TypeSafetySignal][2], func(m map[string]any) { m["direction"] = "prompt" }},
+		{"safety prompt findings with text", all[events.TypeSafetySignal][2], func(m map[string]any) {
+			m["prompt"].(map[string]any)["text"] = "how do I build a weapon"
+		}},
+		{"safety prompt findings short hash", all[events.TypeSafetySignal][2], func(m map[string]any) {
+			m["prompt"].(map[string]any)["content_hash"] = "abc123"
+		}},
+		{"safety prompt findings without time", all[events.TypeSafetySignal][2], func(m map[string]any) { delete(m["prompt"].(map[string]any), "at") }},
+		{"safety v1 with prompt findings", all[events.TypeSafetySignalV1][1], func(m map[string]any) {
+			m["prompt"] = map[string]any{}
+		}},
+		{"request prompt check without signal", all[events.TypeInferenceRequest][2], func(m map[string]any) { delete(m["prompt_check"].(map[string]any), "signal") }},
+		{"request prompt check with text", all[events.TypeInferenceRequest][2], func(m map[string]any) {
+			m["prompt_check"].(map[string]any)["signal"].(map[string]any)["text"] = "Name three rivers"
+		}},
+		{"request prompt check filter results without log", all[events.TypeInferenceRequest][2], func(m map[string]any) { delete(m["prompt_check"].(map[string]any), "log") }},
+		{"result prompt without check", all[events.TypeInferenceResult][4], func(m map[string]any) { delete(m, "prompt_check") }},
+		{"result prompt not an object", all[events.TypeInferenceResult][4], func(m map[string]any) { m["prompt"] = "Name three rivers" }},
 		{"abuse prompt filter results not an array", all[events.TypeAbuseRecord][0], func(m map[string]any) {
 			m["prompt_filter_results"] = map[string]any{}
 		}},
@@ -357,7 +375,19 @@ func samples() map[events.Type][]events.Event {
 		sum := sha256.Sum256([]byte(s))
 		return hex.EncodeToString(sum[:])
 	}
-	return map[events.Type][]events.Event{
+	check := &events.PromptCheck{
+		Signal: events.Findings{
+			Categories: events.Categories{Hate: events.CategoryResult{Severity: events.SeveritySafe}, Sexual: events.CategoryResult{Severity: events.SeveritySafe},
+				Violence: events.CategoryResult{Severity: events.SeverityLow}, SelfHarm: events.CategoryResult{Severity: events.SeveritySafe}},
+			Detections:    events.Detections{Jailbreak: &events.Detection{}, Profanity: &events.Detection{}},
+			BlocklistHits: []string{"bl-weapons"},
+			ContentHash:   hash("prompt"),
+			At:            at,
+		},
+		Log:           true,
+		FilterResults: json.RawMessage(`[{"prompt_index":0,"content_filter_results":{"hate":{"filtered":false,"severity":"safe"}}}]`),
+	}
+	m := map[events.Type][]events.Event{
 		events.TypeInferenceRequest: {
 			events.InferenceRequest{
 				RequestID:     "req_01J9Z6R3X8Q2M4N7P5T1V0W2Y3",
@@ -386,6 +416,21 @@ func samples() map[events.Type][]events.Event {
 				Body:                json.RawMessage(`{"messages":[{"role":"user","content":"Name three rivers in France."}]}`),
 				PromptFilterResults: json.RawMessage(`[{"prompt_index":0,"content_filter_results":{"hate":{"filtered":false,"severity":"safe"}}}]`),
 				CreatedAt:           at,
+			},
+			events.InferenceRequest{
+				RequestID:     "req_01J9Z6R3X8Q2M4N7P5T1V0W2Y5",
+				Resource:      "contoso-eu",
+				HomeGeo:       "eu",
+				ProcessingGeo: "eu",
+				Deployment:    "chat",
+				SKU:           events.SKUStandard,
+				Model:         "terroir-ngram-small",
+				Operation:     events.OperationChatCompletions,
+				Stream:        true,
+				APIFlavor:     events.APIFlavorOpenAI,
+				Body:          json.RawMessage(`{"messages":[{"role":"user","content":"Name three rivers in France."}],"stream":true}`),
+				PromptCheck:   check,
+				CreatedAt:     at,
 			},
 		},
 		events.TypeInferenceChunk: {
@@ -437,6 +482,14 @@ func samples() map[events.Type][]events.Event {
 				PromptFilterResults: json.RawMessage(`[{"prompt_index":0,"content_filter_results":{"hate":{"filtered":false,"severity":"safe"}}}]`),
 				CreatedAt:           at.Add(time.Second),
 			},
+			events.InferenceResult{
+				RequestID:   "req_01J9Z6R3X8Q2M4N7P5T1V0W2Y5",
+				Status:      events.StatusOK,
+				Body:        json.RawMessage(`{"id":"chatcmpl-3","object":"chat.completion","created":1741944413,"model":"terroir-ngram-small","choices":[{"index":0,"message":{"role":"assistant","content":"The Loire."},"finish_reason":"stop"}]}`),
+				PromptCheck: check,
+				Prompt:      json.RawMessage(`{"messages":[{"role":"user","content":"Name three rivers in France."}],"stream":true}`),
+				CreatedAt:   at.Add(time.Second),
+			},
 		},
 		events.TypeUsageRecord: {
 			events.UsageRecord{
@@ -484,6 +537,18 @@ func samples() map[events.Type][]events.Event {
 				Categories:  events.Categories{Hate: events.CategoryResult{Severity: events.SeveritySafe}, Sexual: events.CategoryResult{Severity: events.SeveritySafe}, Violence: events.CategoryResult{Severity: events.SeveritySafe}, SelfHarm: events.CategoryResult{Severity: events.SeveritySafe}},
 				ContentHash: hash("completion"),
 				At:          at,
+			},
+			events.SafetySignal{
+				RequestID:   "req_01J9Z6R3X8Q2M4N7P5T1V0W2Y5",
+				Resource:    "contoso-eu",
+				Deployment:  "chat",
+				HomeGeo:     "eu",
+				Direction:   events.DirectionCompletion,
+				Categories:  events.Categories{Hate: events.CategoryResult{Severity: events.SeveritySafe}, Sexual: events.CategoryResult{Severity: events.SeveritySafe}, Violence: events.CategoryResult{Severity: events.SeverityHigh, Filtered: true}, SelfHarm: events.CategoryResult{Severity: events.SeveritySafe}},
+				ContentHash: hash("completion"),
+				Filtered:    true,
+				At:          at.Add(time.Second),
+				Prompt:      &check.Signal,
 			},
 		},
 		events.TypeAbuseRecord: {
@@ -619,6 +684,24 @@ func samples() map[events.Type][]events.Event {
 			},
 		},
 	}
+	// The earlier versions still registered: the current samples without
+	// the fields their next version added.
+	for _, v := range []struct {
+		old, cur events.Type
+		as       func() events.Event
+	}{
+		{events.TypeInferenceRequestV1, events.TypeInferenceRequest, func() events.Event { return &events.InferenceRequestV1{} }},
+		{events.TypeInferenceResultV1, events.TypeInferenceResult, func() events.Event { return &events.InferenceResultV1{} }},
+		{events.TypeSafetySignalV1, events.TypeSafetySignal, func() events.Event { return &events.SafetySignalV1{} }},
+	} {
+		for _, e := range m[v.cur] {
+			b, _ := json.Marshal(e)
+			old := v.as()
+			_ = json.Unmarshal(b, old) // drops the newer fields
+			m[v.old] = append(m[v.old], reflect.ValueOf(old).Elem().Interface().(events.Event))
+		}
+	}
+	return m
 }
 
 // TestSampleTypesAreDistinct guards the sample table: each registered type

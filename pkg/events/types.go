@@ -12,8 +12,9 @@ import (
 // through unchanged.
 
 // InferenceRequest is an app's request as accepted by ingress
-// (inference.request.v1). It carries customer content and is sealed under
-// the resource's data key.
+// (inference.request.v2). It carries customer content and is sealed under
+// the resource's data key. Version 2 adds PromptCheck; a v1 payload
+// decodes into it unchanged.
 type InferenceRequest struct {
 	// RequestID is also the record key and the x-request-id header.
 	RequestID string `json:"request_id"`
@@ -42,8 +43,49 @@ type InferenceRequest struct {
 	// request it passes on: the prompt's verdict travels with the answer
 	// instead of in a reply of its own. Empty means absent.
 	PromptFilterResults json.RawMessage `json:"prompt_filter_results,omitempty"`
+	// PromptCheck is set by content safety on a request it passes on:
+	// what it found in the prompt, carried to its output stage, which
+	// writes the request's one safety signal and abuse-monitoring record.
+	// Nil means absent.
+	PromptCheck *PromptCheck `json:"prompt_check,omitempty"`
 	// CreatedAt is when ingress accepted the request.
 	CreatedAt time.Time `json:"created_at"`
+}
+
+// PromptCheck is content safety's check of a prompt it passed on, carried
+// on the request to the model worker and back on its result. It holds no
+// text.
+type PromptCheck struct {
+	// Signal is what filtering found in the prompt.
+	Signal Findings `json:"signal"`
+	// Log is set when the prompt is recorded for abuse monitoring (the
+	// resource's content logging was on when the prompt was checked): the
+	// worker then sends the prompt back on its result.
+	Log bool `json:"log,omitempty"`
+	// FilterResults is the prompt's Azure-shaped prompt_filter_results
+	// array, for the abuse-monitoring record of a stream (whose verdict
+	// went to the app as a reply of its own); set only when Log is. A
+	// non-streamed request carries it in PromptFilterResults instead.
+	FilterResults json.RawMessage `json:"filter_results,omitempty"`
+}
+
+// Findings is what content filtering found in one text, without the text:
+// categories, detections, blocklist IDs and a keyed hash.
+type Findings struct {
+	// Categories holds the harm-category results.
+	Categories Categories `json:"categories"`
+	// Detections holds the results of the detectors that ran.
+	Detections Detections `json:"detections"`
+	// BlocklistHits lists the IDs of the blocklists that matched; empty
+	// means none did.
+	BlocklistHits []string `json:"blocklist_hits,omitempty"`
+	// ContentHash is a keyed 256-bit hash of the text under a
+	// per-geography key, as 64 lowercase hex characters.
+	ContentHash string `json:"content_hash"`
+	// Filtered is set when the text was blocked.
+	Filtered bool `json:"filtered"`
+	// At is when the text was classified.
+	At time.Time `json:"at"`
 }
 
 // EventType returns TypeInferenceRequest.
@@ -75,9 +117,11 @@ type InferenceChunk struct {
 func (InferenceChunk) EventType() Type { return TypeInferenceChunk }
 
 // InferenceResult is the outcome of an inference request
-// (inference.result.v1). It carries customer content and is sealed under
+// (inference.result.v2). It carries customer content and is sealed under
 // the resource's data key. Body is set when Status is StatusOK, Error when
-// Status is StatusError.
+// Status is StatusError. Version 2 adds PromptCheck and Prompt, which only
+// a worker's result to content safety carries (never a reply); a v1
+// payload decodes into it unchanged.
 type InferenceResult struct {
 	// RequestID is the ID of the request the result answers.
 	RequestID string `json:"request_id"`
@@ -95,6 +139,13 @@ type InferenceResult struct {
 	// safety sent no verdict reply, so its output stage answers from reply
 	// sequence 0 and puts them on the response. Empty means absent.
 	PromptFilterResults json.RawMessage `json:"prompt_filter_results,omitempty"`
+	// PromptCheck is copied from the request's: content safety's output
+	// stage writes the request's safety signal and abuse-monitoring record
+	// from it. Nil means absent.
+	PromptCheck *PromptCheck `json:"prompt_check,omitempty"`
+	// Prompt is the request's body, sent back when PromptCheck.Log is set
+	// so that the abuse-monitoring record holds it; empty means absent.
+	Prompt json.RawMessage `json:"prompt,omitempty"`
 	// Error says what went wrong; nil means absent.
 	Error *ResultError `json:"error,omitempty"`
 	// Usage holds the request's token counts; nil means absent.
@@ -105,6 +156,18 @@ type InferenceResult struct {
 
 // EventType returns TypeInferenceResult.
 func (InferenceResult) EventType() Type { return TypeInferenceResult }
+
+// Echo copies onto r what content safety put on req to come back with the
+// answer: the prompt's filter results, its check and, when the check says
+// the prompt is logged, the prompt. Every model worker's final result
+// calls it.
+func (r *InferenceResult) Echo(req InferenceRequest) {
+	r.PromptFilterResults = req.PromptFilterResults
+	r.PromptCheck = req.PromptCheck
+	if req.PromptCheck != nil && req.PromptCheck.Log {
+		r.Prompt = req.Body
+	}
+}
 
 // ResultError describes a failed request. Its message never contains
 // prompt or output text.
@@ -159,9 +222,12 @@ type UsageRecord struct {
 // EventType returns TypeUsageRecord.
 func (UsageRecord) EventType() Type { return TypeUsageRecord }
 
-// SafetySignal is what content filtering found in one prompt or completion
-// (safety.signal.v1). It never carries the text, only categories,
-// detections, blocklist IDs and a keyed hash, so it travels plain.
+// SafetySignal is what content filtering found in a request
+// (safety.signal.v2): in its prompt (Direction prompt), or in its
+// completion (Direction completion) and, when Prompt is set, in its prompt
+// too. A request has one signal. It never carries the text, only
+// categories, detections, blocklist IDs and keyed hashes, so it travels
+// plain. Version 2 adds Prompt; a v1 payload decodes into it unchanged.
 type SafetySignal struct {
 	// RequestID is the ID of the request whose content was classified.
 	RequestID string `json:"request_id"`
@@ -187,10 +253,29 @@ type SafetySignal struct {
 	Filtered bool `json:"filtered"`
 	// At is when the content was classified.
 	At time.Time `json:"at"`
+	// Prompt is what filtering found in the request's prompt, on a
+	// completion signal (the prompt passed); nil means absent.
+	Prompt *Findings `json:"prompt,omitempty"`
 }
 
 // EventType returns TypeSafetySignal.
 func (SafetySignal) EventType() Type { return TypeSafetySignal }
+
+// Directions splits s into one signal per direction it covers, each as a
+// signal of that direction alone (Prompt nil): the prompt's first.
+func (s SafetySignal) Directions() []SafetySignal {
+	if s.Prompt == nil {
+		return []SafetySignal{s}
+	}
+	p := s
+	p.Prompt = nil
+	p.Direction = DirectionPrompt
+	p.Categories, p.Detections, p.BlocklistHits = s.Prompt.Categories, s.Prompt.Detections, s.Prompt.BlocklistHits
+	p.ContentHash, p.Filtered, p.At = s.Prompt.ContentHash, s.Prompt.Filtered, s.Prompt.At
+	c := s
+	c.Prompt = nil
+	return []SafetySignal{p, c}
+}
 
 // Categories holds the result of each harm-category classifier.
 type Categories struct {
@@ -231,9 +316,11 @@ type Detection struct {
 	Filtered bool `json:"filtered"`
 }
 
-// AbuseRecord is a prompt or its output kept for abuse monitoring
-// (abuse.record.v1): a request is recorded in two parts sharing its
-// request ID, the prompt part and the output part. It is sealed under the home geography's
+// AbuseRecord is a request's prompt and output kept for abuse monitoring
+// (abuse.record.v1): one record holding both, or (from producers before
+// one record per request) two parts sharing the request ID, the prompt
+// part and the output part. A request whose prompt was blocked has no
+// output. It is sealed under the home geography's
 // abuse-monitoring key, not the resource's data key, and expires with the
 // abuse log's 30-day retention.
 type AbuseRecord struct {

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -32,7 +33,9 @@ type streamState struct {
 	retired map[string]bool
 	shown   bool                    // text of the answer, or a verdict on it, reached the app
 	final   *events.InferenceResult // the last reply, once decided
-	end     *streamEnd              // what abuse monitoring records of it
+	end     *outcome                // what the output stage found in it
+	check   *events.PromptCheck     // the prompt stage's, from the worker's result
+	prompt  json.RawMessage         // the prompt, when check says it is logged
 	kind    openai.ChoiceKind
 	pol     control.FilterPolicy
 	bl      *classifier.Blocklists
@@ -412,12 +415,18 @@ func (p *Pipeline) result(ctx context.Context, d *bus.Delivery, r events.Inferen
 	}
 	defer p.forget(id, false)
 	promptResults := r.PromptFilterResults
-	r.PromptFilterResults = nil
+	st.check, st.prompt = r.PromptCheck, r.Prompt
+	// what the worker carried back for content safety never reaches a reply
+	r.PromptFilterResults, r.PromptCheck, r.Prompt = nil, nil, nil
 	if len(promptResults) > 0 {
 		st.seq = 0 // no verdict was sent: this answer is the only reply
 	}
 	if r.Status != events.StatusOK || len(r.Body) == 0 {
-		return p.cfg.Bus.Reply(ctx, d, st.seq, true, r)
+		// A worker's error or timeout: the request's record holds its
+		// prompt. The answer does not wait for it.
+		reply := p.cfg.Bus.ReplyAsync(ctx, d, st.seq, true, r)
+		err := p.record(ctx, d, st, r.Operation, promptResults, nil)
+		return errors.Join(reply.Wait(), err)
 	}
 	var top openai.Completion
 	if err := json.Unmarshal(r.Body, &top); err != nil {
@@ -433,11 +442,12 @@ func (p *Pipeline) result(ctx context.Context, d *bus.Delivery, r events.Inferen
 	}
 	r.Body = body
 	reply := p.cfg.Bus.ReplyAsync(ctx, d, st.seq, true, r)
-	if worst == nil { // embeddings carry no text to check
-		return reply.Wait()
+	var out *outcome
+	if worst != nil { // embeddings carry no text to check
+		out = &outcome{op: op, output: body, merged: merged, worst: *worst, blocked: anyBlocked, text: strings.Join(texts, "\n")}
 	}
 	// The answer does not wait for the records of abuse monitoring.
-	err = p.record(ctx, d, st, op, body, merged, *worst, anyBlocked, strings.Join(texts, "\n"))
+	err = p.record(ctx, d, st, op, promptResults, out)
 	return errors.Join(reply.Wait(), err)
 }
 
@@ -447,6 +457,11 @@ func (p *Pipeline) result(ctx context.Context, d *bus.Delivery, r events.Inferen
 // read from ends it; see admit for what another run's result does.
 func (p *Pipeline) endStream(ctx context.Context, d *bus.Delivery, st *streamState, r events.InferenceResult) error {
 	if st.final == nil {
+		if !st.retired[r.Attempt] {
+			// every run carries the request's check back; the result that
+			// ends the stream gives it
+			st.check, st.prompt = r.PromptCheck, r.Prompt
+		}
 		switch {
 		case r.Attempt == st.attempt:
 		case st.retired[r.Attempt]:
@@ -466,7 +481,7 @@ func (p *Pipeline) endStream(ctx context.Context, d *bus.Delivery, st *streamSta
 			st.restart()
 			st.attempt, st.next = r.Attempt, 0
 		}
-		r.Attempt, r.PromptFilterResults = "", nil
+		r.Attempt, r.PromptFilterResults, r.PromptCheck, r.Prompt = "", nil, nil, nil
 		end, err := p.finishChoices(ctx, d, st)
 		if err != nil {
 			return err
@@ -477,11 +492,8 @@ func (p *Pipeline) endStream(ctx context.Context, d *bus.Delivery, st *streamSta
 		return err
 	}
 	reply := p.cfg.Bus.ReplyAsync(ctx, d, st.seq, true, *st.final)
-	var err error
-	if e := st.end; e != nil {
-		// The answer does not wait for the records of abuse monitoring.
-		err = p.record(ctx, d, st, e.op, e.output, e.merged, e.worst, e.blocked, e.text)
-	}
+	// The answer does not wait for the records of abuse monitoring.
+	err := p.record(ctx, d, st, cmp.Or(st.final.Operation, st.op()), nil, st.end)
 	if err := errors.Join(reply.Wait(), err); err != nil {
 		return err
 	}
@@ -489,8 +501,9 @@ func (p *Pipeline) endStream(ctx context.Context, d *bus.Delivery, st *streamSta
 	return nil
 }
 
-// streamEnd is what abuse monitoring records of a stream that ended.
-type streamEnd struct {
+// outcome is what the output stage found in an answer, for its safety
+// signal and abuse-monitoring record.
+type outcome struct {
 	op      events.Operation
 	output  json.RawMessage
 	merged  classifier.Result
@@ -502,7 +515,7 @@ type streamEnd struct {
 // finishChoices checks the last window of every choice of a stream and
 // releases or withholds what is held. It returns the stream's record for
 // abuse monitoring, nil when the stream carried no choices.
-func (p *Pipeline) finishChoices(ctx context.Context, d *bus.Delivery, st *streamState) (*streamEnd, error) {
+func (p *Pipeline) finishChoices(ctx context.Context, d *bus.Delivery, st *streamState) (*outcome, error) {
 	idx := make([]int, 0, len(st.choices))
 	for i := range st.choices {
 		idx = append(idx, i)
@@ -547,7 +560,7 @@ func (p *Pipeline) finishChoices(ctx context.Context, d *bus.Delivery, st *strea
 	if err != nil {
 		return nil, err
 	}
-	return &streamEnd{op: st.op(), output: output, merged: classifier.Merge(merged, st.other), worst: *worst, blocked: anyBlocked, text: strings.Join(texts, "\n")}, nil
+	return &outcome{op: st.op(), output: output, merged: classifier.Merge(merged, st.other), worst: *worst, blocked: anyBlocked, text: strings.Join(texts, "\n")}, nil
 }
 
 // headOr is the chunk head a filter-finish chunk uses when none is held.
@@ -612,27 +625,59 @@ func (p *Pipeline) checkBody(ctx context.Context, geo string, st *streamState, o
 	return out, texts, merged, worst, anyBlocked, err
 }
 
-// record publishes the output's safety signal and abuse-monitoring
-// record to the home geography.
-func (p *Pipeline) record(ctx context.Context, d *bus.Delivery, st *streamState, op events.Operation, output json.RawMessage, merged classifier.Result, worst classifier.Annotations, blocked bool, text string) error {
-	sig, err := p.signal(ctx, d.Meta, events.DirectionCompletion, merged, worst, blocked, text)
-	if err != nil {
-		return err
+// record publishes the request's one safety signal and, when content
+// logging applies, its one abuse-monitoring record to the home geography:
+// the prompt's findings and part from the prompt stage's check (carried
+// back by the worker), the answer's from out (nil when there was no text
+// to check: an error, a timeout, embeddings). A result from a worker that
+// carried no check back (an earlier version) gets the output's signal and
+// part alone, as the prompt stage then wrote the prompt's.
+// promptResults are a non-streamed request's prompt_filter_results.
+func (p *Pipeline) record(ctx context.Context, d *bus.Delivery, st *streamState, op events.Operation, promptResults json.RawMessage, out *outcome) error {
+	check := st.check
+	if check == nil && out == nil {
+		return nil
+	}
+	var sig events.SafetySignal
+	if out != nil {
+		f, err := p.findings(ctx, d.Meta.HomeGeo, out.merged, out.worst, out.blocked, out.text)
+		if err != nil {
+			return err
+		}
+		sig = signal(d.Meta, events.DirectionCompletion, f)
+		if check != nil {
+			sig.Prompt = &check.Signal
+		}
+	} else {
+		sig = signal(d.Meta, events.DirectionPrompt, check.Signal)
 	}
 	sends := []*bus.Sending{p.cfg.Bus.PublishAsync(ctx, d.Meta.HomeGeo, bus.StreamSafetySignals, bus.Meta{Key: d.Meta.RequestID}, sig)}
-	if st.res.ContentLogging {
-		ann, err := json.Marshal(worst)
-		if err != nil {
-			return errors.Join(err, bus.WaitAll(sends...))
+	// The prompt is logged as the prompt stage decided; the output as the
+	// resource's content logging says now.
+	logPrompt := check != nil && check.Log && len(st.prompt) > 0
+	logOutput := out != nil && st.res.ContentLogging
+	if logPrompt || logOutput {
+		rec := events.AbuseRecord{RequestID: d.Meta.RequestID, Resource: d.Meta.Resource, HomeGeo: d.Meta.HomeGeo, ProcessingGeo: d.Geo,
+			Deployment: d.Meta.Deployment, Operation: cmp.Or(op, events.OperationChatCompletions), CreatedAt: time.Now().UTC()}
+		if logPrompt {
+			rec.Prompt, rec.PromptFilterResults = st.prompt, check.FilterResults
+			if len(rec.PromptFilterResults) == 0 {
+				rec.PromptFilterResults = promptResults
+			}
+		}
+		if logOutput {
+			ann, err := json.Marshal(out.worst)
+			if err != nil {
+				return errors.Join(err, bus.WaitAll(sends...))
+			}
+			rec.Output, rec.ContentFilterResults = out.output, ann
 		}
 		home := d.Meta
 		home.Key, home.Seq, home.Final = "", 0, false
-		rec := events.AbuseRecord{RequestID: d.Meta.RequestID, Resource: d.Meta.Resource, HomeGeo: d.Meta.HomeGeo, ProcessingGeo: d.Geo,
-			Deployment: d.Meta.Deployment, Operation: op, Output: output, ContentFilterResults: ann, CreatedAt: time.Now().UTC()}
 		sends = append(sends, p.cfg.Bus.PublishAsync(ctx, d.Meta.HomeGeo, bus.StreamAbuseLog, home, rec))
 	}
 	if err := bus.WaitAll(sends...); err != nil {
-		p.log.Warn("output record not published", zap.String("request_id", d.Meta.RequestID), zap.Error(err))
+		p.log.Warn("request's records not published", zap.String("request_id", d.Meta.RequestID), zap.Error(err))
 		return err
 	}
 	return nil

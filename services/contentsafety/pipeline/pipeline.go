@@ -30,10 +30,19 @@
 // the run the app is reading will not finish and two answers are never
 // spliced.
 //
-// Both stages publish a safety signal (categories, rule IDs and a keyed
-// hash, never text) and, unless the resource opted out of content logging,
-// an abuse-monitoring record (sealed under the abuse key) to the
-// resource's home geography, wherever the request was processed.
+// Each request gets one safety signal (categories, rule IDs and keyed
+// hashes, never text) and, unless the resource opted out of content
+// logging, one abuse-monitoring record (sealed under the abuse key), both
+// sent to the resource's home geography wherever the request was
+// processed. The prompt stage writes them for a prompt it blocks. For a
+// prompt it passes it writes neither: its findings travel on the request
+// (events.PromptCheck) and come back on the worker's final result, with
+// the prompt itself when it is logged, and the output stage writes one
+// signal covering both directions and one record holding both parts,
+// whatever the outcome (an answer, a stream's end, a worker's error or
+// timeout). Neither stage delays a forward or a reply for them: they go
+// out with the request's other records and are waited for before the
+// record that caused them is committed.
 package pipeline
 
 import (
@@ -174,31 +183,39 @@ func rulesOf(pol control.FilterPolicy, dir events.Direction) control.FilterRules
 	return pol.Completion
 }
 
-// signal builds the safety signal of one classified text.
-func (p *Pipeline) signal(ctx context.Context, m bus.Meta, dir events.Direction, r classifier.Result, a classifier.Annotations, blocked bool, text string) (events.SafetySignal, error) {
-	k, err := p.cfg.Bus.Keys().AbuseKey(ctx, m.HomeGeo)
+// findings describes what filtering found in one classified text, with
+// the text's keyed hash under the abuse key of home, the request's home
+// geography.
+func (p *Pipeline) findings(ctx context.Context, home string, r classifier.Result, a classifier.Annotations, blocked bool, text string) (events.Findings, error) {
+	k, err := p.cfg.Bus.Keys().AbuseKey(ctx, home)
 	if err != nil {
-		return events.SafetySignal{}, err
+		return events.Findings{}, err
 	}
-	s := events.SafetySignal{RequestID: m.RequestID, Resource: m.Resource, Deployment: m.Deployment, HomeGeo: m.HomeGeo, Direction: dir,
-		ContentHash: k.Hash([]byte(text)), Filtered: blocked, At: time.Now().UTC()}
+	f := events.Findings{ContentHash: k.Hash([]byte(text)), Filtered: blocked, At: time.Now().UTC()}
 	cat := func(c *classifier.CategoryAnnotation) events.CategoryResult {
 		if c == nil {
 			return events.CategoryResult{Severity: events.SeveritySafe}
 		}
 		return events.CategoryResult{Severity: c.Severity, Filtered: c.Filtered}
 	}
-	s.Categories = events.Categories{Hate: cat(a.Hate), Sexual: cat(a.Sexual), Violence: cat(a.Violence), SelfHarm: cat(a.SelfHarm)}
+	f.Categories = events.Categories{Hate: cat(a.Hate), Sexual: cat(a.Sexual), Violence: cat(a.Violence), SelfHarm: cat(a.SelfHarm)}
 	if a.Jailbreak != nil {
-		s.Detections.Jailbreak = &events.Detection{Detected: a.Jailbreak.Detected, Filtered: a.Jailbreak.Filtered}
+		f.Detections.Jailbreak = &events.Detection{Detected: a.Jailbreak.Detected, Filtered: a.Jailbreak.Filtered}
 	}
 	if a.Profanity != nil {
-		s.Detections.Profanity = &events.Detection{Detected: a.Profanity.Detected, Filtered: a.Profanity.Filtered}
+		f.Detections.Profanity = &events.Detection{Detected: a.Profanity.Detected, Filtered: a.Profanity.Filtered}
 	}
 	for _, h := range r.Blocklists {
-		s.BlocklistHits = append(s.BlocklistHits, h.List)
+		f.BlocklistHits = append(f.BlocklistHits, h.List)
 	}
-	return s, nil
+	return f, nil
+}
+
+// signal is the safety signal of the request of m whose text in direction
+// dir gave f.
+func signal(m bus.Meta, dir events.Direction, f events.Findings) events.SafetySignal {
+	return events.SafetySignal{RequestID: m.RequestID, Resource: m.Resource, Deployment: m.Deployment, HomeGeo: m.HomeGeo, Direction: dir,
+		Categories: f.Categories, Detections: f.Detections, BlocklistHits: f.BlocklistHits, ContentHash: f.ContentHash, Filtered: f.Filtered, At: f.At}
 }
 
 // rate classifies text in direction dir with the classifier and, where

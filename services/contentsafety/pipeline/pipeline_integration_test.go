@@ -136,8 +136,9 @@ func (h *harness) model(ctx context.Context, d *bus.Delivery) error {
 	var err error
 	script(func(ev events.Event, final bool) {
 		if r, ok := ev.(events.InferenceResult); ok {
-			// as a worker does: the verdict comes back on the answer
-			r.PromptFilterResults = req.PromptFilterResults
+			// as a worker does: the verdict and the prompt's check come
+			// back on the answer
+			r.Echo(req)
 			ev = r
 		}
 		meta.Seq, meta.Final = seq, final

@@ -93,7 +93,7 @@ func (p *Pipeline) prompt(ctx context.Context, d *bus.Delivery) error {
 		blocked = blocked || b
 	}
 	all := strings.Join(texts, "\n")
-	sig, err := p.signal(ctx, d.Meta, events.DirectionPrompt, merged, worst, blocked, all)
+	found, err := p.findings(ctx, d.Meta.HomeGeo, merged, worst, blocked, all)
 	if err != nil {
 		return err
 	}
@@ -101,43 +101,50 @@ func (p *Pipeline) prompt(ctx context.Context, d *bus.Delivery) error {
 	if err != nil {
 		return err
 	}
-	home := d.Meta
-	home.Key = ""
-	sends := []*bus.Sending{p.cfg.Bus.PublishAsync(ctx, req.HomeGeo, bus.StreamSafetySignals, bus.Meta{Key: req.RequestID}, sig)}
-	if res.ContentLogging {
-		rec := events.AbuseRecord{RequestID: req.RequestID, Resource: req.Resource, HomeGeo: req.HomeGeo, ProcessingGeo: d.Geo,
-			Deployment: req.Deployment, Operation: req.Operation, Prompt: req.Body, PromptFilterResults: prf, CreatedAt: time.Now().UTC()}
-		sends = append(sends, p.cfg.Bus.PublishAsync(ctx, req.HomeGeo, bus.StreamAbuseLog, home, rec))
-	}
 	if blocked {
+		// The request ends here: its one signal and one record (the
+		// prompt part) are written now.
 		body, err := json.Marshal(openai.NewContentFilterError(worst))
 		if err != nil {
-			return errors.Join(err, bus.WaitAll(sends...))
+			return err
 		}
-		sends = append(sends, p.cfg.Bus.ReplyAsync(ctx, d, 0, true, events.InferenceResult{RequestID: req.RequestID, Status: events.StatusFiltered,
+		sends := []*bus.Sending{p.cfg.Bus.ReplyAsync(ctx, d, 0, true, events.InferenceResult{RequestID: req.RequestID, Status: events.StatusFiltered,
 			Body: body, Error: &events.ResultError{Kind: events.ErrorContentFiltered, Code: "content_filter", Param: "prompt", Message: openai.PromptFilteredMessage},
-			CreatedAt: time.Now().UTC()}))
+			CreatedAt: time.Now().UTC()}),
+			p.cfg.Bus.PublishAsync(ctx, req.HomeGeo, bus.StreamSafetySignals, bus.Meta{Key: req.RequestID}, signal(d.Meta, events.DirectionPrompt, found))}
+		if res.ContentLogging {
+			home := d.Meta
+			home.Key = ""
+			rec := events.AbuseRecord{RequestID: req.RequestID, Resource: req.Resource, HomeGeo: req.HomeGeo, ProcessingGeo: d.Geo,
+				Deployment: req.Deployment, Operation: req.Operation, Prompt: req.Body, PromptFilterResults: prf, CreatedAt: time.Now().UTC()}
+			sends = append(sends, p.cfg.Bus.PublishAsync(ctx, req.HomeGeo, bus.StreamAbuseLog, home, rec))
+		}
 		return bus.WaitAll(sends...)
 	}
+	// The prompt passed: what the output stage needs to write the
+	// request's one signal and one record travels with it (and, from the
+	// worker, back), so nothing is written here.
+	req.PromptCheck = &events.PromptCheck{Signal: found, Log: res.ContentLogging}
 	fwd := d.Meta
 	fwd.Key = ""
 	if !req.Stream {
 		// The verdict travels with the request and comes back on the
 		// answer: a non-streamed answer is one reply.
 		req.PromptFilterResults = prf
-		sends = append(sends, p.cfg.Bus.PublishAsync(ctx, d.Geo, bus.StreamInference, fwd, req))
-		return bus.WaitAll(sends...)
+		return p.cfg.Bus.Publish(ctx, d.Geo, bus.StreamInference, fwd, req)
+	}
+	if res.ContentLogging {
+		req.PromptCheck.FilterResults = prf
 	}
 	// A stream's first event is the verdict, sent before the model starts.
 	verdict, err := json.Marshal(openai.VerdictChunk{Choices: []json.RawMessage{}, PromptFilterResults: results})
 	if err != nil {
-		return errors.Join(err, bus.WaitAll(sends...))
+		return err
 	}
-	sends = append(sends,
+	return bus.WaitAll(
 		p.cfg.Bus.ReplyAsync(ctx, d, 0, false, events.InferenceChunk{RequestID: req.RequestID, Seq: 0, Body: verdict, CreatedAt: time.Now().UTC()}),
 		p.cfg.Bus.PublishAsync(ctx, d.Geo, bus.StreamInference, fwd, req),
 	)
-	return bus.WaitAll(sends...)
 }
 
 // refuse answers a request that cannot be checked (unknown resource,

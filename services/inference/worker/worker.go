@@ -142,7 +142,10 @@ func (w *Worker) handle(ctx context.Context, d *bus.Delivery) error {
 		}
 		return w.cfg.Bus.Publish(ctx, d.Geo, bus.StreamCompletions, meta, ev)
 	}
-	result := events.InferenceResult{RequestID: req.RequestID, Status: events.StatusOK, Attempt: attempt, Operation: req.Operation, PromptFilterResults: req.PromptFilterResults}
+	result := events.InferenceResult{RequestID: req.RequestID, Status: events.StatusOK, Attempt: attempt, Operation: req.Operation}
+	// What content safety put on the request comes back on the result,
+	// whatever the outcome: its output stage records the request from it.
+	result.Echo(req)
 	be, ok := w.cfg.Backends[req.Model]
 	if !ok {
 		result.Status, result.Error = events.StatusError, &events.ResultError{Kind: events.ErrorNotFound, Code: "model_not_found",

@@ -264,3 +264,65 @@ func TestEachRunNamesItsAttempt(t *testing.T) {
 		t.Fatalf("both runs name attempt %q", attempts[0])
 	}
 }
+
+// TestResultCarriesThePromptCheckBack: whatever the outcome, the final
+// result carries back content safety's check of the prompt (and its
+// filter results), and the prompt itself only when the check says it is
+// logged, so the output stage can write the request's one record.
+func TestResultCarriesThePromptCheckBack(t *testing.T) {
+	t.Parallel()
+	b, got := startWorker(t)
+	check := func(log bool) *events.PromptCheck {
+		return &events.PromptCheck{Log: log, Signal: events.Findings{ContentHash: strings.Repeat("ab", 32), At: time.Now().UTC()}}
+	}
+	const chat = `{"model":"chat","messages":[{"role":"user","content":"Tell me about the sea."}],"max_tokens":8}`
+	cases := []struct {
+		name, model, body string
+		stream            bool
+		check             *events.PromptCheck
+		status            events.Status
+	}{
+		{"logged", "terroir-ngram", chat, false, check(true), events.StatusOK},
+		{"not logged", "terroir-ngram", chat, false, check(false), events.StatusOK},
+		{"streamed", "terroir-ngram", `{"model":"chat","messages":[{"role":"user","content":"Tell me about the sea."}],"max_tokens":8,"stream":true}`, true, check(true), events.StatusOK},
+		{"failed", "terroir-ngram", `{"model":"chat","messages":[{"role":"user","content":"x"}],"max_tokens":100000}`, false, check(true), events.StatusError},
+		{"unknown model", "nope", chat, false, check(true), events.StatusError},
+		{"no check", "terroir-ngram", chat, false, nil, events.StatusOK},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			id := "check-" + strings.ReplaceAll(c.name, " ", "-")
+			req := events.InferenceRequest{RequestID: id, Resource: "acme", HomeGeo: "eu", ProcessingGeo: "eu", Deployment: "chat", SKU: events.SKUStandard,
+				Model: c.model, Operation: events.OperationChatCompletions, Stream: c.stream, APIFlavor: events.APIFlavorOpenAI, Body: json.RawMessage(c.body),
+				PromptFilterResults: json.RawMessage(`[{"prompt_index":0,"content_filter_results":{}}]`), PromptCheck: c.check, CreatedAt: time.Now()}
+			if err := b.Publish(t.Context(), "eu", bus.StreamInference, bus.Meta{RequestID: id, Resource: "acme", HomeGeo: "eu", Deployment: "chat", ReplyTo: "somewhere/0/ingress-1"}, req); err != nil {
+				t.Fatal(err)
+			}
+			ds := got.wait(t, id)
+			r := result(t, ds[len(ds)-1])
+			if r.Status != c.status {
+				t.Fatalf("status %s, want %s (%+v)", r.Status, c.status, r.Error)
+			}
+			if string(r.PromptFilterResults) != string(req.PromptFilterResults) {
+				t.Errorf("prompt_filter_results %s", r.PromptFilterResults)
+			}
+			if c.check == nil {
+				if r.PromptCheck != nil || len(r.Prompt) > 0 {
+					t.Errorf("result carries a check %+v or a prompt %s it was not given", r.PromptCheck, r.Prompt)
+				}
+				return
+			}
+			if r.PromptCheck == nil || r.PromptCheck.Signal.ContentHash != c.check.Signal.ContentHash || r.PromptCheck.Log != c.check.Log {
+				t.Errorf("prompt check %+v, want %+v", r.PromptCheck, c.check)
+			}
+			if logged := len(r.Prompt) > 0; logged != c.check.Log || (logged && string(r.Prompt) != c.body) {
+				t.Errorf("prompt %s, logged %v", r.Prompt, c.check.Log)
+			}
+			for _, d := range ds[:len(ds)-1] {
+				if strings.Contains(string(d.Record.Value), "prompt_check") {
+					t.Errorf("a chunk carries the check")
+				}
+			}
+		})
+	}
+}

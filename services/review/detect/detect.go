@@ -12,7 +12,9 @@
 // earliest and latest of them are less than Window apart, judged by the
 // signals' own time (At), so a replay of old signals is judged as it
 // happened. Each signal (request ID and direction) counts once per rule,
-// however often it is delivered.
+// however often it is delivered. A request's one signal that covers its
+// prompt and its completion (safety.signal.v2) counts as the two signals
+// of one direction each it replaces, each at its own time.
 //
 // # Cases
 //
@@ -159,7 +161,7 @@ type Case struct {
 	Rule     string `json:"rule"`
 	// RequestIDs are the flagged requests, in the order of their signals.
 	RequestIDs []string `json:"request_ids"`
-	// Hits is the number of signals taken into the case (a request may
+	// Hits is the number of hits taken into the case (a request may
 	// give two: its prompt and its completion).
 	Hits      int       `json:"hits"`
 	OpenedAt  time.Time `json:"opened_at"`
@@ -366,8 +368,13 @@ func (d *Detector) handle(ctx context.Context, dl *bus.Delivery) error {
 	if reason := checkSignal(sig); reason != "" {
 		return bus.Permanent(fmt.Errorf("safety signal %s/%d@%d: %s", dl.Record.Topic, dl.Record.Partition, dl.Record.Offset, reason))
 	}
-	if err := d.judge(ctx, dl.Geo, sig); err != nil {
-		return err
+	// A request's one signal may cover its prompt and its completion: each
+	// is counted as the signal of its direction alone, as when they came
+	// apart, and a redelivery counts neither again.
+	for _, one := range sig.Directions() {
+		if err := d.judge(ctx, dl.Geo, one); err != nil {
+			return err
+		}
 	}
 	if d.handled != nil {
 		d.handled(dl.Geo, sig)
@@ -386,6 +393,10 @@ func checkSignal(sig events.SafetySignal) string {
 		return "unknown direction"
 	case sig.At.IsZero():
 		return "no time"
+	case sig.Prompt != nil && sig.Direction != events.DirectionCompletion:
+		return "prompt findings on a prompt signal"
+	case sig.Prompt != nil && sig.Prompt.At.IsZero():
+		return "no time for the prompt"
 	}
 	return ""
 }

@@ -663,3 +663,77 @@ func TestNewChecksConfig(t *testing.T) {
 		t.Fatalf("defaults: %+v", d.cfg)
 	}
 }
+
+// both is the one signal of a request whose prompt passed: the completion's
+// findings, with the prompt's (from p) beside them.
+func both(p, c events.SafetySignal) events.SafetySignal {
+	c.Prompt = &events.Findings{Categories: p.Categories, Detections: p.Detections, BlocklistHits: p.BlocklistHits,
+		ContentHash: p.ContentHash, Filtered: p.Filtered, At: p.At}
+	return c
+}
+
+// TestATwoDirectionSignalCountsAsTwo: a request's one signal covering its
+// prompt and its completion is counted exactly as the two signals it
+// replaces (every rule, the same thresholds), and delivering it again, or
+// after an earlier producer's prompt signal, counts nothing twice.
+func TestATwoDirectionSignalCountsAsTwo(t *testing.T) {
+	e := start(t)
+	at := func(i int) time.Time { return e.clock().Add(time.Duration(i) * time.Second) }
+	// request i of resource res: a prompt that is severe and a jailbreak
+	// every other time, and a completion that is severe and filtered.
+	pair := func(res string, i int) (events.SafetySignal, events.SafetySignal) {
+		id := fmt.Sprintf("%s-%d", res, i)
+		p := jailbreak(res, id, at(i), i%2 == 0)
+		p.Categories.Hate.Severity = events.SeverityMedium
+		c := completion(res, id, at(i).Add(time.Second), true)
+		c.Categories.Violence.Severity = events.SeverityHigh
+		c.ContentHash = contentHash("the same answer")
+		return p, c
+	}
+	type summary struct {
+		rule string
+		hits int
+		reqs int
+	}
+	outcome := func(res string) []summary {
+		var out []summary
+		for _, c := range e.casesOf(t, "eu", res) {
+			out = append(out, summary{c.Rule, c.Hits, len(c.RequestIDs)})
+		}
+		slices.SortFunc(out, func(a, b summary) int { return strings.Compare(a.rule, b.rule) })
+		return out
+	}
+	const n = 6
+	var separate, merged []events.SafetySignal
+	for i := range n {
+		p, c := pair("res-separate", i)
+		separate = append(separate, p, c)
+		p, c = pair("res-merged", i)
+		merged = append(merged, both(p, c))
+	}
+	e.publish(t, "eu", separate...)
+	e.publish(t, "eu", merged...)
+	want, got := outcome("res-separate"), outcome("res-merged")
+	if len(want) != 4 {
+		t.Fatalf("separate signals opened %+v, want a case of every rule", want)
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("two-direction signals gave %+v, separate signals %+v", got, want)
+	}
+
+	// Redelivered (a stream read again after a rebalance): nothing more.
+	e.publish(t, "eu", merged...)
+	if again := outcome("res-merged"); !slices.Equal(again, want) {
+		t.Fatalf("redelivered signals changed the cases to %+v", again)
+	}
+
+	// A prompt signal from an earlier producer, then the request's
+	// two-direction signal: the prompt counts once.
+	p, c := pair("res-rollout", 0)
+	e.publish(t, "eu", p, both(p, c))
+	p2, c2 := pair("res-rollout-ref", 0)
+	e.publish(t, "eu", p2, c2)
+	if got, want := outcome("res-rollout"), outcome("res-rollout-ref"); !slices.Equal(got, want) {
+		t.Fatalf("rollout mix gave %+v, want %+v", got, want)
+	}
+}

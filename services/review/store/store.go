@@ -9,8 +9,10 @@
 //
 //	terroir:<geo>:review:rec:<resource>:<request ID>
 //
-// whose fields are the "<partition>:<offset>" of each part of the record
-// on terroir.<geo>.abuse-log and whose values are the parts' record
+// whose fields are the "<partition>:<offset>" of each record of the request
+// on terroir.<geo>.abuse-log (content safety writes one record per request
+// holding the prompt and the output; earlier producers wrote a prompt part
+// and an output part) and whose values are the parts' record
 // timestamps in Unix milliseconds. The key expires Retention after its
 // newest part. Indexing a part twice writes the same field with the same
 // value, so redelivery changes nothing. Ingest does not open the sealed
@@ -46,10 +48,11 @@ const Retention = 30 * 24 * time.Hour
 // Group is the consumer group that indexes the abuse logs.
 const Group = "review-store"
 
-// maxParts bounds the parts read for one request. A request has a prompt
-// part and an output part; a producer that retried may have appended a
-// copy of either. Anything beyond is not a request's record and is not
-// read.
+// maxParts bounds the records read for one request. A request has one
+// record (or, from earlier producers, a prompt part and an output part);
+// a producer that retried, or content safety reading a stream again after
+// a rebalance, may have appended a copy. Copies join into the same record.
+// Anything beyond is not a request's record and is not read.
 const maxParts = 8
 
 var (
@@ -60,7 +63,8 @@ var (
 	ErrNoContentStored = errors.New("no content stored for this resource")
 )
 
-// Record is one request's abuse-monitoring record, both parts joined.
+// Record is one request's abuse-monitoring record: its one record, or
+// both parts of an earlier producer's joined.
 // A request whose prompt was blocked has no output part: Output and
 // ContentFilterResults are then empty.
 type Record struct {

@@ -682,3 +682,47 @@ func TestNewChecksConfig(t *testing.T) {
 		})
 	}
 }
+
+// fullRecord is a request's one record holding both parts, as content
+// safety writes it for a prompt that passed.
+func fullRecord(geo, resource, id string, at time.Time) events.AbuseRecord {
+	r := promptPart(geo, resource, id, at)
+	o := outputPart(geo, resource, id, at)
+	r.Output, r.ContentFilterResults = o.Output, o.ContentFilterResults
+	return r
+}
+
+// TestOneFullRecordPerRequest: a request's single record with both parts
+// is looked up whole, and written again (content safety read a stream
+// again after a rebalance) it still gives the one record.
+func TestOneFullRecordPerRequest(t *testing.T) {
+	e := newEnv(t)
+	created := time.Now().UTC().Truncate(time.Millisecond)
+	want := fullRecord("eu", contoso, "req-full", created)
+	e.publish(t, "eu", want)
+	e.waitIndexed(t, "eu", contoso, "req-full", 1)
+	check := func(r Record, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.RequestID != "req-full" || r.Resource != contoso || !r.CreatedAt.Equal(created) || r.Operation != events.OperationChatCompletions {
+			t.Errorf("metadata = %+v", r)
+		}
+		for name, pair := range map[string][2]json.RawMessage{
+			"prompt":                 {r.Prompt, want.Prompt},
+			"output":                 {r.Output, want.Output},
+			"prompt filter results":  {r.PromptFilterResults, want.PromptFilterResults},
+			"content filter results": {r.ContentFilterResults, want.ContentFilterResults},
+		} {
+			if string(pair[0]) != string(pair[1]) {
+				t.Errorf("%s = %s, want %s", name, pair[0], pair[1])
+			}
+		}
+	}
+	check(e.lookup(t, "eu", contoso, "req-full"))
+
+	e.publish(t, "eu", fullRecord("eu", contoso, "req-full", created.Add(time.Second)))
+	e.waitIndexed(t, "eu", contoso, "req-full", 2)
+	check(e.lookup(t, "eu", contoso, "req-full"))
+}
