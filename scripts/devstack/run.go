@@ -6,7 +6,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +23,24 @@ import (
 
 // launcher is the name the launcher's own lines are prefixed with.
 const launcher = "devstack"
+
+// launcherAdminAddr serves the launcher's profiles when
+// TERROIR_ADMIN_PPROF=1, beside the services' admin ports.
+const launcherAdminAddr = "127.0.0.1:9100"
+
+// serveProfiles serves net/http/pprof on addr until the process exits.
+func serveProfiles(addr string) (string, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return ln.Addr().String(), nil
+}
 
 // errUsage marks bad command-line flags (exit status 2).
 var errUsage = errors.New("usage error")
@@ -93,6 +113,14 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	out.Printf(launcher, "Kafka broker listening on %s (data in %s)", broker.Addr(), filepath.Join(state, "kafka"))
+	if os.Getenv("TERROIR_ADMIN_PPROF") == "1" {
+		// The launcher runs the embedded broker: profile it like a service.
+		if addr, err := serveProfiles(launcherAdminAddr); err != nil {
+			out.Printf(launcher, "profiles of the launcher not served: %v", err)
+		} else {
+			out.Printf(launcher, "profiles of the launcher and its broker on http://%s/debug/pprof/", addr)
+		}
+	}
 
 	redis, err := stack.StartRedis(ctx, stack.RedisConfig{
 		Addr: cfg.redisAddr,

@@ -53,6 +53,8 @@ type config struct {
 	api         string
 	settle      time.Duration
 	profile     string
+	ratesOnly   bool
+	stackEnv    []string
 }
 
 func main() {
@@ -76,9 +78,14 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.upstream, "upstream", "127.0.0.1:8000", "address of the zero-delay model server (where the catalog's upstream model points)")
 	fs.StringVar(&c.api, "api", "http://127.0.0.1:8080", "Terroir's REST API as the stack serves it")
 	fs.DurationVar(&c.settle, "settle", 3*time.Second, "pause between measurements, for queues to drain")
+	stackEnv := fs.String("stack-env", "", "extra environment of the stack's processes, comma-separated K=V (for trying settings such as GOGC)")
+	fs.BoolVar(&c.ratesOnly, "rates-only", false, "measure only the open-loop rates (no closed loop, built-in model or streams), for quick comparisons")
 	fs.StringVar(&c.profile, "profile", "", "write CPU profiles of every service during each open-loop rate through Terroir into this folder (<service>-<rate>.pb.gz; turns on TERROIR_ADMIN_PPROF)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
+	}
+	if *stackEnv != "" {
+		c.stackEnv = strings.Split(*stackEnv, ",")
 	}
 	for _, s := range strings.Split(*rates, ",") {
 		r, err := strconv.Atoi(strings.TrimSpace(s))
@@ -113,7 +120,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		os.Setenv("TERROIR_ADMIN_PPROF", "1")
 	}
 	fmt.Fprintln(out, "starting the stack as `make run` does (log in .terroir/stackbench-stack.log)")
-	st, err := startStack(ctx, root)
+	st, err := startStack(ctx, root, cfg.stackEnv)
 	if err != nil {
 		return err
 	}
@@ -155,6 +162,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		rows = append(rows, rateRows(rate, d, o, before, after)...)
 	}
 
+	if cfg.ratesOnly {
+		return report(out, cfg, rows)
+	}
 	pause()
 	dc := closedLoop(direct, cfg.conns, cfg.duration)
 	pause()
@@ -195,8 +205,15 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		bench.Row{Name: fmt.Sprintf("streams, %d/s of %d chunks: end", cfg.streamRate, streamChunks), N: so.answered, Lat: so.end, Errors: so.failed,
 			Value: fmt.Sprintf("CPU %s/stream", ms(cpu)), Comment: breakdown})
 
+	return report(out, cfg, rows)
+}
+
+func report(out io.Writer, cfg config, rows []bench.Row) error {
 	fmt.Fprintln(out)
 	fmt.Fprintf(out, "Terroir stack as `make run` starts it (launcher with embedded broker, redis-server, 7 services), loaded over HTTP from outside; %s per measurement; upstream: zero-delay model server in this process\n", cfg.duration)
+	if len(cfg.stackEnv) > 0 {
+		fmt.Fprintf(out, "extra environment of the stack: %s\n", strings.Join(cfg.stackEnv, " "))
+	}
 	fmt.Fprintln(out, "added = latency through Terroir minus the upstream's own at the same quantile and rate; CPU = user+system time of every process of the stack, divided by the requests answered")
 	return bench.PrintReport(out, bench.Machine("embedded broker of the dev stack"), rows)
 }
@@ -269,7 +286,7 @@ type runningStack struct {
 }
 
 // startStack builds the launcher and starts it as `make run` does.
-func startStack(ctx context.Context, root string) (*runningStack, error) {
+func startStack(ctx context.Context, root string, env []string) (*runningStack, error) {
 	bin := filepath.Join(root, ".terroir", "bin", "devstack")
 	if err := os.MkdirAll(filepath.Dir(bin), 0o755); err != nil {
 		return nil, err
@@ -285,6 +302,7 @@ func startStack(ctx context.Context, root string) (*runningStack, error) {
 	}
 	cmd := exec.Command(bin)
 	cmd.Dir = root
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		logf.Close()
@@ -408,7 +426,8 @@ func profile(dir string, rate int, d time.Duration) func() {
 	}
 	secs := max(1, int((d - time.Second).Seconds()))
 	var wg sync.WaitGroup
-	for _, svc := range stack.Services() {
+	targets := append(stack.Services(), stack.Service{Name: "devstack", AdminAddr: "127.0.0.1:9100"})
+	for _, svc := range targets {
 		wg.Go(func() {
 			resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", svc.AdminAddr, secs))
 			if err != nil {
