@@ -11,7 +11,6 @@ package bus
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -20,6 +19,10 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
+	jsonv1 "github.com/go-json-experiment/json/v1"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -370,7 +373,7 @@ func (b *Bus) record(ctx context.Context, geo, topic string, meta Meta, ev event
 	if !ok {
 		return nil, fmt.Errorf("publishing to %s: event type %s is not registered", topic, meta.Type)
 	}
-	plain, err := json.Marshal(ev)
+	plain, err := jsonv2.Marshal(ev, eventJSON)
 	if err != nil {
 		return nil, fmt.Errorf("encoding %s: %w", meta.Type, err)
 	}
@@ -536,23 +539,37 @@ func (d *Delivery) Decode(ctx context.Context, v any) error {
 	if err != nil {
 		return err
 	}
-	if err := json.Unmarshal(pt, v); err != nil {
+	if err := jsonv2.Unmarshal(pt, v, eventJSON); err != nil {
 		return Permanent(fmt.Errorf("decoding %s from %s/%d@%d: %s", d.Meta.Type, d.Record.Topic, d.Record.Partition, d.Record.Offset, describeJSONError(err)))
 	}
 	return nil
 }
 
+// eventJSON is how events are encoded and decoded: the JSON of
+// encoding/json (the schemas' wire format: nil slices as null, legacy
+// omitempty, case-insensitive names, invalid UTF-8 passed through) by the
+// engine of encoding/json/v2, which decodes in one pass with a fraction
+// of the allocations; errors are v2's, which name offsets, not values.
+var eventJSON = jsonv2.JoinOptions(jsonv1.DefaultOptionsV1(), jsonv1.ReportErrorsWithLegacySemantics(false))
+
 // describeJSONError says where and why a payload failed to decode without
-// quoting it: encoding/json's own messages can carry bytes of the payload,
-// and this error travels into logs and dead-letter headers.
+// quoting it: the decoder's own messages can carry bytes of the payload
+// (a JSON pointer names the payload's keys), and this error travels into
+// logs and dead-letter headers.
 func describeJSONError(err error) string {
-	var syn *json.SyntaxError
-	var typ *json.UnmarshalTypeError
+	var syn *jsontext.SyntacticError
+	var sem *jsonv2.SemanticError
 	switch {
 	case errors.As(err, &syn):
-		return "malformed JSON at byte " + strconv.FormatInt(syn.Offset, 10)
-	case errors.As(err, &typ):
-		return "field " + typ.Field + " holds a JSON " + typ.Value + ", want " + typ.Type.String()
+		return "malformed JSON at byte " + strconv.FormatInt(syn.ByteOffset, 10)
+	case errors.As(err, &sem):
+		msg := "a JSON " + sem.JSONKind.String() + " at byte " + strconv.FormatInt(sem.ByteOffset, 10)
+		if sem.GoType != nil {
+			msg += " does not decode into " + sem.GoType.String()
+		} else {
+			msg += " does not decode into its event type"
+		}
+		return msg
 	default:
 		return "payload does not decode into its event type"
 	}
