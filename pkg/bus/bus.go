@@ -94,15 +94,20 @@ type Config struct {
 	Security map[string]Security
 	// ClientOpts are added to every franz-go client (tests).
 	ClientOpts []kgo.Opt
+	// Linger is how long the producer of the request path waits to batch
+	// records (default 0: a reply waits on every hop); SideLinger the
+	// same for the streams nobody waits on (safety signals, abuse log,
+	// usage, capacity; default DefaultSideLinger).
+	Linger, SideLinger time.Duration
 }
 
 // batched are the streams whose records nobody waits on to answer a
-// request: they are produced in batches, lingering up to batchLinger, so a
+// request: they are produced in batches, lingering up to Config.SideLinger, so a
 // thousand requests a second cost tens of produce requests rather than
 // thousands. Their publishers still wait for the acknowledgement.
 var batched = map[string]bool{StreamSafetySignals: true, StreamAbuseLog: true, StreamUsage: true, StreamCapacity: true}
 
-const batchLinger = 5 * time.Millisecond
+const DefaultSideLinger = 5 * time.Millisecond
 
 // Bus is a connection to the Kafka cluster of every configured geography.
 type Bus struct {
@@ -169,13 +174,17 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 	}
 	for _, g := range b.Geos() {
 		// Latency over batching: a reply waits on every hop.
-		cl, err := producer(g, 0)
+		cl, err := producer(g, cfg.Linger)
 		if err != nil {
 			b.Close()
 			return nil, fmt.Errorf("bus: client for %s: %w", g, err)
 		}
 		b.prod[g] = cl
-		if b.batch[g], err = producer(g, batchLinger); err != nil {
+		side := cfg.SideLinger
+		if side <= 0 {
+			side = DefaultSideLinger
+		}
+		if b.batch[g], err = producer(g, side); err != nil {
 			b.Close()
 			return nil, fmt.Errorf("bus: client for %s: %w", g, err)
 		}

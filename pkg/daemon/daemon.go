@@ -80,6 +80,10 @@ type Config struct {
 	// inference, completions, replies) keep records
 	// (TERROIR_TRANSIT_RETENTION, default 1h, from 1m to 168h).
 	TransitRetention time.Duration
+	// Linger and SideLinger are the producers' batching waits
+	// (TERROIR_KAFKA_LINGER, default 0; TERROIR_KAFKA_SIDE_LINGER, default
+	// 5ms; each up to 1s).
+	Linger, SideLinger time.Duration
 	// UseRedis is set by services that keep state in Redis.
 	UseRedis bool
 }
@@ -117,6 +121,13 @@ func LoadConfig(env *config.Env, service, defaultAdminAddr string) Config {
 	c.TransitRetention = env.Duration("TERROIR_TRANSIT_RETENTION", bus.DefaultTransitRetention)
 	if c.TransitRetention < time.Minute || c.TransitRetention > 7*24*time.Hour {
 		env.Fail("TERROIR_TRANSIT_RETENTION", fmt.Errorf("%s is outside 1m to 168h: replies must outlive a request's wait, and prompts must not rest for long", c.TransitRetention))
+	}
+	c.Linger = env.Duration("TERROIR_KAFKA_LINGER", 0)
+	c.SideLinger = env.Duration("TERROIR_KAFKA_SIDE_LINGER", bus.DefaultSideLinger)
+	for k, v := range map[string]time.Duration{"TERROIR_KAFKA_LINGER": c.Linger, "TERROIR_KAFKA_SIDE_LINGER": c.SideLinger} {
+		if v < 0 || v > time.Second {
+			env.Fail(k, fmt.Errorf("%s is outside 0 to 1s", v))
+		}
 	}
 	c.InstanceID = env.String("TERROIR_INSTANCE_ID", defaultInstanceID(service))
 	return c
@@ -194,6 +205,7 @@ func (d *Daemon) connect(ctx context.Context) error {
 			keys.WithAdmission(d.admitKey),
 			keys.WithRotation(uint64(cfg.KeyRotateSeals), cfg.KeyRotateAge),
 		},
+		Linger: cfg.Linger, SideLinger: cfg.SideLinger,
 		Logger: d.Log, Registerer: d.Registry,
 	})
 	if err != nil {
