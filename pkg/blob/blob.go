@@ -89,6 +89,10 @@ func (r Range) Resolve(size int64) (off, n int64, err error) {
 // Store holds the blobs of one geography under keys that are relative
 // paths such as "<resource>/files/<file-id>". Implementations are safe for
 // concurrent use.
+//
+// A key that continues another key past a '/' ("a/b" and "a/b/c") is not
+// portable: S3 servers over a file system (versitygw's POSIX backend)
+// refuse the second. Terroir's key scheme never needs it.
 type Store interface {
 	// Put stores the bytes read from r (of any length, unknown in
 	// advance) under key with metadata, replacing an object already

@@ -218,7 +218,7 @@ func Run(t *testing.T, open func(t *testing.T) blob.Store) {
 	t.Run("list by prefix in key order", func(t *testing.T) {
 		t.Parallel()
 		s, ctx := open(t), t.Context()
-		keys := []string{"b/x", "a/files/2", "a/files/1", "a/batches/1", "ab/files/1", "a-b", "a/files/1/part", "a/files/10"}
+		keys := []string{"b/x", "a/files/2", "a/files/1", "a/batches/1", "ab/files/1", "a-b", "a/files/1-part", "a/files/10"}
 		for i, k := range keys {
 			if _, err := s.Put(ctx, k, strings.NewReader(strings.Repeat("x", i)), nil); err != nil {
 				t.Fatalf("Put %s: %v", k, err)
@@ -228,12 +228,12 @@ func Run(t *testing.T, open func(t *testing.T) blob.Store) {
 			prefix string
 			want   []string
 		}{
-			{"", []string{"a-b", "a/batches/1", "a/files/1", "a/files/1/part", "a/files/10", "a/files/2", "ab/files/1", "b/x"}},
-			{"a/", []string{"a/batches/1", "a/files/1", "a/files/1/part", "a/files/10", "a/files/2"}},
-			{"a", []string{"a-b", "a/batches/1", "a/files/1", "a/files/1/part", "a/files/10", "a/files/2", "ab/files/1"}},
-			{"a/files/1", []string{"a/files/1", "a/files/1/part", "a/files/10"}},
-			{"a/files/", []string{"a/files/1", "a/files/1/part", "a/files/10", "a/files/2"}},
-			{"a/fi", []string{"a/files/1", "a/files/1/part", "a/files/10", "a/files/2"}},
+			{"", []string{"a-b", "a/batches/1", "a/files/1", "a/files/1-part", "a/files/10", "a/files/2", "ab/files/1", "b/x"}},
+			{"a/", []string{"a/batches/1", "a/files/1", "a/files/1-part", "a/files/10", "a/files/2"}},
+			{"a", []string{"a-b", "a/batches/1", "a/files/1", "a/files/1-part", "a/files/10", "a/files/2", "ab/files/1"}},
+			{"a/files/1", []string{"a/files/1", "a/files/1-part", "a/files/10"}},
+			{"a/files/", []string{"a/files/1", "a/files/1-part", "a/files/10", "a/files/2"}},
+			{"a/fi", []string{"a/files/1", "a/files/1-part", "a/files/10", "a/files/2"}},
 			{"zzz", nil},
 			{"zzz/", nil},
 		}
