@@ -4,8 +4,6 @@ import (
 	"strconv"
 	"testing"
 
-	"github.com/twmb/franz-go/pkg/kadm"
-
 	"github.com/terroir-ai/terroir/pkg/bus"
 	"github.com/terroir-ai/terroir/pkg/bus/bustest"
 )
@@ -28,23 +26,6 @@ func promisedConfigs() map[string]map[string]string {
 		bus.StreamCompletions: transit,
 		bus.StreamReplies:     transit,
 	}
-}
-
-func describeConfigs(t *testing.T, adm *kadm.Client, topic string) map[string]string {
-	t.Helper()
-	rc, err := adm.DescribeTopicConfigs(t.Context(), topic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := rc.On(topic, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]string{}
-	for _, c := range cfg.Configs {
-		out[c.Key] = c.MaybeValue()
-	}
-	return out
 }
 
 // TestTopicConfigsKeepThePromises provisions a geography on fresh topics
@@ -91,7 +72,7 @@ func TestTopicConfigsKeepThePromises(t *testing.T) {
 			}
 			for _, geo := range []string{"eu", "us"} {
 				for stream, want := range promisedConfigs() {
-					got := describeConfigs(t, adm, bus.TopicName(ns, geo, stream))
+					got := bustest.TopicConfigs(t, adm, bus.TopicName(ns, geo, stream))
 					for k, v := range want {
 						if got[k] != v {
 							t.Errorf("%s.%s: %s = %q, want %q", geo, stream, k, got[k], v)

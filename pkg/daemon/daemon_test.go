@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 
 	"github.com/terroir-ai/terroir/pkg/bus"
+	"github.com/terroir-ai/terroir/pkg/bus/bustest"
 	"github.com/terroir-ai/terroir/pkg/config"
 	"github.com/terroir-ai/terroir/pkg/control"
 	"github.com/terroir-ai/terroir/pkg/daemon"
@@ -173,18 +174,7 @@ func TestTransitRetentionIsConfigured(t *testing.T) {
 	}), map[string]string{"TERROIR_TRANSIT_RETENTION": "15m"})
 	for _, stream := range bus.TransitStreams {
 		topic := bus.TopicName(ns, "eu", stream)
-		rc, err := adm.DescribeTopicConfigs(t.Context(), topic)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg, err := rc.On(topic, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got := map[string]string{}
-		for _, c := range cfg.Configs {
-			got[c.Key] = c.MaybeValue()
-		}
+		got := bustest.TopicConfigs(t, adm, topic)
 		if got["retention.ms"] != "900000" || got["segment.ms"] != "900000" {
 			t.Errorf("%s: retention.ms %q, segment.ms %q, want 900000 for 15m", stream, got["retention.ms"], got["segment.ms"])
 		}

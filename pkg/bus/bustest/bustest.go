@@ -18,6 +18,7 @@ import (
 
 	"github.com/testcontainers/testcontainers-go"
 	tckafka "github.com/testcontainers/testcontainers-go/modules/kafka"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
@@ -163,4 +164,22 @@ func RepoFile(t testing.TB, rel string) string {
 		}
 		dir = parent
 	}
+}
+
+// TopicConfigs describes topic's configs as the broker holds them.
+func TopicConfigs(t testing.TB, adm *kadm.Client, topic string) map[string]string {
+	t.Helper()
+	rc, err := adm.DescribeTopicConfigs(context.Background(), topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := rc.On(topic, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, c := range cfg.Configs {
+		out[c.Key] = c.MaybeValue()
+	}
+	return out
 }
