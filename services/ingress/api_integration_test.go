@@ -99,9 +99,6 @@ func startResponder(t *testing.T, s *daemontest.Service) *responder {
 			if req.Operation == events.OperationEmbeddings { // embeddings carry no prompt_filter_results
 				body = `{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.5]}],"model":"embed","usage":{"prompt_tokens":1,"total_tokens":1}}`
 			}
-			if req.Operation == events.OperationEmbeddings { // embeddings carry no prompt_filter_results
-				body = `{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.5]}],"model":"embed","usage":{"prompt_tokens":1,"total_tokens":1}}`
-			}
 			return b.Reply(ctx, d, 0, true, events.InferenceResult{RequestID: req.RequestID, Status: events.StatusOK, Body: json.RawMessage(body), Usage: usage, CreatedAt: time.Now()})
 		}})
 	if err != nil {
