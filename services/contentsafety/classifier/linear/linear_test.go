@@ -187,3 +187,14 @@ func TestLogitsAgainstNaive(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkShipped decodes the shipped weights and word classes and
+// builds the model with its table of known words (the cost of loading).
+func BenchmarkShipped(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := linear.Shipped(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
