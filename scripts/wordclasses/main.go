@@ -7,7 +7,7 @@
 // For every single-word lemma of letters only, it takes the most frequent
 // senses of each part of speech that is used at all (a part of speech
 // whose senses were never seen in WordNet's tagged corpus is skipped when
-// another one was), each sense's synset and its hypernyms a level or two
+// another one was), each sense's synset and its hypernyms up to four levels
 // up (an adjective satellite's head counts as its hypernym), and writes
 // the word and its inflected forms (regular endings and WordNet's
 // exception lists) with the dense IDs of those synsets, the class the
@@ -62,8 +62,8 @@ func run(args []string, out io.Writer) error {
 	wn := fs.String("wordnet", "/usr/share/wordnet", "WordNet 3.0 database directory (Debian package wordnet-base)")
 	outPath := fs.String("out", "", "output (default services/contentsafety/classifier/linear/wordclasses.txt.gz)")
 	senses := fs.Int("senses", 1, "most frequent senses taken per part of speech")
-	levels := fs.Int("levels", 2, "hypernym levels taken above each sense")
-	maxClasses := fs.Int("max", 6, "classes kept per word form")
+	levels := fs.Int("levels", 4, "hypernym levels taken above each sense")
+	maxClasses := fs.Int("max", 12, "classes kept per word form")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -43,9 +43,8 @@ func (c *Classifier) modelLogits(s *scratch, lg *[linear.NumHeads]float32) bool 
 	}
 	s.segs = s.segs[:0]
 	add := func(a, b int, join bool) {
-		s.feats = c.model.AppendFeatures(s.feats[:0], s.z.norm[toks[a].start:toks[b-1].end])
 		s.segs = append(s.segs, segment{words: b - a, join: join})
-		c.model.Accumulate(s.feats, &s.segs[len(s.segs)-1].sums)
+		s.feats = c.model.AddText(s.feats, s.z.norm[toks[a].start:toks[b-1].end], &s.segs[len(s.segs)-1].sums)
 	}
 	if len(toks) <= maxChunkWords {
 		add(0, len(toks), false)

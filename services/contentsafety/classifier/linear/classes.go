@@ -29,6 +29,11 @@ type WordClasses struct {
 	// ids (high bits) and how many there are (low 4 bits).
 	index map[uint64]uint32
 	ids   []uint32
+	// words holds the word forms one after another, in table order;
+	// ends[i] is where form i ends and keys[i] is its wordKey.
+	words []byte
+	ends  []uint32
+	keys  []uint64
 }
 
 // ShippedWordClasses decodes the table embedded in this package.
@@ -65,6 +70,9 @@ func ParseWordClasses(data []byte) (*WordClasses, error) {
 			return nil, fmt.Errorf("reading word classes: line %d repeats a word", n)
 		}
 		wc.index[k] = uint32(start)<<4 | uint32(len(fields)-1)
+		wc.words = append(wc.words, fields[0]...)
+		wc.ends = append(wc.ends, uint32(len(wc.words)))
+		wc.keys = append(wc.keys, k)
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("reading word classes: %w", err)
@@ -81,6 +89,16 @@ func (wc *WordClasses) Len() int { return len(wc.index) }
 // Of returns the classes of a normalised word (nil when it has none).
 // The slice must not be modified.
 func (wc *WordClasses) Of(word []byte) []uint32 { return wc.of(wordKey(word)) }
+
+// each calls fn with every word form of the table, its key and its
+// classes, in table order.
+func (wc *WordClasses) each(fn func(word []byte, key uint64, cls []uint32)) {
+	start := uint32(0)
+	for i, end := range wc.ends {
+		fn(wc.words[start:end], wc.keys[i], wc.of(wc.keys[i]))
+		start = end
+	}
+}
 
 func (wc *WordClasses) of(key uint64) []uint32 {
 	v, ok := wc.index[key]

@@ -105,8 +105,6 @@ func (f *Features) Append(dst []uint32, norm []byte) []uint32 {
 	pairs := classes != nil && f.Set&FeatClassPairs != 0
 	var prev, prevClass uint64
 	havePrev, prevHasClass := false, false
-	// #word# and 8 bytes of zeros, so every n-gram is one 64-bit load
-	var buf [maxCharWord + 2 + 8]byte
 	for i := 0; i < len(norm); {
 		j := i
 		for j < len(norm) && norm[j] != ' ' {
@@ -137,21 +135,30 @@ func (f *Features) Append(dst []uint32, norm []byte) []uint32 {
 				prevClass, prevHasClass = cur, hasClass
 			}
 			prev, havePrev = h, true
-			if len(w) <= maxCharWord {
-				buf[0] = boundary
-				n := copy(buf[1:], w) + 2
-				buf[n-1] = boundary
-				clear(buf[n : n+8])
-				for s := 0; s+4 <= n; s++ {
-					k := binary.LittleEndian.Uint64(buf[s:])
-					dst = append(dst, feature(k&0xffffffff^seedGram4, bits))
-					if s+5 <= n {
-						dst = append(dst, feature(k&0xffffffffff^seedGram5, bits))
-					}
-				}
-			}
+			dst = appendGrams(dst, w, bits)
 		}
 		i = j + 1
+	}
+	return dst
+}
+
+// appendGrams appends the character 4- and 5-grams of w with a boundary
+// marker on each side (none when w is longer than maxCharWord).
+func appendGrams(dst []uint32, w []byte, bits uint) []uint32 {
+	if len(w) > maxCharWord {
+		return dst
+	}
+	// #word# and 8 bytes of zeros, so every n-gram is one 64-bit load
+	var buf [maxCharWord + 2 + 8]byte
+	buf[0] = boundary
+	n := copy(buf[1:], w) + 2
+	buf[n-1] = boundary
+	for s := 0; s+4 <= n; s++ {
+		k := binary.LittleEndian.Uint64(buf[s:])
+		dst = append(dst, feature(k&0xffffffff^seedGram4, bits))
+		if s+5 <= n {
+			dst = append(dst, feature(k&0xffffffffff^seedGram5, bits))
+		}
 	}
 	return dst
 }

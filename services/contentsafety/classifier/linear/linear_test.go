@@ -110,7 +110,8 @@ func uint32Bytes(v []uint32) []byte {
 }
 
 // BenchmarkScore hashes and scores 1 KB chunks of lower-cased corpus text
-// (the linear model's share of Classify) and reports µs per KB.
+// with the shipped model's features, as Classify does (the linear model's
+// share of Classify), and reports µs per KB.
 func BenchmarkScore(b *testing.B) {
 	m, err := linear.Shipped()
 	if err != nil {
@@ -139,8 +140,9 @@ func BenchmarkScore(b *testing.B) {
 	b.SetBytes(1024)
 	n := 0
 	for b.Loop() {
-		feats = linear.AppendFeatures(feats[:0], chunks[n%len(chunks)], m.Bits())
-		m.Logits(feats, &lg)
+		var s linear.Sums
+		feats = m.AddText(feats, chunks[n%len(chunks)], &s)
+		m.LogitsOf(&s, &lg)
 		n++
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/1e3/float64(n), "µs/KB")
@@ -182,6 +184,17 @@ func TestLogitsAgainstNaive(t *testing.T) {
 			if math.Abs(float64(got[h]-want)) > 1e-4 {
 				t.Fatalf("%d features, head %d: %v, want %v", n, h, got[h], want)
 			}
+		}
+	}
+}
+
+// BenchmarkShipped decodes the shipped weights and word classes and
+// builds the model with its table of known words (the cost of loading).
+func BenchmarkShipped(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := linear.Shipped(); err != nil {
+			b.Fatal(err)
 		}
 	}
 }

@@ -173,6 +173,8 @@ type Model struct {
 	// each weight plus 128 so that it is unsigned, the last three
 	// bytes unused: Logits adds eight heads at a time in 16-bit lanes.
 	rows []uint64
+	// words holds the precomputed sums of known words (vocab.go)
+	words *wordTable
 }
 
 // New builds a Model from weights, with the embedded word-class table
@@ -206,6 +208,7 @@ func NewWithClasses(w *Weights, wc *WordClasses) (*Model, error) {
 		m.rows[2*b] = binary.LittleEndian.Uint64(row[:8])
 		m.rows[2*b+1] = binary.LittleEndian.Uint64(row[8:])
 	}
+	m.words = newWordTable(&m.feats, m.rows)
 	return m, nil
 }
 

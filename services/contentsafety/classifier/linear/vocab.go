@@ -1,0 +1,155 @@
+package linear
+
+import "math/bits"
+
+// The runtime reads a word it knows in one step. For every word form of
+// the word-class table, and for the commonest English words (which have
+// no classes), the model precomputes at load what the word adds to the
+// sums by itself — its word feature, its class features, its character
+// n-grams — and keeps it, with the word's first class for the class
+// pairs, in an open-addressing table keyed by the word's hash. Scoring
+// then costs, per known word, one probe and one add of NumHeads numbers
+// instead of a map lookup and a score per feature (about twenty for a
+// six-letter word); only the word pair and the class pair, which depend
+// on the neighbour, are scored per feature. The sums are exactly those
+// of Features.Append: the weights are integers.
+
+// noClass marks a known word without classes.
+const noClass = ^uint32(0)
+
+// wordSlot is one slot of the table; entry is 1 + the word's index in
+// wordTable.sums (0: empty slot).
+type wordSlot struct {
+	key   uint64
+	entry uint32
+	first uint32 // the word's first class, or noClass
+}
+
+// wordTable is immutable after newWordTable.
+type wordTable struct {
+	shift uint // 64 - log2(len(slots))
+	slots []wordSlot
+	// sums holds NumHeads int16 per word: the sum of its own features'
+	// quantised weights (at most 61 features of ±128, so no overflow)
+	sums []int16
+}
+
+// commonWords are frequent words the word-class table leaves out
+// (function words, short words); precomputing them only saves time.
+var commonWords = [...]string{
+	"a", "about", "after", "all", "also", "am", "an", "and", "any", "are", "as", "at",
+	"be", "because", "been", "before", "but", "by", "could", "did", "do", "does", "for",
+	"from", "had", "has", "have", "he", "her", "him", "his", "how", "i", "if", "in",
+	"into", "is", "it", "its", "me", "my", "no", "not", "of", "on", "or", "our", "she",
+	"so", "some", "than", "that", "the", "their", "them", "then", "there", "these",
+	"they", "this", "those", "to", "up", "us", "was", "we", "were", "what", "when",
+	"where", "which", "who", "whom", "why", "will", "with", "would", "you", "your",
+	"can", "may", "should", "shall", "might", "must", "yours", "myself", "yourself",
+	"himself", "herself", "themselves", "ourselves", "itself", "out", "over", "just",
+}
+
+// slot finds key's slot: the one holding it, or the empty one where it
+// would go.
+func (t *wordTable) slot(key uint64) *wordSlot {
+	mask := uint64(len(t.slots) - 1)
+	for i := (key * multiplier) >> t.shift; ; i = (i + 1) & mask {
+		if s := &t.slots[i]; s.entry == 0 || s.key == key {
+			return s
+		}
+	}
+}
+
+// newWordTable precomputes the words of wc (which may be nil) and
+// commonWords for features f.
+func newWordTable(f *Features, rows []uint64) *wordTable {
+	n := len(commonWords)
+	if f.Classes != nil {
+		n += len(f.Classes.ends)
+	}
+	// at most half full, so a probe for an unknown word ends soon
+	logSlots := bits.Len(uint(2*n - 1))
+	t := &wordTable{shift: uint(64 - logSlots), slots: make([]wordSlot, 1<<logSlots), sums: make([]int16, 0, n*NumHeads)}
+	var feats []uint32
+	add := func(w []byte, key uint64, cls []uint32) {
+		s := t.slot(key)
+		if s.entry != 0 {
+			return
+		}
+		feats = feats[:0]
+		feats = append(feats, feature(key^seedWord, f.Bits))
+		if f.Set&FeatClasses != 0 {
+			for _, c := range cls {
+				feats = append(feats, feature(uint64(c)^seedClass, f.Bits))
+			}
+		}
+		feats = appendGrams(feats, w, f.Bits)
+		var sum [NumHeads]int32
+		for _, x := range feats {
+			b := int(x&^signBit) * 2
+			sign := int32(1) - 2*int32(x>>31)
+			for h := range NumHeads {
+				word := rows[b+h/8]
+				sum[h] += sign * (int32(word>>(8*(h%8))&0xff) - 128)
+			}
+		}
+		for _, v := range sum {
+			t.sums = append(t.sums, int16(v))
+		}
+		s.key, s.entry, s.first = key, uint32(len(t.sums)/NumHeads), noClass
+		if len(cls) > 0 && f.Set.needsClasses() {
+			s.first = cls[0]
+		}
+	}
+	if f.Classes != nil {
+		f.Classes.each(add)
+	}
+	for _, w := range commonWords {
+		add([]byte(w), wordKey([]byte(w)), nil)
+	}
+	return t
+}
+
+// AddText adds to s the sums of the features of norm, a normalised text,
+// as m.AppendFeatures and m.Accumulate would, using dst as scratch space
+// (returned for reuse).
+func (m *Model) AddText(dst []uint32, norm []byte, s *Sums) []uint32 {
+	dst = dst[:0]
+	t, bits := m.words, m.feats.Bits
+	pairs := m.feats.Set&FeatClassPairs != 0 && m.feats.Classes != nil
+	var prev, prevClass uint64
+	havePrev, prevHasClass := false, false
+	for i := 0; i < len(norm); {
+		j := i
+		for j < len(norm) && norm[j] != ' ' {
+			j++
+		}
+		if j > i {
+			w := norm[i:j]
+			h := wordKey(w)
+			if havePrev {
+				dst = append(dst, feature((prev*seedBigram)^h, bits))
+			}
+			cur, hasClass := h, false
+			if sl := t.slot(h); sl.entry != 0 {
+				v := t.sums[(sl.entry-1)*NumHeads : sl.entry*NumHeads : sl.entry*NumHeads]
+				for k := range s {
+					s[k] += int32(v[k])
+				}
+				if sl.first != noClass {
+					cur, hasClass = uint64(sl.first)|1<<63, true
+				}
+			} else {
+				// not in the word-class table, so without classes
+				dst = append(dst, feature(h^seedWord, bits))
+				dst = appendGrams(dst, w, bits)
+			}
+			if pairs && havePrev && (hasClass || prevHasClass) {
+				dst = append(dst, feature((prevClass*seedCPair)^cur, bits))
+			}
+			prev, prevClass, havePrev, prevHasClass = h, cur, true, hasClass
+		}
+		i = j + 1
+	}
+	m.Accumulate(dst, s)
+	return dst
+}
