@@ -16,12 +16,14 @@ import (
 	"net/http"
 	"os"
 
+	"github.com/terroir-ai/terroir/pkg/blob"
 	"github.com/terroir-ai/terroir/pkg/bus"
 	"github.com/terroir-ai/terroir/pkg/catalog"
 	"github.com/terroir-ai/terroir/pkg/config"
 	"github.com/terroir-ai/terroir/pkg/daemon"
 	"github.com/terroir-ai/terroir/services/ingress/api"
 	"github.com/terroir-ai/terroir/services/ingress/edge"
+	"github.com/terroir-ai/terroir/services/ingress/files"
 	"github.com/terroir-ai/terroir/services/ingress/mgmt"
 	"github.com/terroir-ai/terroir/services/ingress/route"
 )
@@ -38,6 +40,7 @@ func run(ctx context.Context, getenv func(string) string) error {
 	env := config.New(getenv)
 	common := daemon.LoadConfig(env, service, defaultAdminAddr)
 	cfg := loadConfig(env)
+	blobCfg := blob.LoadConfig(env, common.Geos)
 	if err := env.Err(); err != nil {
 		return err
 	}
@@ -64,6 +67,21 @@ func run(ctx context.Context, getenv func(string) string) error {
 	if err != nil {
 		return err
 	}
+	stores, err := blob.Open(blobCfg)
+	if err != nil {
+		return err
+	}
+	defer stores.Close()
+	sealed, err := blob.NewSealed(stores, d.Bus.Keys())
+	if err != nil {
+		return err
+	}
+	fileAPI, err := files.New(files.Config{Bus: d.Bus, Geos: common.Geos, Blobs: sealed, MaxBytes: cfg.MaxFileBytes,
+		MaxBatchBytes: cfg.MaxBatchFileBytes, ReadTimeout: cfg.HTTP.ReadTimeout, Log: d.Log})
+	if err != nil {
+		return err
+	}
+	defer fileAPI.Close()
 	capacity := route.NewCapacity(nil)
 	requesters := map[string]api.Requester{}
 	for _, g := range common.Geos {
@@ -80,7 +98,7 @@ func run(ctx context.Context, getenv func(string) string) error {
 		requesters[g] = rq
 	}
 	apps, err := api.New(api.Config{State: d.Control, Catalog: cat, Capacity: capacity, Requesters: requesters,
-		MaxBody: cfg.MaxBody, Timeout: cfg.RequestTimeout, WriteTimeout: cfg.HTTP.WriteTimeout, Log: d.Log})
+		MaxBody: cfg.MaxBody, Timeout: cfg.RequestTimeout, WriteTimeout: cfg.HTTP.WriteTimeout, Files: fileAPI, Log: d.Log})
 	if err != nil {
 		return err
 	}
