@@ -427,3 +427,24 @@ func allRecords(t *testing.T, s *daemontest.Service) []*kgo.Record {
 	}
 	return out
 }
+
+// TestDeletingAResourceDeletesItsFiles: the files of a deleted resource
+// are gone from its blob store and from the file list, and a resource
+// created anew under its name starts with none.
+func TestDeletingAResourceDeletesItsFiles(t *testing.T) {
+	t.Parallel()
+	a, s, _, key := appSetup(t, nil)
+	id := a.upload("/v1/files", key, "assistants", "old.txt", "old content", http.StatusOK).body["id"].(string)
+	a.op("DELETE", "/mgmt/resources/acme", nil, http.StatusNoContent)
+	if got := blobFiles(t, filepath.Join(s.Env["TERROIR_BLOB_DIR"], "eu")); len(got) != 0 {
+		t.Errorf("blobs of the deleted resource: %v", got)
+	}
+	a.op("PUT", "/mgmt/resources/acme", resourceBody("eu"), http.StatusCreated)
+	key = a.op("POST", "/mgmt/resources/acme/listKeys", nil, http.StatusOK).body["key1"].(string)
+	if r := a.do("GET", "/v1/files", key, nil); r.status != http.StatusOK || len(r.body["data"].([]any)) != 0 {
+		t.Errorf("the new acme lists %d %s", r.status, r.raw)
+	}
+	if r := a.do("GET", "/v1/files/"+id, key, nil); r.status != http.StatusNotFound {
+		t.Errorf("the new acme reads the old acme's file: %d %s", r.status, r.raw)
+	}
+}

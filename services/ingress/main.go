@@ -59,14 +59,6 @@ func run(ctx context.Context, getenv func(string) string) error {
 	if cfg.OperatorToken == "" {
 		d.Log.Warn("TERROIR_OPERATOR_TOKEN is not set: the management API refuses every operator call")
 	}
-	mgmtAPI, err := mgmt.New(mgmt.Config{
-		State: d.Control, Publisher: d.ControlPublisher, Keys: d.Bus.Keys(), Catalog: cat,
-		Geos: common.Geos, OperatorToken: cfg.OperatorToken, PublicURL: cfg.PublicURL,
-		MaxBody: cfg.MgmtMaxBody, Log: d.Log,
-	})
-	if err != nil {
-		return err
-	}
 	stores, err := blob.Open(blobCfg)
 	if err != nil {
 		return err
@@ -82,6 +74,14 @@ func run(ctx context.Context, getenv func(string) string) error {
 		return err
 	}
 	defer fileAPI.Close()
+	mgmtAPI, err := mgmt.New(mgmt.Config{
+		State: d.Control, Publisher: d.ControlPublisher, Keys: d.Bus.Keys(), Catalog: cat,
+		Geos: common.Geos, OperatorToken: cfg.OperatorToken, PublicURL: cfg.PublicURL,
+		MaxBody: cfg.MgmtMaxBody, Owned: fileAPI, Log: d.Log,
+	})
+	if err != nil {
+		return err
+	}
 	capacity := route.NewCapacity(nil)
 	requesters := map[string]api.Requester{}
 	for _, g := range common.Geos {

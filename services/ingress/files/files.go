@@ -218,3 +218,20 @@ func (s *Service) delete(w http.ResponseWriter, r *http.Request, res control.Res
 	}
 	return writeJSON(w, http.StatusOK, map[string]any{"id": f.ID, "object": "file", "deleted": true})
 }
+
+// DeleteResource deletes every file of res: the records (tombstones) and
+// the content, whose object keys are shredded with the resource's data
+// key of its home geography. The management API calls it before it
+// deletes the resource, so a resource created anew under the name starts
+// with no files.
+func (s *Service) DeleteResource(ctx context.Context, res control.Resource) error {
+	for _, id := range s.view.ids(res.Name) {
+		if err := s.cfg.Bus.Tombstone(ctx, res.Location, bus.StreamFiles, recordKey(res.Name, id)); err != nil {
+			return fmt.Errorf("deleting the files of %s: %w", res.Name, err)
+		}
+	}
+	if err := s.cfg.Blobs.DeleteResource(ctx, res.Location, res.Name); err != nil {
+		return err
+	}
+	return s.sync(ctx, res.Location)
+}

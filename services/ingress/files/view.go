@@ -114,3 +114,14 @@ func (v *view) list(resource string, purpose events.FilePurpose, now time.Time) 
 func expired(f events.FileObject, now time.Time) bool {
 	return f.ExpiresAt != nil && !now.Before(*f.ExpiresAt)
 }
+
+// ids lists the IDs of every file of resource, expired ones too.
+func (v *view) ids(resource string) []string {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	out := make([]string, 0, len(v.byResource[resource]))
+	for id := range v.byResource[resource] {
+		out = append(out, id)
+	}
+	return out
+}
