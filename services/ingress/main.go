@@ -107,6 +107,7 @@ func run(ctx context.Context, getenv func(string) string) error {
 	if err != nil {
 		return err
 	}
+	d.Go("files-expiry", fileAPI.Run)
 	d.Go("http", func(ctx context.Context) error { return srv.Run(ctx, common.DrainTimeout) })
 	return d.Run(ctx)
 }
