@@ -14,7 +14,8 @@ import (
 // TestNodeSDKAzure runs the official openai npm package, pinned by
 // node/package-lock.json, in AzureOpenAI mode against a running stack:
 // chat, streaming chat, embeddings (base64, the SDK's default, and float),
-// a blocked prompt and a filtered output. The assertions live in
+// a blocked prompt, a filtered output and the Files API (upload, list,
+// retrieve, content, delete). The assertions live in
 // node/sdk.mjs; this test installs the package, runs the script and fails
 // with its output.
 //

@@ -144,6 +144,7 @@ func startStackWith(t *testing.T, names []string, perService map[string]map[stri
 		"TERROIR_LOG_LEVEL":       "info",
 		"TERROIR_OPERATOR_TOKEN":  operatorToken,
 		"TERROIR_HTTP_ADDR":       freeAddr(t),
+		"TERROIR_BLOB_DIR":        t.TempDir(),
 	}
 	s.base = "http://" + s.env["TERROIR_HTTP_ADDR"]
 	var admins []string

@@ -31,6 +31,7 @@ const (
 	StreamFinetuneJobs      = "finetune-jobs"
 	StreamJobEvents         = "job-events"
 	StreamAssistantCommands = "assistant-commands"
+	StreamFiles             = "files"
 	StreamDLQ               = "dlq"
 )
 

@@ -131,3 +131,30 @@ const (
 // DataKeyAlgorithm is the cipher every data key is used with; it is the
 // only value DataKey.Algorithm may take.
 const DataKeyAlgorithm = "AES-256-GCM"
+
+// FilePurpose is what a file is for, as OpenAI names it.
+type FilePurpose string
+
+// File purposes. Apps upload the first four; Terroir writes the outputs.
+const (
+	FilePurposeBatch            FilePurpose = "batch"
+	FilePurposeFineTune         FilePurpose = "fine-tune"
+	FilePurposeAssistants       FilePurpose = "assistants"
+	FilePurposeUserData         FilePurpose = "user_data"
+	FilePurposeBatchOutput      FilePurpose = "batch_output"
+	FilePurposeFineTuneResults  FilePurpose = "fine-tune-results"
+	FilePurposeAssistantsOutput FilePurpose = "assistants_output"
+)
+
+// UploadPurposes are the purposes an app may upload a file with; the
+// others are given only to files Terroir writes.
+var UploadPurposes = []FilePurpose{FilePurposeBatch, FilePurposeFineTune, FilePurposeAssistants, FilePurposeUserData}
+
+// FileStatus is a file's Azure status.
+type FileStatus string
+
+// File statuses.
+const (
+	FileStatusProcessed FileStatus = "processed"
+	FileStatusError     FileStatus = "error"
+)

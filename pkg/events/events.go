@@ -126,6 +126,7 @@ var registry = []Spec{
 	{TypeCapacityReport, Plain},
 	{TypeControlChange, Plain},
 	{TypeDataKey, Plain},
+	{TypeFileObject, ResourceKey},
 }
 
 // Registered event types: the current version of each, which producers
@@ -141,6 +142,7 @@ var (
 	TypeCapacityReport   = Type{"capacity.report", 1}
 	TypeControlChange    = Type{"control.change", 1}
 	TypeDataKey          = Type{"keys.datakey", 1}
+	TypeFileObject       = Type{"file.object", 1}
 )
 
 // Earlier versions still registered: records of them may remain on their

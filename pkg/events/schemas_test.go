@@ -328,6 +328,11 @@ func TestSchemasRejectInvalidPayloads(t *testing.T) {
 		{"datakey without kek id", all[events.TypeDataKey][0], func(m map[string]any) { delete(m, "kek_id") }},
 		{"datakey deletion without kek id", all[events.TypeDataKey][1], func(m map[string]any) { delete(m, "kek_id") }},
 		{"resource shredding not a deletion", all[events.TypeDataKey][2], func(m map[string]any) { delete(m, "deleted") }},
+		{"file id without its prefix", all[events.TypeFileObject][0], func(m map[string]any) { m["id"] = "181a1cbdcdcf4677ada87f63a0928099" }},
+		{"file unknown purpose", all[events.TypeFileObject][0], func(m map[string]any) { m["purpose"] = "vision" }},
+		{"file negative size", all[events.TypeFileObject][0], func(m map[string]any) { m["bytes"] = -1 }},
+		{"file content smuggled in", all[events.TypeFileObject][0], func(m map[string]any) { m["content"] = "line one" }},
+		{"file bad expiry", all[events.TypeFileObject][0], func(m map[string]any) { m["expires_at"] = "next month" }},
 		{"resource shredding with a wrapped key", all[events.TypeDataKey][2], func(m map[string]any) { m["wrapped"] = "q83vEjRWeJA=" }},
 	}
 	for _, tc := range cases {
@@ -370,6 +375,7 @@ func expectInvalid(t *testing.T, sch *jsonschema.Schema, base events.Event, muta
 // every schema property.
 func samples() map[events.Type][]events.Event {
 	at := time.Date(2025, 3, 14, 9, 26, 53, 589_000_000, time.UTC)
+	expires := at.Add(30 * 24 * time.Hour)
 	// hash stands in for the keyed hashes producers compute.
 	hash := func(s string) string {
 		sum := sha256.Sum256([]byte(s))
@@ -681,6 +687,29 @@ func samples() map[events.Type][]events.Event {
 				CreatedAt:        at.Add(24 * time.Hour),
 				Deleted:          true,
 				ResourceShredded: true,
+			},
+		},
+		events.TypeFileObject: {
+			events.FileObject{
+				ID:        "file-181a1cbdcdcf4677ada87f63a0928099",
+				Resource:  "contoso-eu",
+				HomeGeo:   "eu",
+				Purpose:   events.FilePurposeBatch,
+				Filename:  "requests.jsonl",
+				Bytes:     1024,
+				Status:    events.FileStatusProcessed,
+				CreatedAt: at,
+				ExpiresAt: &expires,
+			},
+			events.FileObject{
+				ID:            "file-0123456789abcdef0123456789abcdef",
+				Resource:      "contoso-eu",
+				HomeGeo:       "eu",
+				Purpose:       events.FilePurposeBatchOutput,
+				Filename:      "batch_output.jsonl",
+				Status:        events.FileStatusError,
+				StatusDetails: "the output could not be written",
+				CreatedAt:     at,
 			},
 		},
 	}

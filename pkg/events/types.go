@@ -465,6 +465,41 @@ type DataKey struct {
 // EventType returns TypeDataKey.
 func (DataKey) EventType() Type { return TypeDataKey }
 
+// FileObject is the metadata of an uploaded or service-written file
+// (file.object.v1), a record of the compacted files stream of the
+// resource's home geography keyed "<resource>/<file id>"; deleting the
+// file writes a tombstone. It never carries the file's bytes, which live
+// sealed in the blob store. It is sealed under the resource's data key
+// all the same, because the filename is the customer's own text (it can
+// name a person or a project), and a resource's shredding then makes its
+// file list unreadable too.
+type FileObject struct {
+	// ID is the file's ID, "file-" and 32 hexadecimal digits.
+	ID string `json:"id"`
+	// Resource is the ID of the resource that owns the file.
+	Resource string `json:"resource"`
+	// HomeGeo is the resource's home geography, where the bytes are.
+	HomeGeo string `json:"home_geo"`
+	// Purpose is the file's OpenAI purpose.
+	Purpose FilePurpose `json:"purpose"`
+	// Filename is the name the file was uploaded under.
+	Filename string `json:"filename"`
+	// Bytes is the size of the content.
+	Bytes int64 `json:"bytes"`
+	// Status is the file's Azure status: "processed" once its content is
+	// stored, "error" when it could not be.
+	Status FileStatus `json:"status"`
+	// StatusDetails explains an error status; empty otherwise.
+	StatusDetails string `json:"status_details,omitempty"`
+	// CreatedAt is when the file was stored.
+	CreatedAt time.Time `json:"created_at"`
+	// ExpiresAt is when the file expires; nil means never.
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+}
+
+// EventType returns TypeFileObject.
+func (FileObject) EventType() Type { return TypeFileObject }
+
 // Every payload type is an Event.
 var (
 	_ Event = InferenceRequest{}
@@ -477,4 +512,5 @@ var (
 	_ Event = CapacityReport{}
 	_ Event = ControlChange{}
 	_ Event = DataKey{}
+	_ Event = FileObject{}
 )

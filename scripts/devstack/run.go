@@ -196,6 +196,7 @@ func runWithInfra(ctx context.Context, cfg config, root string, out *stack.Outpu
 			"TERROIR_KEY_FILE":      keyFile,
 			"TERROIR_TOPICS_FILE":   filepath.Join(root, "deployments", "topics.yaml"),
 			"TERROIR_CATALOG_FILE":  filepath.Join(root, "deployments", "catalog.yaml"),
+			"TERROIR_BLOB_DIR":      filepath.Join(state, "blobs"),
 		}
 		if os.Getenv("TERROIR_OPERATOR_TOKEN") == "" {
 			// A file rather than the variable: only ingress reads it, and

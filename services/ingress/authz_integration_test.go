@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"net/http"
 	"strconv"
 	"strings"
@@ -26,6 +27,12 @@ type authzRow struct {
 	body   any
 	// deployment fills {deployment} and the body's model.
 	deployment string
+	// upload sends a multipart file upload instead of body.
+	upload bool
+	// ownStatus is what the resource's own key gets (default 200);
+	// otherStatus what another resource's key gets, when not the
+	// default of its access.
+	ownStatus, otherStatus int
 }
 
 // authzMatrix has a row for every route ingress serves; a route without
@@ -38,7 +45,7 @@ func authzMatrix() map[string]authzRow {
 	filterPolicy := map[string]any{"properties": map[string]any{"contentFilters": []any{
 		map[string]any{"name": "hate", "source": "Prompt", "severityThreshold": "Low"}}}}
 	blocklist := map[string]any{"properties": map[string]any{"blocklistItems": []any{map[string]any{"pattern": "Initech"}}}}
-	return map[string]authzRow{
+	rows := map[string]authzRow{
 		"GET /mgmt/catalog":                                          {access: operatorOnly},
 		"GET /mgmt/audit":                                            {access: operatorOnly},
 		"GET /mgmt/resources":                                        {access: operatorOnly},
@@ -77,6 +84,20 @@ func authzMatrix() map[string]authzRow {
 		"POST /openai/deployments/{deployment}/completions":      {access: appKey, body: completion, deployment: "chat"},
 		"POST /openai/deployments/{deployment}/embeddings":       {access: appKey, body: embedding, deployment: "embed"},
 	}
+	// The Files API: {file_id} is a file of the calling resource, which
+	// another resource's key cannot find.
+	for _, root := range []string{"/v1", "/openai", "/openai/v1"} {
+		upload := authzRow{access: appKey, upload: true}
+		if root == "/openai" {
+			upload.ownStatus = http.StatusCreated
+		}
+		rows["POST "+root+"/files"] = upload
+		rows["GET "+root+"/files"] = authzRow{access: appKey}
+		for _, r := range []string{"GET " + root + "/files/{file_id}", "GET " + root + "/files/{file_id}/content", "DELETE " + root + "/files/{file_id}"} {
+			rows[r] = authzRow{access: appKey, otherStatus: http.StatusNotFound}
+		}
+	}
+	return rows
 }
 
 // TestAuthorizationMatrix calls every route ingress serves, as listed by
@@ -123,7 +144,8 @@ func TestAuthorizationMatrix(t *testing.T) {
 		ownKey := a.op("POST", "/mgmt/resources/"+own+"/listKeys", nil, http.StatusOK).body["key1"].(string)
 		otherKey := a.op("POST", "/mgmt/resources/"+other+"/listKeys", nil, http.StatusOK).body["key1"].(string)
 
-		path := strings.NewReplacer("{name}", own, "{item}", "item", "{deployment}", row.deployment).Replace(pattern)
+		fileID := a.upload("/v1/files", ownKey, "batch", "chat.jsonl", "{}\n", http.StatusOK).body["id"].(string)
+		path := strings.NewReplacer("{name}", own, "{item}", "item", "{deployment}", row.deployment, "{file_id}", fileID).Replace(pattern)
 		if strings.HasPrefix(path, "/openai/") {
 			path += "?api-version=2024-10-21"
 		}
@@ -132,7 +154,13 @@ func TestAuthorizationMatrix(t *testing.T) {
 			body = map[string]any{}
 		}
 		call := func(who, cred string) reply {
-			r := a.do(method, path, cred, body)
+			var r reply
+			if row.upload {
+				ct, mp := multipartBody(t, formField{"file", "chat.jsonl", "{}\n"}, formField{name: "purpose", value: "batch"})
+				r = a.send(method, path, cred, ct, mp, true)
+			} else {
+				r = a.do(method, path, cred, body)
+			}
 			if r.status == http.StatusInternalServerError || r.body["error"] == nil && r.status >= 400 {
 				t.Errorf("%s as %s = %d, not an OpenAI-shaped refusal: %s", route, who, r.status, r.raw)
 			}
@@ -163,16 +191,28 @@ func TestAuthorizationMatrix(t *testing.T) {
 			expect("its own key", ownR, http.StatusOK, "")
 			expect("the operator", operatorR, http.StatusOK, "")
 		case appKey:
-			expect("its own key", ownR, http.StatusOK, "")
+			expect("its own key", ownR, cmp.Or(row.ownStatus, http.StatusOK), "")
 			// the operator token is not an API key of any resource
 			expect("the operator", operatorR, http.StatusUnauthorized, "")
-			if method == "GET" {
+			switch {
+			case row.otherStatus != 0:
+				expect("another resource's key", otherR, row.otherStatus, "")
+			case method == "GET" && strings.Contains(pattern, "/files"):
+				// another resource lists its own files, none of these
+				expect("another resource's key", otherR, http.StatusOK, "")
+				if strings.Contains(string(otherR.raw), fileID) || !strings.Contains(string(ownR.raw), fileID) {
+					t.Errorf("%s: own key lists %s, another resource's key lists %s", route, ownR.raw, otherR.raw)
+				}
+			case row.upload:
+				// another resource uploads a file of its own
+				expect("another resource's key", otherR, cmp.Or(row.ownStatus, http.StatusOK), "")
+			case method == "GET":
 				// another resource lists its own deployments, none of these
 				expect("another resource's key", otherR, http.StatusOK, "")
 				if strings.Contains(string(otherR.raw), `"chat"`) || !strings.Contains(string(ownR.raw), `"chat"`) {
 					t.Errorf("%s: own key lists %s, another resource's key lists %s", route, ownR.raw, otherR.raw)
 				}
-			} else {
+			default:
 				// another resource has no such deployment
 				expect("another resource's key", otherR, http.StatusNotFound, "DeploymentNotFound")
 			}

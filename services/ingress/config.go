@@ -11,6 +11,7 @@ import (
 	"github.com/terroir-ai/terroir/pkg/config"
 	"github.com/terroir-ai/terroir/pkg/tlsfiles"
 	"github.com/terroir-ai/terroir/services/ingress/edge"
+	"github.com/terroir-ai/terroir/services/ingress/files"
 )
 
 // Config is ingress's own configuration, beside the shared one.
@@ -45,6 +46,10 @@ type Config struct {
 	// RequestTimeout bounds an app request from acceptance to its last
 	// reply (TERROIR_REQUEST_TIMEOUT, default 120s); then 504.
 	RequestTimeout time.Duration
+	// MaxFileBytes bounds an uploaded file (TERROIR_FILES_MAX_BYTES,
+	// default 512 MiB) and MaxBatchFileBytes one of purpose batch
+	// (TERROIR_FILES_MAX_BATCH_BYTES, default 200 MiB); larger gets 413.
+	MaxFileBytes, MaxBatchFileBytes int64
 	// HTTP bounds slow and hostile clients: TERROIR_HTTP_READ_HEADER_TIMEOUT
 	// (10s, at most the read timeout), TERROIR_HTTP_READ_TIMEOUT (30s: headers and body; a body
 	// still arriving then gets 408), TERROIR_HTTP_WRITE_TIMEOUT (30s: a
@@ -58,13 +63,15 @@ type Config struct {
 
 func loadConfig(env *config.Env) Config {
 	c := Config{
-		HTTPAddr:       env.String("TERROIR_HTTP_ADDR", "127.0.0.1:8080"),
-		TLSCertFile:    env.Lookup("TERROIR_HTTP_TLS_CERT_FILE"),
-		TLSKeyFile:     env.Lookup("TERROIR_HTTP_TLS_KEY_FILE"),
-		CatalogFile:    env.String("TERROIR_CATALOG_FILE", "deployments/catalog.yaml"),
-		MgmtMaxBody:    int64(env.Int("TERROIR_MGMT_MAX_BODY_BYTES", 4<<20, 1<<10, 64<<20)),
-		MaxBody:        int64(env.Int("TERROIR_MAX_BODY_BYTES", 8<<20, 1<<10, 256<<20)),
-		RequestTimeout: env.Duration("TERROIR_REQUEST_TIMEOUT", 120*time.Second),
+		HTTPAddr:          env.String("TERROIR_HTTP_ADDR", "127.0.0.1:8080"),
+		TLSCertFile:       env.Lookup("TERROIR_HTTP_TLS_CERT_FILE"),
+		TLSKeyFile:        env.Lookup("TERROIR_HTTP_TLS_KEY_FILE"),
+		CatalogFile:       env.String("TERROIR_CATALOG_FILE", "deployments/catalog.yaml"),
+		MgmtMaxBody:       int64(env.Int("TERROIR_MGMT_MAX_BODY_BYTES", 4<<20, 1<<10, 64<<20)),
+		MaxBody:           int64(env.Int("TERROIR_MAX_BODY_BYTES", 8<<20, 1<<10, 256<<20)),
+		RequestTimeout:    env.Duration("TERROIR_REQUEST_TIMEOUT", 120*time.Second),
+		MaxFileBytes:      int64(env.Int("TERROIR_FILES_MAX_BYTES", files.DefaultMaxBytes, 1, 1<<40)),
+		MaxBatchFileBytes: int64(env.Int("TERROIR_FILES_MAX_BATCH_BYTES", files.DefaultMaxBatchBytes, 1, 1<<40)),
 		HTTP: edge.Limits{
 			ReadTimeout:    env.Duration("TERROIR_HTTP_READ_TIMEOUT", 30*time.Second),
 			WriteTimeout:   env.Duration("TERROIR_HTTP_WRITE_TIMEOUT", 30*time.Second),

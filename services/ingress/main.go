@@ -16,12 +16,14 @@ import (
 	"net/http"
 	"os"
 
+	"github.com/terroir-ai/terroir/pkg/blob"
 	"github.com/terroir-ai/terroir/pkg/bus"
 	"github.com/terroir-ai/terroir/pkg/catalog"
 	"github.com/terroir-ai/terroir/pkg/config"
 	"github.com/terroir-ai/terroir/pkg/daemon"
 	"github.com/terroir-ai/terroir/services/ingress/api"
 	"github.com/terroir-ai/terroir/services/ingress/edge"
+	"github.com/terroir-ai/terroir/services/ingress/files"
 	"github.com/terroir-ai/terroir/services/ingress/mgmt"
 	"github.com/terroir-ai/terroir/services/ingress/route"
 )
@@ -38,6 +40,7 @@ func run(ctx context.Context, getenv func(string) string) error {
 	env := config.New(getenv)
 	common := daemon.LoadConfig(env, service, defaultAdminAddr)
 	cfg := loadConfig(env)
+	blobCfg := blob.LoadConfig(env, common.Geos)
 	if err := env.Err(); err != nil {
 		return err
 	}
@@ -56,10 +59,25 @@ func run(ctx context.Context, getenv func(string) string) error {
 	if cfg.OperatorToken == "" {
 		d.Log.Warn("TERROIR_OPERATOR_TOKEN is not set: the management API refuses every operator call")
 	}
+	stores, err := blob.Open(blobCfg)
+	if err != nil {
+		return err
+	}
+	defer stores.Close()
+	sealed, err := blob.NewSealed(stores, d.Bus.Keys())
+	if err != nil {
+		return err
+	}
+	fileAPI, err := files.New(files.Config{Bus: d.Bus, Geos: common.Geos, Blobs: sealed, MaxBytes: cfg.MaxFileBytes,
+		MaxBatchBytes: cfg.MaxBatchFileBytes, ReadTimeout: cfg.HTTP.ReadTimeout, Log: d.Log})
+	if err != nil {
+		return err
+	}
+	defer fileAPI.Close()
 	mgmtAPI, err := mgmt.New(mgmt.Config{
 		State: d.Control, Publisher: d.ControlPublisher, Keys: d.Bus.Keys(), Catalog: cat,
 		Geos: common.Geos, OperatorToken: cfg.OperatorToken, PublicURL: cfg.PublicURL,
-		MaxBody: cfg.MgmtMaxBody, Log: d.Log,
+		MaxBody: cfg.MgmtMaxBody, Owned: fileAPI, Log: d.Log,
 	})
 	if err != nil {
 		return err
@@ -80,7 +98,7 @@ func run(ctx context.Context, getenv func(string) string) error {
 		requesters[g] = rq
 	}
 	apps, err := api.New(api.Config{State: d.Control, Catalog: cat, Capacity: capacity, Requesters: requesters,
-		MaxBody: cfg.MaxBody, Timeout: cfg.RequestTimeout, WriteTimeout: cfg.HTTP.WriteTimeout, Log: d.Log})
+		MaxBody: cfg.MaxBody, Timeout: cfg.RequestTimeout, WriteTimeout: cfg.HTTP.WriteTimeout, Files: fileAPI, Log: d.Log})
 	if err != nil {
 		return err
 	}
@@ -89,6 +107,7 @@ func run(ctx context.Context, getenv func(string) string) error {
 	if err != nil {
 		return err
 	}
+	d.Go("files-expiry", fileAPI.Run)
 	d.Go("http", func(ctx context.Context) error { return srv.Run(ctx, common.DrainTimeout) })
 	return d.Run(ctx)
 }

@@ -15,7 +15,7 @@
 // any failed.
 
 import assert from 'node:assert/strict';
-import { AzureOpenAI, APIError, BadRequestError } from 'openai';
+import { AzureOpenAI, APIError, BadRequestError, NotFoundError, toFile } from 'openai';
 import { VERSION } from 'openai/version';
 
 const endpoint = required('TERROIR_ENDPOINT');
@@ -284,6 +284,38 @@ const scenarios = {
     assert.equal(final.choices[0].finish_reason, 'content_filter');
     assert.equal(final.choices[0].message.role, 'assistant');
     return `finish_reason ${final.choices[0].finish_reason}`;
+  },
+
+  // The Files API as the SDK speaks it: a multipart upload with
+  // expires_after, the list page, retrieve, content and delete.
+  async files() {
+    const content = '{"custom_id":"1","method":"POST","url":"/chat/completions","body":{"messages":[]}}\n';
+    const f = await chat.files.create({
+      file: await toFile(Buffer.from(content), 'requests.jsonl'),
+      purpose: 'batch',
+      expires_after: { anchor: 'created_at', seconds: 1209600 },
+    });
+    // (the SDK may first fetch a data: URL to probe its FormData support)
+    const up = exchanges.find((ex) => ex.method === 'POST');
+    assert.equal(new URL(up.url).pathname, '/openai/files');
+    assert.equal(up.status, 201);
+    assert.match(f.id, /^file-[0-9a-f]{32}$/);
+    assert.equal(f.object, 'file');
+    assert.equal(f.bytes, content.length);
+    assert.equal(f.filename, 'requests.jsonl');
+    assert.equal(f.purpose, 'batch');
+    assert.equal(f.status, 'processed');
+    assert.equal(f.expires_at, f.created_at + 1209600);
+    const ids = [];
+    for await (const g of chat.files.list({ purpose: 'batch' })) ids.push(g.id);
+    assert.deepEqual(ids, [f.id]);
+    assert.equal((await chat.files.retrieve(f.id)).bytes, content.length);
+    assert.equal(await (await chat.files.content(f.id)).text(), content);
+    const del = await chat.files.delete(f.id);
+    assert.deepEqual(del, { id: f.id, object: 'file', deleted: true });
+    const err = await expectAPIError(chat.files.retrieve(f.id));
+    assert.ok(err instanceof NotFoundError, `retrieve after delete: ${err.status}`);
+    return `${f.id} uploaded, listed, read and deleted`;
   },
 };
 

@@ -50,6 +50,7 @@ func EnvOn(t *testing.T, c *bustest.Cluster, extra map[string]string) map[string
 		"TERROIR_LOG_FORMAT":      "console",
 		"TERROIR_LOG_LEVEL":       "warn",
 		"TERROIR_DRAIN_TIMEOUT":   "5s",
+		"TERROIR_BLOB_DIR":        t.TempDir(), // the blob stores, a directory per geography
 	}
 	for k, v := range extra {
 		env[k] = v

@@ -35,6 +35,7 @@ import (
 	"github.com/terroir-ai/terroir/pkg/keys"
 	"github.com/terroir-ai/terroir/pkg/openai"
 	"github.com/terroir-ai/terroir/services/ingress/apierr"
+	"github.com/terroir-ai/terroir/services/ingress/files"
 	"github.com/terroir-ai/terroir/services/ingress/mgmt"
 	"github.com/terroir-ai/terroir/services/ingress/route"
 )
@@ -68,8 +69,10 @@ type Config struct {
 	// deadline for the whole response, which would cut off a long
 	// healthy stream or an answer the model took long to give.
 	WriteTimeout time.Duration
-	Log          *zap.Logger
-	Now          func() time.Time
+	// Files serves the Files API; nil answers its paths 404.
+	Files *files.Service
+	Log   *zap.Logger
+	Now   func() time.Time
 }
 
 // API serves the app paths.
@@ -108,7 +111,59 @@ func (a *API) endpoints() map[string]http.Handler {
 		routes["POST /openai/v1"+path] = a.serve(op, events.APIFlavorAzure, false)
 		routes["POST /openai/deployments/{deployment}"+path] = a.serve(op, events.APIFlavorAzure, true)
 	}
+	// The Files API under /v1, /openai (with api-version; Azure's
+	// answers) and /openai/v1 (Azure's v1 API, OpenAI's answers).
+	for route, h := range a.cfg.Files.Endpoints() {
+		method, path, _ := strings.Cut(route, " ")
+		routes[method+" /v1"+path] = a.family(h, false)
+		routes[method+" /openai"+path] = a.family(h, true)
+		routes[method+" /openai/v1"+path] = a.family(h, false)
+	}
 	return routes
+}
+
+// family serves an endpoint of an API family package: it authenticates
+// the caller, checks api-version where the path needs one, bounds each
+// write like the model answers, and writes the error the handler returns.
+func (a *API) family(h files.Handler, azure bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w = &deadlineWriter{ResponseWriter: w, rc: http.NewResponseController(w), timeout: a.cfg.WriteTimeout}
+		err := func() error {
+			res, err := a.caller(r)
+			if err != nil {
+				return err
+			}
+			if azure {
+				if err := checkAPIVersion(r); err != nil {
+					return err
+				}
+			}
+			if a.cfg.Files == nil {
+				return apierr.NotFound("not_found", "no endpoint at %s %s", r.Method, r.URL.Path)
+			}
+			return h(w, r, res, azure)
+		}()
+		if err != nil {
+			if apierr.As(err).Status == http.StatusInternalServerError {
+				a.cfg.Log.Error("request failed", zap.String("request_id", r.Header.Get("x-request-id")), zap.String("path", r.URL.Path), zap.Error(err))
+			}
+			apierr.Write(w, err)
+		}
+	})
+}
+
+// checkAPIVersion refuses an /openai/ request without a supported
+// api-version.
+func checkAPIVersion(r *http.Request) error {
+	v := r.URL.Query().Get("api-version")
+	if slices.Contains(APIVersions, v) {
+		return nil
+	}
+	what := "is missing"
+	if v != "" {
+		what = fmt.Sprintf("%q is not supported", v)
+	}
+	return apierr.Invalid("api-version", "the api-version query parameter %s; supported: %s", what, strings.Join(APIVersions, ", "))
 }
 
 // Handler returns the routes: mount it at "/v1/" and "/openai/".
@@ -309,13 +364,8 @@ func (a *API) handle(w http.ResponseWriter, r *http.Request, op events.Operation
 		return err
 	}
 	if deploymentPath {
-		v := r.URL.Query().Get("api-version")
-		if !slices.Contains(APIVersions, v) {
-			what := "is missing"
-			if v != "" {
-				what = fmt.Sprintf("%q is not supported", v)
-			}
-			return apierr.Invalid("api-version", "the api-version query parameter %s; supported: %s", what, strings.Join(APIVersions, ", "))
+		if err := checkAPIVersion(r); err != nil {
+			return err
 		}
 	}
 	// Read once, decoded once (by parse, strictly, into its request type).

@@ -45,6 +45,11 @@ type Shredder interface {
 	Reopen(ctx context.Context, geo, resource string) error
 }
 
+// OwnedData deletes a resource's data kept outside the control plane.
+type OwnedData interface {
+	DeleteResource(ctx context.Context, res control.Resource) error
+}
+
 // Config is what the management API needs.
 type Config struct {
 	State     *control.State
@@ -62,7 +67,10 @@ type Config struct {
 	PublicURL string
 	// MaxBody bounds request bodies, in bytes.
 	MaxBody int64
-	Log     *zap.Logger
+	// Owned deletes what a resource owns outside the control plane (its
+	// files) before the resource is deleted; nil when nothing is.
+	Owned OwnedData
+	Log   *zap.Logger
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 }

@@ -212,6 +212,12 @@ func (a *API) deleteResource(w http.ResponseWriter, r *http.Request, c caller) e
 		return err
 	}
 	ctx := r.Context()
+	// Its files first: a failure leaves the resource in place for a retry.
+	if a.cfg.Owned != nil {
+		if err := a.cfg.Owned.DeleteResource(ctx, res); err != nil {
+			return err
+		}
+	}
 	// Each geography wraps its own data key of the resource (for requests
 	// processed there): shred them all.
 	for _, g := range a.cfg.Geos {
