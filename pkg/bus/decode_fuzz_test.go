@@ -38,6 +38,8 @@ func eventValue(t events.Type) any {
 		return new(events.ControlChange)
 	case events.TypeDataKey.Name:
 		return new(events.DataKey)
+	case events.TypeFileObject.Name:
+		return new(events.FileObject)
 	}
 	return new(map[string]any)
 }
