@@ -12,7 +12,8 @@
 // they choose the L2 strength (when -lambda lists several), each
 // blocking head's threshold and the jailbreak veto. -check leaves out a
 // second shard that chooses nothing, to measure settings chosen on the
-// first. Training is deterministic for a given seed.
+// first; -misses lists the held-out and check items the model gets
+// wrong, for error analysis. Training is deterministic for a given seed.
 //
 // Run it from the repository root:
 //
@@ -96,6 +97,7 @@ type config struct {
 	// may block (see blockBenign)
 	blockCorpus float64
 	classes     string // word-class table; empty for the embedded one
+	misses      bool   // list the held-out and check items the model gets wrong
 }
 
 func run(ctx context.Context, args []string, out io.Writer) error {
@@ -116,6 +118,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	corpusBudget := fs.Float64("corpus-budget", 0.004, "share of the held-out corpus sentences the model may block")
 	features := fs.String("features", "classes,pairs", "optional features (comma-separated): classes (each word's WordNet classes), pairs (adjacent words' first classes); none for neither")
 	classes := fs.String("classes", "", "word-class table (scripts/wordclasses output; default the one embedded in the linear package)")
+	misses := fs.Bool("misses", false, "list the held-out and check-shard items that rules and model get wrong (kind, labels, ID, text), for error analysis")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -130,6 +133,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 	cfg := config{check: *check, holdout: *holdout, perHead: *thresholds == "per-head", posW: float32(*posW), dir: *dir, out: *outPath, bits: *bits, epochs: *epochs, seed: *seed, rate: float32(*rate), variants: *nvar, corpusW: float32(*corpusW)}
 	cfg.classes = *classes
+	cfg.misses = *misses
 	cfg.blockCorpus = *corpusBudget
 	for _, f := range strings.Split(*features, ",") {
 		switch strings.TrimSpace(f) {
@@ -327,6 +331,18 @@ func trainAndWrite(ctx context.Context, cfg config, out io.Writer) error {
 	if len(checkItems) > 0 {
 		if err := report(qm, "check shard", checkItems, out); err != nil {
 			return err
+		}
+	}
+	if cfg.misses {
+		cm, err := classifier.NewWithModel(qm)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(out, "\nheld-out items rules and model get wrong (kind, labels, ID, text):")
+		writeMisses(cm, devItems, out)
+		if len(checkItems) > 0 {
+			fmt.Fprintln(out, "\ncheck-shard items rules and model get wrong (kind, labels, ID, text):")
+			writeMisses(cm, checkItems, out)
 		}
 	}
 	data, err := w.Marshal()
