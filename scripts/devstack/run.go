@@ -12,9 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -29,10 +27,6 @@ const launcher = "devstack"
 // launcherAdminAddr serves the launcher's profiles when
 // TERROIR_ADMIN_PPROF=1, beside the services' admin ports.
 const launcherAdminAddr = "127.0.0.1:9100"
-
-// servicesMaxProcs is the GOMAXPROCS of each service of the dev stack on
-// a machine with cpus cores.
-func servicesMaxProcs(cpus int) int { return max(1, cpus/4) }
 
 // serveProfiles serves net/http/pprof on addr until the process exits.
 func serveProfiles(addr string) (string, error) {
@@ -205,13 +199,6 @@ func runWithInfra(ctx context.Context, cfg config, root string, out *stack.Outpu
 		}
 		if os.Getenv("TERROIR_LOG_FORMAT") == "" {
 			env["TERROIR_LOG_FORMAT"] = "console"
-		}
-		if os.Getenv("GOMAXPROCS") == "" {
-			// Nine processes share this machine: a Go runtime per
-			// service with a P per core spins and hands work between
-			// threads for nothing. A quarter of the cores each (at least
-			// one) keeps the busy services parallel where there are cores.
-			env["GOMAXPROCS"] = strconv.Itoa(servicesMaxProcs(runtime.NumCPU()))
 		}
 		for k, v := range review.Env() {
 			if os.Getenv(k) == "" {
