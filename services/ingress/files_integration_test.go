@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"io"
 	"io/fs"
@@ -15,9 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/terroir-ai/terroir/pkg/bus/bustest"
 	"github.com/terroir-ai/terroir/pkg/daemon/daemontest"
 )
 
@@ -384,45 +383,8 @@ func TestFilesStayWithTheirResourceAndGeography(t *testing.T) {
 // the start to the current end.
 func allRecords(t *testing.T, s *daemontest.Service) []*kgo.Record {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	brokers := strings.Split(s.Env["TERROIR_KAFKA_BROKERS"], ",")
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
-	td, err := adm.ListTopics(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var topics []string
-	for name := range td {
-		if strings.HasPrefix(name, s.Env["TERROIR_KAFKA_NAMESPACE"]+".") {
-			topics = append(topics, name)
-		}
-	}
-	ends, err := adm.ListEndOffsets(ctx, topics...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := int64(0)
-	ends.Each(func(o kadm.ListedOffset) { want += o.Offset })
-	rd, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topics...), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rd.Close()
-	var out []*kgo.Record
-	for int64(len(out)) < want {
-		f := rd.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("read %d of %d records", len(out), want)
-		}
-		out = append(out, f.Records()...)
-	}
-	if want == 0 {
+	out := bustest.NamespaceRecords(t, strings.Split(s.Env["TERROIR_KAFKA_BROKERS"], ","), s.Env["TERROIR_KAFKA_NAMESPACE"])
+	if len(out) == 0 {
 		t.Fatal("no records at all")
 	}
 	return out

@@ -43,7 +43,7 @@ func TestOutagesLoseNothing(t *testing.T) {
 	port := freePort(t)
 	c := bustest.New(t, kfake.DataDir(dataDir), kfake.Ports(port))
 	if c.Fake == nil {
-		t.Skip("restarting the broker needs the in-process kfake cluster")
+		t.Skip("TERROIR_KAFKA_BROKERS names an external Kafka broker, which this test cannot stop and restart: it needs the in-process kfake cluster, the default that make test and CI use")
 	}
 	rds := redistest.StartServer(t)
 	env := daemontest.EnvOn(t, c, map[string]string{"TERROIR_GEOS": "eu", "TERROIR_REDIS_ADDR": rds.Addr})

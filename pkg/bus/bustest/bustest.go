@@ -183,3 +183,48 @@ func TopicConfigs(t testing.TB, adm *kadm.Client, topic string) map[string]strin
 	}
 	return out
 }
+
+// NamespaceRecords reads every record of every topic of namespace, from
+// the start to the end each had when called, with a client of its own:
+// what an outsider with access to the brokers could read.
+func NamespaceRecords(t testing.TB, brokers []string, namespace string) []*kgo.Record {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	admin, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	adm := kadm.NewClient(admin)
+	td, err := adm.ListTopics(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var topics []string
+	for name := range td {
+		if strings.HasPrefix(name, namespace+".") {
+			topics = append(topics, name)
+		}
+	}
+	ends, err := adm.ListEndOffsets(ctx, topics...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := int64(0)
+	ends.Each(func(o kadm.ListedOffset) { want += o.Offset })
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topics...), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var out []*kgo.Record
+	for int64(len(out)) < want {
+		f := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("read %d of %d records", len(out), want)
+		}
+		out = append(out, f.Records()...)
+	}
+	return out
+}
