@@ -588,3 +588,50 @@ func TestRepliesAreHandedOutInSequenceOrder(t *testing.T) {
 		t.Fatalf("replies in order %v, want [0 1 2 3]", got)
 	}
 }
+
+// TestBatchRepliesGoToTheGroupStream answers requests whose reply address
+// is a batch's: every reply lands on the home geography's batch-replies
+// stream, read by a consumer group, whichever partition its key picks;
+// a batch address naming a partition, or a replies address naming none,
+// is refused.
+func TestBatchRepliesGoToTheGroupStream(t *testing.T) {
+	t.Parallel()
+	c := bustest.New(t)
+	ns := bustest.Namespace()
+	b := c.Bus(t, bustest.Options{Namespace: ns})
+	got := make(chan string, 64)
+	consume(t, b, bus.ConsumerConfig{Group: "batch", Streams: []string{bus.StreamBatchReplies}, Geos: []string{"eu"},
+		Handler: func(ctx context.Context, d *bus.Delivery) error {
+			var res events.InferenceResult
+			if err := d.Decode(ctx, &res); err != nil {
+				return err
+			}
+			got <- res.RequestID
+			return nil
+		}})
+	for i := range 20 {
+		id := fmt.Sprintf("batch-line-%d", i)
+		meta, _ := request(id, "acme", "eu", "")
+		meta.ReplyTo = bus.BatchReplyAddress(ns, "eu")
+		d := &bus.Delivery{Meta: meta}
+		if err := b.Reply(t.Context(), d, 0, true, events.InferenceResult{RequestID: id, Status: events.StatusOK, Body: json.RawMessage(`{}`), CreatedAt: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := map[string]bool{}
+	for len(seen) < 20 {
+		select {
+		case id := <-got:
+			seen[id] = true
+		case <-time.After(20 * time.Second):
+			t.Fatalf("only %d of 20 batch replies arrived", len(seen))
+		}
+	}
+	for _, addr := range []string{bus.TopicName(ns, "eu", bus.StreamBatchReplies) + "/3/batch", bus.TopicName(ns, "eu", bus.StreamReplies) + "/-1/x"} {
+		meta, _ := request("bad", "acme", "eu", "")
+		meta.ReplyTo = addr
+		if err := b.Reply(t.Context(), &bus.Delivery{Meta: meta}, 0, true, events.InferenceResult{RequestID: "bad", Status: events.StatusOK, CreatedAt: time.Now()}); err == nil {
+			t.Errorf("reply to %s was accepted", addr)
+		}
+	}
+}

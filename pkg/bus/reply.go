@@ -315,7 +315,10 @@ func (b *Bus) ReplyAsync(ctx context.Context, req *Delivery, seq int, final bool
 		return sendFailed(Permanent(fmt.Errorf("replying to %s: %w", req.Meta.RequestID, err)))
 	}
 	geo, stream, ok := SplitTopic(b.ns, topic)
-	if !ok || stream != StreamReplies {
+	switch {
+	case ok && stream == StreamReplies && partition >= 0:
+	case ok && stream == StreamBatchReplies && partition == AnyPartition:
+	default:
 		return sendFailed(Permanent(fmt.Errorf("replying to %s: %q is not a replies topic", req.Meta.RequestID, topic)))
 	}
 	meta := req.Meta
@@ -324,8 +327,20 @@ func (b *Bus) ReplyAsync(ctx context.Context, req *Delivery, seq int, final bool
 	if err != nil {
 		return sendFailed(err)
 	}
-	rec.Partition = partition
+	rec.Partition = partition // ignored by the key partitioner of batch-replies
 	return b.produceAsync(ctx, geo, stream, rec)
+}
+
+// AnyPartition in a reply address leaves the partition to the record's
+// key: replies read by a consumer group (batch-replies) rather than by
+// one waiting instance.
+const AnyPartition int32 = -1
+
+// BatchReplyAddress is the reply address of a batch line: the
+// batch-replies stream of the batch's home geography, read by the batch
+// service as a group.
+func BatchReplyAddress(namespace, homeGeo string) string {
+	return TopicName(namespace, homeGeo, StreamBatchReplies) + "/-1/batch"
 }
 
 func parseReplyTo(addr string) (string, int32, error) {
@@ -334,7 +349,7 @@ func parseReplyTo(addr string) (string, int32, error) {
 		return "", 0, fmt.Errorf("malformed reply address %q", addr)
 	}
 	p, err := strconv.Atoi(parts[1])
-	if err != nil || p < 0 {
+	if err != nil || p < int(AnyPartition) {
 		return "", 0, fmt.Errorf("malformed reply address %q", addr)
 	}
 	return parts[0], int32(p), nil

@@ -28,6 +28,8 @@ const (
 	StreamAudit             = "audit"
 	StreamCapacity          = "capacity"
 	StreamBatchJobs         = "batch-jobs"
+	StreamBatches           = "batches"
+	StreamBatchReplies      = "batch-replies"
 	StreamFinetuneJobs      = "finetune-jobs"
 	StreamJobEvents         = "job-events"
 	StreamAssistantCommands = "assistant-commands"

@@ -127,6 +127,8 @@ var registry = []Spec{
 	{TypeControlChange, Plain},
 	{TypeDataKey, Plain},
 	{TypeFileObject, ResourceKey},
+	{TypeBatchObject, ResourceKey},
+	{TypeBatchCommand, ResourceKey},
 }
 
 // Registered event types: the current version of each, which producers
@@ -143,6 +145,8 @@ var (
 	TypeControlChange    = Type{"control.change", 1}
 	TypeDataKey          = Type{"keys.datakey", 1}
 	TypeFileObject       = Type{"file.object", 1}
+	TypeBatchObject      = Type{"batch.object", 1}
+	TypeBatchCommand     = Type{"batch.command", 1}
 )
 
 // Earlier versions still registered: records of them may remain on their

@@ -712,6 +712,36 @@ func samples() map[events.Type][]events.Event {
 				CreatedAt:     at,
 			},
 		},
+		events.TypeBatchObject: {
+			events.BatchObject{
+				ID: "batch_72a2792ef7d24ba7b82c7fe4a37e379f", Resource: "contoso-eu", HomeGeo: "eu",
+				Endpoint: "/chat/completions", Operation: events.OperationChatCompletions, APIFlavor: events.APIFlavorAzure,
+				Source: events.BatchSourceAPI, InputFileID: "file-181a1cbdcdcf4677ada87f63a0928099", CompletionWindow: "24h",
+				Status: events.BatchValidating, Metadata: map[string]string{"batch_description": "Evaluation job"},
+				CreatedAt: at, ExpiresAt: at.Add(24 * time.Hour),
+			},
+			events.BatchObject{
+				ID: "batch_0123456789abcdef0123456789abcdef", Resource: "contoso-eu", HomeGeo: "eu",
+				Endpoint: "/v1/chat/completions", Operation: events.OperationChatCompletions, APIFlavor: events.APIFlavorOpenAI,
+				Source: events.BatchSourceDrop, DropName: "chat.questions", InputFileID: "file-181a1cbdcdcf4677ada87f63a0928099",
+				CompletionWindow: "24h", Deployment: "chat", Status: events.BatchFailed,
+				Errors:       []events.BatchError{{Code: "invalid_json_line", Message: "line 2 is not a JSON object", Param: "body", Line: 2}},
+				OutputFileID: "file-0123456789abcdef0123456789abcdef", ErrorFileID: "file-00000000000000000000000000000001",
+				RequestCounts:      events.BatchCounts{Total: 3, Completed: 2, Failed: 1},
+				Usage:              &events.BatchUsage{InputTokens: 30, OutputTokens: 64, TotalTokens: 94},
+				OutputExpiresAfter: 86400, EnqueuedTokens: 30,
+				CreatedAt: at, ExpiresAt: at.Add(24 * time.Hour),
+				InProgressAt: &at, FinalizingAt: &at, CompletedAt: &at, FailedAt: &at, ExpiredAt: &at, CancellingAt: &at, CancelledAt: &at,
+				Version: 7,
+			},
+		},
+		events.TypeBatchCommand: {
+			events.BatchCommand{Action: events.BatchActionCancel, Resource: "contoso-eu", HomeGeo: "eu", BatchID: "batch_72a2792ef7d24ba7b82c7fe4a37e379f", At: at},
+			events.BatchCommand{Action: events.BatchActionCreate, Resource: "contoso-eu", HomeGeo: "eu", BatchID: "batch_72a2792ef7d24ba7b82c7fe4a37e379f", At: at,
+				Batch: &events.BatchObject{ID: "batch_72a2792ef7d24ba7b82c7fe4a37e379f", Resource: "contoso-eu", HomeGeo: "eu", Endpoint: "/v1/embeddings",
+					Operation: events.OperationEmbeddings, APIFlavor: events.APIFlavorOpenAI, Source: events.BatchSourceAPI,
+					InputFileID: "file-181a1cbdcdcf4677ada87f63a0928099", CompletionWindow: "24h", Status: events.BatchValidating, CreatedAt: at, ExpiresAt: at}},
+		},
 	}
 	// The earlier versions still registered: the current samples without
 	// the fields their next version added.

@@ -513,4 +513,6 @@ var (
 	_ Event = ControlChange{}
 	_ Event = DataKey{}
 	_ Event = FileObject{}
+	_ Event = BatchObject{}
+	_ Event = BatchCommand{}
 )
