@@ -29,6 +29,9 @@ type Resource struct {
 	// monitoring; it can be false only when OptOutApproved.
 	ContentLogging bool      `json:"contentLogging"`
 	CreatedAt      time.Time `json:"createdAt"`
+	// BatchDrops is the resource's batch drop location; nil (a record
+	// written before drops existed) means the default (see Drops).
+	BatchDrops *BatchDrops `json:"batchDrops,omitempty"`
 }
 
 // Contact is who receives publisher reports about a resource.

@@ -668,3 +668,53 @@ func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) 
 	}
 	return time.Since(start)
 }
+
+func drops(r reply) map[string]any { d, _ := props(r)["batchDrops"].(map[string]any); return d }
+
+func TestBatchDropsLocation(t *testing.T) {
+	t.Parallel()
+	a, _ := startIngress(t)
+	r := a.op("PUT", "/mgmt/resources/acme", resourceBody("eu"), http.StatusCreated)
+	if d := drops(r); d["enabled"] != true || d["location"] != "acme/" {
+		t.Fatalf("default batchDrops = %s", r.raw)
+	}
+	withDrops := func(d map[string]any) map[string]any {
+		b := resourceBody("us")
+		b["properties"].(map[string]any)["batchDrops"] = d
+		return b
+	}
+	for _, loc := range []any{"acme/sub", "ACME", "../acme", "/abs", "a/../b", "a//b", `a\b`, "", 7, "x/inbox"} {
+		r := a.do("PUT", "/mgmt/resources/globex", operatorToken, withDrops(map[string]any{"enabled": true, "location": loc}))
+		if r.status != http.StatusBadRequest || r.errParam() != "properties.batchDrops.location" {
+			t.Errorf("location %q: %d %s", loc, r.status, r.raw)
+		}
+	}
+	r = a.op("PUT", "/mgmt/resources/globex", withDrops(map[string]any{"enabled": false, "location": "teams/globex"}), http.StatusCreated)
+	if d := drops(r); d["enabled"] != false || d["location"] != "teams/globex/" {
+		t.Fatalf("batchDrops set = %s", r.raw)
+	}
+	got := a.op("GET", "/mgmt/resources/globex", nil, http.StatusOK)
+	if !bytes.Equal(got.raw, r.raw) {
+		t.Fatalf("GET after PUT differs:\n%s\n%s", got.raw, r.raw)
+	}
+	a.op("PUT", "/mgmt/resources/globex", string(got.raw), http.StatusOK) // sent back unchanged
+	// PATCH changes one field and keeps the other.
+	r = a.op("PATCH", "/mgmt/resources/globex", map[string]any{"properties": map[string]any{"batchDrops": map[string]any{"enabled": true}}}, http.StatusOK)
+	if d := drops(r); d["enabled"] != true || d["location"] != "teams/globex/" {
+		t.Fatalf("PATCH enabled: %s", r.raw)
+	}
+	// A location can be neither inside nor around another resource's,
+	// nor can a new resource's default location be.
+	if r := a.do("PATCH", "/mgmt/resources/acme", operatorToken, map[string]any{"properties": map[string]any{"batchDrops": map[string]any{"location": "teams/"}}}); r.status != http.StatusBadRequest || r.errParam() != "properties.batchDrops.location" {
+		t.Fatalf("a location around another's: %d %s", r.status, r.raw)
+	}
+	if r := a.do("PUT", "/mgmt/resources/teams", operatorToken, resourceBody("eu")); r.status != http.StatusBadRequest || r.errParam() != "properties.batchDrops.location" {
+		t.Fatalf("a default location around another's: %d %s", r.status, r.raw)
+	}
+	a.op("PATCH", "/mgmt/resources/acme", map[string]any{"properties": map[string]any{"batchDrops": map[string]any{"location": "teams/acme/"}}}, http.StatusOK)
+	// Its own location again is no overlap.
+	a.op("PUT", "/mgmt/resources/acme", string(a.op("GET", "/mgmt/resources/acme", nil, http.StatusOK).raw), http.StatusOK)
+	// A deleted resource's location is free again.
+	a.op("DELETE", "/mgmt/resources/globex", nil, http.StatusNoContent)
+	a.op("PUT", "/mgmt/resources/other", withDrops(map[string]any{"enabled": true, "location": "teams/globex/"}), http.StatusCreated)
+}

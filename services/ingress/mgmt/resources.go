@@ -35,7 +35,9 @@ type resourcePropsJSON struct {
 	// logging is off, as Azure shows it.
 	Capabilities       []capabilityJSON `json:"capabilities"`
 	DeploymentPolicies []string         `json:"deploymentPolicies"`
-	DateCreated        string           `json:"dateCreated"`
+	// BatchDrops is the resource's batch drop location in effect.
+	BatchDrops  control.BatchDrops `json:"batchDrops"`
+	DateCreated string             `json:"dateCreated"`
 }
 
 type abuseJSON struct {
@@ -62,6 +64,10 @@ type resourceInput struct {
 			OptOutApproved *bool `json:"optOutApproved"`
 			ContentLogging *bool `json:"contentLogging"`
 		} `json:"abuseMonitoring"`
+		BatchDrops *struct {
+			Enabled  *bool           `json:"enabled"`
+			Location json.RawMessage `json:"location"`
+		} `json:"batchDrops"`
 		Endpoint           json.RawMessage `json:"endpoint"`
 		ProvisioningState  json.RawMessage `json:"provisioningState"`
 		DataZone           json.RawMessage `json:"dataZone"`
@@ -80,6 +86,7 @@ func (a *API) renderResource(res control.Resource) resourceJSON {
 		AbuseMonitoring:    abuseJSON{OptOutApproved: res.OptOutApproved, ContentLogging: res.ContentLogging},
 		Capabilities:       []capabilityJSON{},
 		DeploymentPolicies: []string{},
+		BatchDrops:         res.Drops(),
 		DateCreated:        res.CreatedAt.Format("2006-01-02T15:04:05.000Z"),
 	}}
 	if !res.ContentLogging {
@@ -194,10 +201,49 @@ func (a *API) applyResourceInput(res *control.Resource, in resourceInput, exists
 			}
 		}
 	}
+	if err := a.applyBatchDrops(res, in); err != nil {
+		return err
+	}
 	if !res.ContentLogging && !res.OptOutApproved {
 		return apierr.Conflict("ContentLoggingOptOutNotApproved", "properties.abuseMonitoring.contentLogging",
 			"content logging can be turned off only for a resource approved for the abuse-monitoring opt-out (properties.abuseMonitoring.optOutApproved, set by the operator)")
 	}
+	return nil
+}
+
+// applyBatchDrops sets the resource's drop location from the input (a
+// new resource without one gets the default) and checks that it overlaps
+// no other resource's: one resource's drop files must never be within
+// another's reach.
+func (a *API) applyBatchDrops(res *control.Resource, in resourceInput) error {
+	const param = "properties.batchDrops.location"
+	d := res.Drops()
+	if in.Properties != nil && in.Properties.BatchDrops != nil {
+		bd := in.Properties.BatchDrops
+		if bd.Enabled != nil {
+			d.Enabled = *bd.Enabled
+		}
+		if len(bd.Location) > 0 && string(bd.Location) != "null" {
+			var loc string
+			if err := json.Unmarshal(bd.Location, &loc); err != nil {
+				return apierr.Invalid(param, "%s must be a string: a folder such as \"%s\"", param, control.DefaultDropLocation(res.Name))
+			}
+			clean, err := control.CleanDropLocation(loc)
+			if err != nil {
+				return apierr.Invalid(param, "%s must be a relative folder of letters, digits, '-', '_' and '.' segments, none of them '.', '..', inbox, outbox or processed (%q is not)", param, loc)
+			}
+			d.Location = clean
+		}
+	}
+	if _, err := control.CleanDropLocation(d.Location); err != nil {
+		return apierr.Invalid(param, "%s: the default location %q is not a valid folder", param, d.Location)
+	}
+	for _, other := range a.cfg.State.Resources() {
+		if other.Name != res.Name && control.DropLocationsOverlap(d.Location, other.Drops().Location) {
+			return apierr.Invalid(param, "%s %q overlaps the drop location of another resource; choose a folder that neither contains nor lies inside another resource's", param, d.Location)
+		}
+	}
+	res.BatchDrops = &d
 	return nil
 }
 
