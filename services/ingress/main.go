@@ -25,7 +25,7 @@ import (
 	"github.com/terroir-ai/terroir/services/ingress/edge"
 	"github.com/terroir-ai/terroir/services/ingress/files"
 	"github.com/terroir-ai/terroir/services/ingress/mgmt"
-	"github.com/terroir-ai/terroir/services/ingress/route"
+	"github.com/terroir-ai/terroir/pkg/route"
 )
 
 const (
