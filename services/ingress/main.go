@@ -21,11 +21,12 @@ import (
 	"github.com/terroir-ai/terroir/pkg/catalog"
 	"github.com/terroir-ai/terroir/pkg/config"
 	"github.com/terroir-ai/terroir/pkg/daemon"
+	"github.com/terroir-ai/terroir/pkg/filestore"
+	"github.com/terroir-ai/terroir/pkg/route"
 	"github.com/terroir-ai/terroir/services/ingress/api"
 	"github.com/terroir-ai/terroir/services/ingress/edge"
 	"github.com/terroir-ai/terroir/services/ingress/files"
 	"github.com/terroir-ai/terroir/services/ingress/mgmt"
-	"github.com/terroir-ai/terroir/services/ingress/route"
 )
 
 const (
@@ -68,16 +69,20 @@ func run(ctx context.Context, getenv func(string) string) error {
 	if err != nil {
 		return err
 	}
-	fileAPI, err := files.New(files.Config{Bus: d.Bus, Geos: common.Geos, Blobs: sealed, MaxBytes: cfg.MaxFileBytes,
+	fileStore, err := filestore.New(filestore.Config{Bus: d.Bus, Geos: common.Geos, Blobs: sealed, Log: d.Log})
+	if err != nil {
+		return err
+	}
+	defer fileStore.Close()
+	fileAPI, err := files.New(files.Config{Store: fileStore, MaxBytes: cfg.MaxFileBytes,
 		MaxBatchBytes: cfg.MaxBatchFileBytes, ReadTimeout: cfg.HTTP.ReadTimeout, Log: d.Log})
 	if err != nil {
 		return err
 	}
-	defer fileAPI.Close()
 	mgmtAPI, err := mgmt.New(mgmt.Config{
 		State: d.Control, Publisher: d.ControlPublisher, Keys: d.Bus.Keys(), Catalog: cat,
 		Geos: common.Geos, OperatorToken: cfg.OperatorToken, PublicURL: cfg.PublicURL,
-		MaxBody: cfg.MgmtMaxBody, Owned: fileAPI, Log: d.Log,
+		MaxBody: cfg.MgmtMaxBody, Owned: fileStore, Log: d.Log,
 	})
 	if err != nil {
 		return err
@@ -107,7 +112,7 @@ func run(ctx context.Context, getenv func(string) string) error {
 	if err != nil {
 		return err
 	}
-	d.Go("files-expiry", fileAPI.Run)
+	d.Go("files-expiry", fileStore.Run)
 	d.Go("http", func(ctx context.Context) error { return srv.Run(ctx, common.DrainTimeout) })
 	return d.Run(ctx)
 }

@@ -19,7 +19,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"math"
 	"net/http"
 	"slices"
 	"strconv"
@@ -28,16 +27,16 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/terroir-ai/terroir/pkg/admit"
 	"github.com/terroir-ai/terroir/pkg/bus"
 	"github.com/terroir-ai/terroir/pkg/catalog"
 	"github.com/terroir-ai/terroir/pkg/control"
 	"github.com/terroir-ai/terroir/pkg/events"
 	"github.com/terroir-ai/terroir/pkg/keys"
-	"github.com/terroir-ai/terroir/pkg/openai"
+	"github.com/terroir-ai/terroir/pkg/route"
 	"github.com/terroir-ai/terroir/services/ingress/apierr"
 	"github.com/terroir-ai/terroir/services/ingress/files"
 	"github.com/terroir-ai/terroir/services/ingress/mgmt"
-	"github.com/terroir-ai/terroir/services/ingress/route"
 )
 
 // APIVersions are the Azure api-version values the deployment paths
@@ -79,6 +78,7 @@ type Config struct {
 type API struct {
 	cfg    Config
 	geos   []string
+	admit  *admit.Admitter
 	limits limiter
 }
 
@@ -96,6 +96,7 @@ func New(cfg Config) (*API, error) {
 		a.geos = append(a.geos, g)
 	}
 	slices.Sort(a.geos)
+	a.admit = &admit.Admitter{State: cfg.State, Catalog: cfg.Catalog, Capacity: cfg.Capacity, Geos: a.geos}
 	return a, nil
 }
 
@@ -229,87 +230,6 @@ func (a *API) models(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(out)
 }
 
-// capabilityOf is the catalog capability an operation needs.
-var capabilityOf = map[events.Operation]string{
-	events.OperationChatCompletions: catalog.CapabilityChat,
-	events.OperationCompletions:     catalog.CapabilityCompletions,
-	events.OperationEmbeddings:      catalog.CapabilityEmbeddings,
-}
-
-// parsed is a request body decoded and validated.
-type parsed struct {
-	model     string
-	stream    bool
-	estimate  int // tokens, for the rate limit
-	choices   int
-	usageTail bool // stream_options.include_usage
-	// limit is the output tokens per choice the request set, under
-	// limitParam ("max_tokens", "max_completion_tokens"); 0 when unset.
-	limit      int
-	limitParam string
-}
-
-func parse(op events.Operation, raw []byte) (parsed, error) {
-	var p parsed
-	var v interface{ Validate() error }
-	switch op {
-	case events.OperationChatCompletions:
-		var req openai.ChatRequest
-		if err := apierr.DecodeBytes(raw, &req); err != nil {
-			return p, err
-		}
-		v = &req
-		p.model, p.stream, p.choices, p.usageTail = req.Model, req.Stream, req.Choices(), req.IncludeUsage()
-		limit := req.TokenLimit()
-		p.limit = limit
-		if req.MaxCompletionTokens != nil {
-			p.limitParam = "max_completion_tokens"
-		} else if req.MaxTokens != nil {
-			p.limitParam = "max_tokens"
-		}
-		if limit == 0 {
-			limit = 256 // what an answer is assumed to take when the request sets no limit
-		}
-		// the body's size bounds the prompt's (messages, tools, schemas):
-		// reading every text field for the estimate would walk the request
-		// a second time, Validate walks it once
-		p.estimate = tokenEstimate(len(raw)/4, limit, p.choices)
-	case events.OperationCompletions:
-		var req openai.CompletionRequest
-		if err := apierr.DecodeBytes(raw, &req); err != nil {
-			return p, err
-		}
-		v = &req
-		p.model, p.stream, p.choices, p.usageTail = req.Model, req.Stream, req.Choices(), req.IncludeUsage()
-		limit := 16 // the completions API's default
-		if req.MaxTokens != nil {
-			limit = *req.MaxTokens
-			p.limit, p.limitParam = limit, "max_tokens"
-		}
-		generated := p.choices // best_of choices are generated, n returned
-		if req.BestOf != nil {
-			generated = max(generated, *req.BestOf)
-		}
-		p.estimate = tokenEstimate(len(req.Prompt)/4, limit, generated)
-	case events.OperationEmbeddings:
-		var req openai.EmbeddingRequest
-		if err := apierr.DecodeBytes(raw, &req); err != nil {
-			return p, err
-		}
-		v = &req
-		p.model, p.choices = req.Model, 1
-		p.estimate = len(req.Input) / 4
-	}
-	if err := v.Validate(); err != nil {
-		var fe *openai.FieldError
-		if errors.As(err, &fe) {
-			return p, apierr.Invalid(fe.Param, "%s", fe.Message)
-		}
-		return p, apierr.Invalid("body", "%s", err.Error())
-	}
-	return p, nil
-}
-
 // deadlineWriter puts a deadline on every write to the client, so a
 // client that stops reading is cut off after timeout without a stall
 // in one write, while the time before the first write (the model
@@ -338,16 +258,6 @@ func (w *deadlineWriter) Flush() { _ = w.FlushError() }
 // Unwrap gives http.ResponseController the underlying writer.
 func (w *deadlineWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// tokenEstimate is prompt + limit*choices for a validated request (every
-// term positive), saturating at math.MaxInt: a huge max_tokens must not
-// wrap around to an estimate the rate limit would wave through.
-func tokenEstimate(prompt, limit, choices int) int {
-	if limit > 0 && choices > 0 && limit > (math.MaxInt-prompt)/choices {
-		return math.MaxInt
-	}
-	return prompt + limit*choices
-}
-
 func (a *API) serve(op events.Operation, flavor events.APIFlavor, deploymentPath bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w = &deadlineWriter{ResponseWriter: w, rc: http.NewResponseController(w), timeout: a.cfg.WriteTimeout}
@@ -368,46 +278,32 @@ func (a *API) handle(w http.ResponseWriter, r *http.Request, op events.Operation
 			return err
 		}
 	}
-	// Read once, decoded once (by parse, strictly, into its request type).
+	// Read once, decoded once (by admit.Parse, strictly, into its request type).
 	raw, err := apierr.ReadBody(w, r, a.cfg.MaxBody)
 	if err != nil {
 		return err
 	}
-	p, err := parse(op, raw)
+	p, err := admit.Parse(op, raw)
 	if err != nil {
 		return err
 	}
-	name := p.model
+	name := p.Model
 	if deploymentPath {
 		name = r.PathValue("deployment")
-	} else if name == "" {
-		return apierr.Invalid("model", "model is required: the name of one of your deployments")
 	}
-	dep, ok := a.cfg.State.Deployment(res.Name, name)
-	if !ok {
-		return apierr.NotFound("DeploymentNotFound", "The API deployment %q does not exist in this resource. Create it with the management API first.", name)
+	rv, err := a.admit.Resolve(res, op, name, p, false)
+	if err != nil {
+		return err
 	}
-	m, ok := a.cfg.Catalog.Model(dep.Model)
-	if !ok || !m.Can(capabilityOf[op]) {
-		return &apierr.Error{Status: http.StatusBadRequest, Type: apierr.TypeInvalidRequest, Code: "OperationNotSupported", Param: "model",
-			Message: fmt.Sprintf("deployment %q (model %s) does not support %s", dep.Name, dep.Model, op)}
-	}
-	if p.limitParam != "" && m.MaxOutputTokens > 0 && p.limit > m.MaxOutputTokens {
-		return apierr.Invalid(p.limitParam, "%s is too large: %d. The model of deployment %q (%s) writes at most %d tokens per choice.",
-			p.limitParam, p.limit, dep.Name, dep.Model, m.MaxOutputTokens)
-	}
-	if dep.SKU == events.SKUGlobalBatch || dep.SKU == events.SKUDataZoneBatch {
-		return &apierr.Error{Status: http.StatusBadRequest, Type: apierr.TypeInvalidRequest, Code: "OperationNotSupported", Param: "model",
-			Message: fmt.Sprintf("deployment %q is a %s deployment; send its requests through the Batch API", dep.Name, dep.SKU)}
-	}
+	dep := rv.Deployment
 	enf, _ := a.cfg.State.Enforcement(res.Name)
-	adm := a.limits.admit(res.Name+"/"+dep.Name, dep.Capacity, enf.Action == "throttle", p.estimate, a.cfg.Now())
+	adm := a.limits.admit(res.Name+"/"+dep.Name, dep.Capacity, enf.Action == "throttle", p.Estimate, a.cfg.Now())
 	w.Header().Set("x-ratelimit-remaining-requests", strconv.FormatInt(adm.requestsRemaining, 10))
 	w.Header().Set("x-ratelimit-remaining-tokens", strconv.FormatInt(adm.tokensRemaining, 10))
 	if adm.neverFits {
 		return &apierr.Error{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "429",
 			Message: fmt.Sprintf("This request may use up to %d tokens (its prompt, and max_tokens for every choice), more than deployment %q's whole rate limit of %d tokens per minute, so it can never be admitted: lower max_tokens or n, or raise the deployment's capacity.",
-				p.estimate, dep.Name, adm.tokensPerMinute)}
+				p.Estimate, dep.Name, adm.tokensPerMinute)}
 	}
 	if !adm.ok {
 		secs := int(adm.retryAfter/time.Second) + 1
@@ -416,14 +312,13 @@ func (a *API) handle(w http.ResponseWriter, r *http.Request, op events.Operation
 		return &apierr.Error{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "429",
 			Message: fmt.Sprintf("Requests to deployment %q exceed its rate limit (capacity %d thousand tokens per minute). Retry after %d seconds.", dep.Name, dep.Capacity, secs)}
 	}
-	geo, err := a.cfg.Capacity.Choose(res.Location, dep.SKU, dep.Model, a.geos)
+	geo, err := a.admit.Route(res, rv)
 	if err != nil {
-		a.cfg.Log.Warn("no processing geography", zap.String("request_id", id), zap.String("resource", res.Name), zap.String("deployment", dep.Name), zap.Error(err))
-		return &apierr.Error{Status: http.StatusServiceUnavailable, Type: apierr.TypeServer, Code: "NoCapacity",
-			Message: fmt.Sprintf("no geography allowed for deployment %q (%s) can process the request now; retry later", dep.Name, dep.SKU)}
+		a.cfg.Log.Warn("no processing geography", zap.String("request_id", id), zap.String("resource", res.Name), zap.String("deployment", dep.Name), zap.Error(errors.Unwrap(err)))
+		return err
 	}
 	ev := events.InferenceRequest{RequestID: id, Resource: res.Name, HomeGeo: res.Location, ProcessingGeo: geo, Deployment: dep.Name,
-		SKU: dep.SKU, Model: dep.Model, Operation: op, Stream: p.stream, APIFlavor: flavor, Body: raw, CreatedAt: a.cfg.Now().UTC()}
+		SKU: dep.SKU, Model: dep.Model, Operation: op, Stream: p.Stream, APIFlavor: flavor, Body: raw, CreatedAt: a.cfg.Now().UTC()}
 	meta := bus.Meta{RequestID: id, Resource: res.Name, HomeGeo: res.Location, Deployment: dep.Name}
 	ctx, cancel := context.WithTimeout(r.Context(), a.cfg.Timeout)
 	defer cancel()

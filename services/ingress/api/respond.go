@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/terroir-ai/terroir/pkg/admit"
+
 	"go.uber.org/zap"
 
 	"github.com/terroir-ai/terroir/pkg/bus"
@@ -121,12 +123,12 @@ func writeError(w http.ResponseWriter, err error) {
 // events. A stream's first reply is the prompt verdict (or the refusal);
 // a non-streamed request gets one reply, its answer, which already carries
 // prompt_filter_results.
-func (a *API) respond(ctx context.Context, w http.ResponseWriter, r *http.Request, rs *bus.ReplyStream, op events.Operation, p parsed) error {
+func (a *API) respond(ctx context.Context, w http.ResponseWriter, r *http.Request, rs *bus.ReplyStream, op events.Operation, p admit.Request) error {
 	first, err := next(ctx, rs)
 	if err != nil {
 		return waitError(err)
 	}
-	if p.stream {
+	if p.Stream {
 		if first.result != nil { // the prompt was refused or the request failed before any output
 			writeError(w, resultError(first.result))
 			return nil
@@ -151,7 +153,7 @@ func (a *API) respond(ctx context.Context, w http.ResponseWriter, r *http.Reques
 // stream writes server-sent events: the prompt verdict chunk, every
 // output chunk, a usage chunk when asked for, then [DONE]. Once the
 // stream has started, a failure is sent as an error event.
-func (a *API) stream(ctx context.Context, w http.ResponseWriter, id string, rs *bus.ReplyStream, first reply, p parsed) error {
+func (a *API) stream(ctx context.Context, w http.ResponseWriter, id string, rs *bus.ReplyStream, first reply, p admit.Request) error {
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
@@ -207,7 +209,7 @@ func (a *API) stream(ctx context.Context, w http.ResponseWriter, id string, rs *
 		res := rep.result
 		if res.Status != events.StatusOK {
 			err = send(errorEvent(resultError(res)))
-		} else if p.usageTail && res.Usage != nil {
+		} else if p.UsageTail && res.Usage != nil {
 			tail, _ := json.Marshal(map[string]any{"id": last.ID, "object": last.Object, "created": last.Created, "model": last.Model,
 				"choices": []any{}, "usage": res.Usage})
 			err = send(tail)

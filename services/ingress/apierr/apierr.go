@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+
+	"github.com/terroir-ai/terroir/pkg/admit"
 )
 
 // Error is an API error with its HTTP status.
@@ -95,11 +97,16 @@ type BodyError struct {
 	Code    *string `json:"code"`
 }
 
-// As returns err as an *Error, or Internal() when it is not one.
+// As returns err as an *Error: itself, or the same status, type, code,
+// param and message when it is an admission refusal (*admit.Refusal), or
+// Internal() when it is neither.
 func As(err error) *Error {
 	var e *Error
 	if errors.As(err, &e) {
 		return e
+	}
+	if r, ok := errors.AsType[*admit.Refusal](err); ok {
+		return &Error{Status: r.Status, Type: r.Type, Code: r.Code, Param: r.Param, Message: r.Message}
 	}
 	return Internal()
 }

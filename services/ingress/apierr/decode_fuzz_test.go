@@ -9,6 +9,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"github.com/terroir-ai/terroir/pkg/admit"
 	"github.com/terroir-ai/terroir/pkg/openai/openaitest"
 	"github.com/terroir-ai/terroir/services/ingress/apierr"
 )
@@ -39,7 +40,7 @@ func FuzzDecodeBytes(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte) {
 		var v outer
 		err := apierr.DecodeBytes(body, &v)
-		_ = apierr.UnknownField(body, reflect.TypeFor[outer]())
+		_ = admit.UnknownField(body, reflect.TypeFor[outer]())
 		if err == nil {
 			return
 		}

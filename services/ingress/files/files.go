@@ -1,14 +1,14 @@
-// Package files is the Files API of the app surface: uploads streamed,
-// sealed, into the blob store of the resource's home geography, and file
-// metadata kept as records of that geography's compacted files stream,
-// which every ingress instance materialises. A resource sees only its own
-// files; another resource's file IDs are 404 to it.
+// Package files is the Files API of the app surface, the HTTP half over
+// pkg/filestore: multipart uploads streamed, sealed, into the blob store
+// of the resource's home geography, size limits, the wire shapes of
+// OpenAI and Azure, and the handlers. File metadata is kept by filestore
+// as records of that geography's compacted files stream, which every
+// ingress instance materialises. A resource sees only its own files;
+// another resource's file IDs are 404 to it.
 package files
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -18,9 +18,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/terroir-ai/terroir/pkg/blob"
-	"github.com/terroir-ai/terroir/pkg/bus"
 	"github.com/terroir-ai/terroir/pkg/control"
 	"github.com/terroir-ai/terroir/pkg/events"
+	"github.com/terroir-ai/terroir/pkg/filestore"
 	"github.com/terroir-ai/terroir/services/ingress/apierr"
 )
 
@@ -33,53 +33,29 @@ const (
 
 // Config is what the Files API needs.
 type Config struct {
-	Bus *bus.Bus
-	// Geos are the geographies served: a files table is read for each.
-	Geos []string
-	// Blobs holds the content, sealed per object.
-	Blobs *blob.Sealed
+	// Store keeps the files: content and records.
+	Store *filestore.Store
 	// MaxBatchBytes bounds a file of purpose batch, MaxBytes any other.
 	MaxBatchBytes, MaxBytes int64
 	// ReadTimeout bounds each read of an upload's body (a whole upload
 	// may take longer than the server's read timeout, a stalled one not).
 	ReadTimeout time.Duration
 	Log         *zap.Logger
-	Now         func() time.Time
 }
 
 // Service serves the Files API.
 type Service struct {
-	cfg    Config
-	view   *view
-	tables map[string]*bus.Table
+	cfg   Config
+	store *filestore.Store
 }
 
-// New starts reading the files streams of cfg.Geos.
+// New returns the Files API over cfg.Store.
 func New(cfg Config) (*Service, error) {
-	if cfg.Bus == nil || cfg.Blobs == nil || len(cfg.Geos) == 0 || cfg.Log == nil || cfg.MaxBytes <= 0 || cfg.MaxBatchBytes <= 0 || cfg.ReadTimeout <= 0 {
-		return nil, errors.New("files: bus, geographies, blob store, logger, size limits and read timeout are required")
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
+	if cfg.Store == nil || cfg.Log == nil || cfg.MaxBytes <= 0 || cfg.MaxBatchBytes <= 0 || cfg.ReadTimeout <= 0 {
+		return nil, errors.New("files: store, logger, size limits and read timeout are required")
 	}
 	cfg.Log = cfg.Log.Named("files")
-	s := &Service{cfg: cfg, view: newView(cfg.Log), tables: map[string]*bus.Table{}}
-	for _, g := range cfg.Geos {
-		t, err := cfg.Bus.NewTable(g, bus.StreamFiles, s.view.apply)
-		if err != nil {
-			s.Close()
-			return nil, err
-		}
-		s.tables[g] = t
-	}
-	return s, nil
-}
-
-// Close stops reading the files streams. It is idempotent.
-func (s *Service) Close() {
-	for _, t := range s.tables {
-		t.Close()
-	}
+	return &Service{cfg: cfg, store: cfg.Store}, nil
 }
 
 // Handler is an endpoint of the Files API, called once its caller was
@@ -98,15 +74,6 @@ func (s *Service) Endpoints() map[string]Handler {
 		"DELETE /files/{file_id}":      s.delete,
 		"GET /files/{file_id}/content": s.content,
 	}
-}
-
-// blobKey is where a file's content lives under its resource.
-func blobKey(id string) string { return "files/" + id }
-
-func newID() string {
-	b := make([]byte, 16)
-	_, _ = rand.Read(b)
-	return "file-" + hex.EncodeToString(b)
 }
 
 // fileJSON is a file object on the wire: OpenAI's, with Azure's status.
@@ -143,24 +110,11 @@ func notFound(id string) error {
 // up with the stream, so a file another instance just wrote is found.
 func (s *Service) lookup(ctx context.Context, r *http.Request, res control.Resource) (events.FileObject, error) {
 	id := r.PathValue("file_id")
-	if f, ok := s.view.get(res.Name, id, s.cfg.Now()); ok {
-		return f, nil
+	f, err := s.store.Get(ctx, res, id)
+	if errors.Is(err, filestore.ErrNotFound) {
+		return f, notFound(id)
 	}
-	if err := s.sync(ctx, res.Location); err != nil {
-		return events.FileObject{}, err
-	}
-	if f, ok := s.view.get(res.Name, id, s.cfg.Now()); ok {
-		return f, nil
-	}
-	return events.FileObject{}, notFound(id)
-}
-
-func (s *Service) sync(ctx context.Context, geo string) error {
-	t, ok := s.tables[geo]
-	if !ok {
-		return fmt.Errorf("files: geography %q is not served here", geo)
-	}
-	return t.Sync(ctx)
+	return f, err
 }
 
 func (s *Service) retrieve(w http.ResponseWriter, r *http.Request, res control.Resource, _ bool) error {
@@ -176,14 +130,14 @@ func (s *Service) content(w http.ResponseWriter, r *http.Request, res control.Re
 	if err != nil {
 		return err
 	}
-	body, info, err := s.cfg.Blobs.Get(r.Context(), res.Location, res.Name, blobKey(f.ID), blob.Range{})
+	body, info, err := s.store.Open(r.Context(), f, blob.Range{})
 	switch {
-	case errors.Is(err, blob.ErrNotFound):
+	case errors.Is(err, filestore.ErrNotFound):
 		return notFound(f.ID)
 	case errors.Is(err, blob.ErrShredded):
 		return apierr.Gone("ResourceDeleted", "resource %q was deleted", res.Name)
 	case err != nil:
-		return fmt.Errorf("reading file %s: %w", f.ID, err)
+		return err
 	}
 	defer body.Close()
 	h := w.Header()
@@ -204,34 +158,9 @@ func (s *Service) delete(w http.ResponseWriter, r *http.Request, res control.Res
 	if err != nil {
 		return err
 	}
-	// The content (and its object key) goes first: a failure after it
-	// leaves metadata a retried delete removes, never content without a
-	// record that leads to it.
-	if err := s.cfg.Blobs.Delete(ctx, res.Location, res.Name, blobKey(f.ID)); err != nil {
-		return fmt.Errorf("deleting the content of file %s: %w", f.ID, err)
-	}
-	if err := s.cfg.Bus.Tombstone(ctx, res.Location, bus.StreamFiles, recordKey(res.Name, f.ID)); err != nil {
-		return fmt.Errorf("deleting file %s: %w", f.ID, err)
-	}
-	if err := s.sync(ctx, res.Location); err != nil {
+	// The content (and its object key) goes first, then the record.
+	if err := s.store.Delete(ctx, f); err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, map[string]any{"id": f.ID, "object": "file", "deleted": true})
-}
-
-// DeleteResource deletes every file of res: the records (tombstones) and
-// the content, whose object keys are shredded with the resource's data
-// key of its home geography. The management API calls it before it
-// deletes the resource, so a resource created anew under the name starts
-// with no files.
-func (s *Service) DeleteResource(ctx context.Context, res control.Resource) error {
-	for _, id := range s.view.ids(res.Name) {
-		if err := s.cfg.Bus.Tombstone(ctx, res.Location, bus.StreamFiles, recordKey(res.Name, id)); err != nil {
-			return fmt.Errorf("deleting the files of %s: %w", res.Name, err)
-		}
-	}
-	if err := s.cfg.Blobs.DeleteResource(ctx, res.Location, res.Name); err != nil {
-		return err
-	}
-	return s.sync(ctx, res.Location)
 }

@@ -16,9 +16,9 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/terroir-ai/terroir/pkg/bus"
 	"github.com/terroir-ai/terroir/pkg/control"
 	"github.com/terroir-ai/terroir/pkg/events"
+	"github.com/terroir-ai/terroir/pkg/filestore"
 	"github.com/terroir-ai/terroir/services/ingress/apierr"
 )
 
@@ -125,7 +125,7 @@ func (s *Service) upload(w http.ResponseWriter, r *http.Request, res control.Res
 		filename           string
 		size               int64
 		created            time.Time
-		id                 = newID()
+		f                  = events.FileObject{ID: filestore.NewID(), Resource: res.Name, HomeGeo: res.Location}
 		rc                 = http.NewResponseController(w)
 		discard            = func() {}
 	)
@@ -159,25 +159,21 @@ func (s *Service) upload(w http.ResponseWriter, r *http.Request, res control.Res
 				}
 			}
 			lr := &limitReader{r: part, max: limit, rc: rc, timeout: s.cfg.ReadTimeout}
-			info, err := s.cfg.Blobs.Put(ctx, res.Location, res.Name, blobKey(id), lr)
+			// Streamed as it arrives; a failed put leaves nothing stored.
+			info, err := s.store.PutContent(ctx, f, lr)
 			if err != nil {
-				// A failed put stores nothing, but a store may have kept
-				// a part: delete it whatever happened.
-				if derr := s.cfg.Blobs.Delete(context.WithoutCancel(ctx), res.Location, res.Name, blobKey(id)); derr != nil {
-					s.cfg.Log.Error("deleting the content of a failed upload", zap.String("request_id", reqID), zap.String("file", id), zap.Error(derr))
-				}
 				switch {
 				case lr.n > lr.max:
 					return tooLarge(limit)
 				case lr.err != nil:
 					return readError(lr.err)
 				}
-				return fmt.Errorf("storing file %s: %w", id, err)
+				return err
 			}
 			stored, size, created = true, info.Size, info.Created
 			discard = func() {
-				if err := s.cfg.Blobs.Delete(context.WithoutCancel(ctx), res.Location, res.Name, blobKey(id)); err != nil {
-					s.cfg.Log.Error("deleting the content of a refused upload", zap.String("request_id", reqID), zap.String("file", id), zap.Error(err))
+				if err := s.store.DeleteContent(context.WithoutCancel(ctx), f); err != nil {
+					s.cfg.Log.Error("deleting the content of a refused upload", zap.String("request_id", reqID), zap.String("file", f.ID), zap.Error(err))
 				}
 			}
 			continue
@@ -230,27 +226,16 @@ func (s *Service) upload(w http.ResponseWriter, r *http.Request, res control.Res
 		e := created.Add(time.Duration(n) * time.Second).UTC()
 		expires = &e
 	}
-	f := events.FileObject{ID: id, Resource: res.Name, HomeGeo: res.Location, Purpose: purpose, Filename: filename, Bytes: size,
-		Status: events.FileStatusProcessed, CreatedAt: created.UTC(), ExpiresAt: expires}
-	sent := s.cfg.Bus.PublishAsync(ctx, res.Location, bus.StreamFiles,
-		bus.Meta{Key: recordKey(res.Name, id), RequestID: id, Resource: res.Name, HomeGeo: res.Location}, f)
-	if err := sent.Wait(); err != nil {
-		return fmt.Errorf("publishing file %s: %w", id, err)
-	}
-	discard = func() {} // the record leads to the content now
-	part, off := sent.Written()
-	t, ok := s.tables[res.Location]
-	if !ok {
-		return fmt.Errorf("files: geography %q is not served here", res.Location)
-	}
-	if err := t.WaitFor(ctx, part, off); err != nil {
+	f.Purpose, f.Filename, f.Bytes, f.Status, f.CreatedAt, f.ExpiresAt = purpose, filename, size, events.FileStatusProcessed, created.UTC(), expires
+	discard = func() {} // Commit deletes the content if it cannot write the record
+	if err := s.store.Commit(ctx, f); err != nil {
 		return err
 	}
-	s.cfg.Log.Info("file stored", zap.String("request_id", reqID), zap.String("resource", res.Name), zap.String("file", id),
+	s.cfg.Log.Info("file stored", zap.String("request_id", reqID), zap.String("resource", res.Name), zap.String("file", f.ID),
 		zap.String("purpose", string(purpose)), zap.Int64("bytes", size))
 	status := http.StatusOK
 	if azure {
-		w.Header().Set("Location", "/openai/files/"+id)
+		w.Header().Set("Location", "/openai/files/"+f.ID)
 		status = http.StatusCreated
 	}
 	return writeJSON(w, status, wire(f))
@@ -284,10 +269,10 @@ func (s *Service) list(w http.ResponseWriter, r *http.Request, res control.Resou
 	default:
 		return apierr.Invalid("order", "order must be asc or desc")
 	}
-	if err := s.sync(r.Context(), res.Location); err != nil {
+	all, err := s.store.List(r.Context(), res, purpose)
+	if err != nil {
 		return err
 	}
-	all := s.view.list(res.Name, purpose, s.cfg.Now())
 	if order == "desc" {
 		slices.Reverse(all)
 	}

@@ -1,4 +1,4 @@
-package api
+package admit_test
 
 import (
 	"errors"
@@ -7,15 +7,15 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"github.com/terroir-ai/terroir/pkg/admit"
 	"github.com/terroir-ai/terroir/pkg/events"
 	"github.com/terroir-ai/terroir/pkg/openai/openaitest"
-	"github.com/terroir-ai/terroir/services/ingress/apierr"
 )
 
 var fuzzOps = []events.Operation{events.OperationChatCompletions, events.OperationCompletions, events.OperationEmbeddings}
 
-// FuzzParse runs app request bodies through the REST edge's decode and
-// validation: nothing panics; a refused body is a 400 naming a parameter
+// FuzzParse runs request bodies through Parse (the decode and
+// validation of the REST edge and of batch lines): nothing panics; a refused body is a 400 naming a parameter
 // in a short message that repeats no long string of the body; an
 // accepted one has 1 to 128 choices and a token estimate the rate limit
 // can charge (not negative, not wrapped around).
@@ -47,19 +47,19 @@ func FuzzParse(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, op uint8, body []byte) {
 		o := fuzzOps[int(op)%len(fuzzOps)]
-		p, err := parse(o, body)
+		p, err := admit.Parse(o, body)
 		if err == nil {
-			if p.choices < 1 || p.choices > 128 {
-				t.Fatalf("accepted with %d choices", p.choices)
+			if p.Choices < 1 || p.Choices > 128 {
+				t.Fatalf("accepted with %d choices", p.Choices)
 			}
-			if p.estimate < 0 || o != events.OperationEmbeddings && p.estimate < p.choices {
-				t.Fatalf("accepted with a token estimate of %d for %d choices", p.estimate, p.choices)
+			if p.Estimate < 0 || o != events.OperationEmbeddings && p.Estimate < p.Choices {
+				t.Fatalf("accepted with a token estimate of %d for %d choices", p.Estimate, p.Choices)
 			}
 			return
 		}
-		e, ok := errors.AsType[*apierr.Error](err)
+		e, ok := errors.AsType[*admit.Refusal](err)
 		if !ok {
-			t.Fatalf("parse returned %T: %v", err, err)
+			t.Fatalf("Parse returned %T: %v", err, err)
 		}
 		if e.Status != http.StatusBadRequest || e.Param == "" || e.Message == "" {
 			t.Fatalf("got %d %q %q, want a 400 naming a parameter", e.Status, e.Param, e.Message)

@@ -1,4 +1,4 @@
-package files
+package filestore
 
 import (
 	"cmp"
@@ -28,8 +28,8 @@ func newView(log *zap.Logger) *view {
 	return &view{log: log, byResource: map[string]map[string]events.FileObject{}}
 }
 
-// recordKey is the key of a file's record on the files stream.
-func recordKey(resource, id string) string { return resource + "/" + id }
+// RecordKey is the key of a file's record on the files stream.
+func RecordKey(resource, id string) string { return resource + "/" + id }
 
 // decodeTimeout bounds the key lookup of one record (the data key may
 // have to be read from the keys topic first).

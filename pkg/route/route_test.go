@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/terroir-ai/terroir/pkg/events"
-	"github.com/terroir-ai/terroir/services/ingress/route"
+	"github.com/terroir-ai/terroir/pkg/route"
 )
 
 func TestChooseKeepsResidency(t *testing.T) {

@@ -1,4 +1,4 @@
-package files
+package filestore
 
 import (
 	"context"
@@ -15,9 +15,9 @@ import (
 // and record at most this much later.
 const sweepEvery = time.Minute
 
-// Run deletes expired files until ctx ends. Every instance sweeps; the
+// Run deletes expired files until ctx ends, sweeping every minute. Every instance sweeps; the
 // deletions are idempotent, so instances that race do no harm.
-func (s *Service) Run(ctx context.Context) error {
+func (s *Store) Run(ctx context.Context) error {
 	t := time.NewTicker(sweepEvery)
 	defer t.Stop()
 	for {
@@ -32,7 +32,7 @@ func (s *Service) Run(ctx context.Context) error {
 
 // sweep deletes every file that expired by now: its content (and object
 // key) first, then its record.
-func (s *Service) sweep(ctx context.Context, now time.Time) {
+func (s *Store) sweep(ctx context.Context, now time.Time) {
 	var due []events.FileObject
 	s.view.mu.RLock()
 	for _, files := range s.view.byResource {
@@ -47,9 +47,9 @@ func (s *Service) sweep(ctx context.Context, now time.Time) {
 		if _, ok := s.tables[f.HomeGeo]; !ok {
 			continue
 		}
-		err := s.cfg.Blobs.Delete(ctx, f.HomeGeo, f.Resource, blobKey(f.ID))
+		err := s.cfg.Blobs.Delete(ctx, f.HomeGeo, f.Resource, BlobKey(f.ID))
 		if err == nil {
-			err = s.cfg.Bus.Tombstone(ctx, f.HomeGeo, bus.StreamFiles, recordKey(f.Resource, f.ID))
+			err = s.cfg.Bus.Tombstone(ctx, f.HomeGeo, bus.StreamFiles, RecordKey(f.Resource, f.ID))
 		}
 		if err != nil {
 			s.cfg.Log.Warn("deleting an expired file failed; retried on the next sweep", zap.String("resource", f.Resource),
