@@ -1,6 +1,10 @@
 // Command batch runs Files-backed Batch API jobs and file drops: it splits
 // input files into requests, collects their replies and writes output and
-// error files in the resource's home geography.
+// error files in the resource's home geography, and turns JSONL files
+// dropped into a resource's drop location into batches.
+//
+// `batch` runs the service; `batch watch -resource R <batch id | drop
+// file>` draws a live progress bar of one batch until it ends.
 //
 // Configuration is read from TERROIR_* environment variables (see the
 // repository README); its admin endpoints listen on 127.0.0.1:9104 by
@@ -11,7 +15,12 @@ import (
 	"context"
 	"os"
 
+	"github.com/terroir-ai/terroir/pkg/blob"
+	"github.com/terroir-ai/terroir/pkg/config"
 	"github.com/terroir-ai/terroir/pkg/daemon"
+	"github.com/terroir-ai/terroir/pkg/filestore"
+	"github.com/terroir-ai/terroir/services/batch/drops"
+	"github.com/terroir-ai/terroir/services/batch/watch"
 )
 
 const (
@@ -20,8 +29,59 @@ const (
 	useRedis         = true
 )
 
-func main() { os.Exit(daemon.Main(service, run)) }
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "watch" {
+		os.Exit(daemon.Main(service+" watch", func(ctx context.Context, getenv func(string) string) error {
+			return watch.Run(ctx, getenv, os.Args[2:], os.Stdout)
+		}))
+	}
+	os.Exit(daemon.Main(service, run))
+}
 
 func run(ctx context.Context, getenv func(string) string) error {
-	return daemon.Serve(ctx, getenv, service, defaultAdminAddr, useRedis)
+	env := config.New(getenv)
+	common := daemon.LoadConfig(env, service, defaultAdminAddr)
+	common.UseRedis = useRedis
+	blobCfg := blob.LoadConfig(env, common.Geos)
+	dropCfg := drops.LoadSettings(env, common.Geos)
+	if err := env.Err(); err != nil {
+		return err
+	}
+	d, err := daemon.Start(ctx, common)
+	if err != nil {
+		return err
+	}
+	stores, err := blob.Open(blobCfg)
+	if err != nil {
+		return err
+	}
+	defer stores.Close()
+	sealed, err := blob.NewSealed(stores, d.Bus.Keys())
+	if err != nil {
+		return err
+	}
+	files, err := filestore.New(filestore.Config{Bus: d.Bus, Geos: common.Geos, Blobs: sealed, Log: d.Log})
+	if err != nil {
+		return err
+	}
+	defer files.Close()
+	for _, g := range common.Geos {
+		if dropCfg.Geos[g].Backend == drops.BackendOff {
+			continue
+		}
+		st, err := dropCfg.Open(g, blobCfg)
+		if err != nil {
+			return err
+		}
+		if c, ok := st.Store.(interface{ Close() error }); ok {
+			defer c.Close()
+		}
+		w, err := drops.New(drops.Config{Geo: g, Poll: dropCfg.Poll, Settle: dropCfg.Settle, MaxBytes: dropCfg.MaxBytes},
+			drops.Deps{Bus: d.Bus, Control: d.Control, Store: st.Store, Whole: st.Whole, Files: files, Log: d.Log})
+		if err != nil {
+			return err
+		}
+		d.Go("drops-"+g, w.Run)
+	}
+	return d.Run(ctx)
 }

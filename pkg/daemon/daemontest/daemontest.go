@@ -51,6 +51,7 @@ func EnvOn(t *testing.T, c *bustest.Cluster, extra map[string]string) map[string
 		"TERROIR_LOG_LEVEL":       "warn",
 		"TERROIR_DRAIN_TIMEOUT":   "5s",
 		"TERROIR_BLOB_DIR":        t.TempDir(), // the blob stores, a directory per geography
+		"TERROIR_BATCH_DROPS_DIR": t.TempDir(), // the batch drop folders
 	}
 	for k, v := range extra {
 		env[k] = v

@@ -22,42 +22,19 @@ import (
 	"github.com/terroir-ai/terroir/pkg/bus/bustest"
 	"github.com/terroir-ai/terroir/pkg/control"
 	"github.com/terroir-ai/terroir/pkg/events"
+	"github.com/terroir-ai/terroir/pkg/filestore"
 	"github.com/terroir-ai/terroir/services/batch/drops"
 )
 
-// sealedFiles keeps files as the Files core does: content sealed in the
-// home geography's blob store (a real directory store), metadata beside
-// it. It stands in for pkg/filestore until that lands.
-type sealedFiles struct {
-	sealed  *blob.Sealed
-	mu      sync.Mutex
-	files   map[string]events.FileObject
+// countingFiles is the real Files core, counting the files it creates.
+type countingFiles struct {
+	*filestore.Store
 	creates atomic.Int32
 }
 
-func (f *sealedFiles) Create(ctx context.Context, fo events.FileObject, r io.Reader) (events.FileObject, error) {
+func (f *countingFiles) Create(ctx context.Context, fo events.FileObject, r io.Reader) (events.FileObject, error) {
 	f.creates.Add(1)
-	info, err := f.sealed.Put(ctx, fo.HomeGeo, fo.Resource, "files/"+fo.ID, r)
-	if err != nil {
-		return fo, err
-	}
-	fo.Bytes = info.Size
-	f.mu.Lock()
-	f.files[fo.Resource+"/"+fo.ID] = fo
-	f.mu.Unlock()
-	return fo, nil
-}
-
-func (f *sealedFiles) Open(ctx context.Context, fo events.FileObject) (io.ReadCloser, error) {
-	rc, _, err := f.sealed.Get(ctx, fo.HomeGeo, fo.Resource, "files/"+fo.ID, blob.Range{})
-	return rc, err
-}
-
-func (f *sealedFiles) Get(_ context.Context, resource, id string) (events.FileObject, bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	fo, ok := f.files[resource+"/"+id]
-	return fo, ok
+	return f.Store.Create(ctx, fo, r)
 }
 
 type rig struct {
@@ -66,7 +43,7 @@ type rig struct {
 	state   *control.State
 	dir     string // the drop folder
 	blobDir string
-	files   *sealedFiles
+	files   *countingFiles
 	jobs    *recorder
 	batches *recorder
 }
@@ -111,8 +88,13 @@ func newRig(t *testing.T) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
+	fs, err := filestore.New(filestore.Config{Bus: b, Geos: []string{"eu"}, Blobs: sealed, Log: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(fs.Close)
 	r := &rig{t: t, bus: b, state: control.NewState(zap.NewNop()), dir: filepath.Join(root, "drops"), blobDir: filepath.Join(root, "blobs"),
-		files: &sealedFiles{sealed: sealed, files: map[string]events.FileObject{}},
+		files: &countingFiles{Store: fs},
 		jobs:  &recorder{objs: map[string]events.BatchObject{}}, batches: &recorder{objs: map[string]events.BatchObject{}}}
 	for stream, rec := range map[string]*recorder{bus.StreamBatchJobs: r.jobs, bus.StreamBatches: r.batches} {
 		tbl, err := b.NewTable("eu", stream, rec.apply)
@@ -176,7 +158,7 @@ func (r *rig) drop(loc, name, content string) string {
 	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
 		r.t.Fatal(err)
 	}
-	time.Sleep(2 * time.Millisecond) // the rename's change time must follow the write's
+	time.Sleep(25 * time.Millisecond) // the rename's change time must fall in a later tick of the file system clock than the write
 	if err := os.Rename(tmp, filepath.Join(in, name)); err != nil {
 		r.t.Fatal(err)
 	}
@@ -274,11 +256,12 @@ func TestADropBecomesABatchAndItsOutboxFollowsIt(t *testing.T) {
 		t.Fatalf("%d create commands for %s", n, b.ID)
 	}
 	// The input is a file of purpose batch, sealed in the blob store.
-	in, ok := r.files.Get(t.Context(), "acme", b.InputFileID)
-	if !ok || in.Purpose != events.FilePurposeBatch || in.Bytes != int64(len(content)) || in.Filename != "q1.jsonl" {
-		t.Fatalf("input file %+v %v", in, ok)
+	acme, _ := r.state.Resource("acme")
+	in, err := r.files.Get(t.Context(), acme, b.InputFileID)
+	if err != nil || in.Purpose != events.FilePurposeBatch || in.Bytes != int64(len(content)) || in.Filename != "q1.jsonl" {
+		t.Fatalf("input file %+v %v", in, err)
 	}
-	rc, _ := r.files.Open(t.Context(), in)
+	rc, _, _ := r.files.Open(t.Context(), in, blob.Range{})
 	got, _ := io.ReadAll(rc)
 	rc.Close()
 	if string(got) != content {
@@ -304,11 +287,11 @@ func TestADropBecomesABatchAndItsOutboxFollowsIt(t *testing.T) {
 		s, ok := readStatus(t, status)
 		return ok && s.Status == "in_progress" && s.RequestCounts == drops.RequestCounts{Total: 2, Completed: 1} && s.InProgressAt != nil
 	})
-	out, err := r.files.Create(t.Context(), events.FileObject{ID: "file-out", Resource: "acme", HomeGeo: "eu", Purpose: events.FilePurposeBatchOutput}, strings.NewReader("{\"custom_id\":\"a\"}\n"))
+	out, err := r.files.Create(t.Context(), events.FileObject{ID: "file-0123456789abcdef0123456789abcdef", Resource: "acme", HomeGeo: "eu", Purpose: events.FilePurposeBatchOutput}, strings.NewReader("{\"custom_id\":\"a\"}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	errf, _ := r.files.Create(t.Context(), events.FileObject{ID: "file-err", Resource: "acme", HomeGeo: "eu", Purpose: events.FilePurposeBatchOutput}, strings.NewReader("{\"custom_id\":\"b\"}\n"))
+	errf, _ := r.files.Create(t.Context(), events.FileObject{ID: "file-fedcba9876543210fedcba9876543210", Resource: "acme", HomeGeo: "eu", Purpose: events.FilePurposeBatchOutput}, strings.NewReader("{\"custom_id\":\"b\"}\n"))
 	b.Version, b.Status, b.CompletedAt, b.RequestCounts = 2, events.BatchCompleted, &now, events.BatchCounts{Total: 2, Completed: 1, Failed: 1}
 	b.OutputFileID, b.ErrorFileID = out.ID, errf.ID
 	r.advance(b)

@@ -189,8 +189,10 @@ func (f *Folder) Rename(_ context.Context, from, to string) error {
 // Whole reports whether the file at key was renamed (or had its mode
 // changed) after its last write — its inode changed after its content —
 // which is how a writer that fills a hidden file and renames it into the
-// inbox says it is complete. Where the system does not say, it reports
-// false and the watcher waits for the file to settle.
+// inbox says it is complete. File systems keep these times in ticks of a
+// coarse clock (1 to 10 ms), so a rename within the tick of the last
+// write is not seen; that file, like any file where the system does not
+// say, is taken once it has settled.
 func (f *Folder) Whole(_ context.Context, key string) bool {
 	fi, err := f.stat(key)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/terroir-ai/terroir/pkg/blob"
+	"github.com/terroir-ai/terroir/pkg/control"
 	"github.com/terroir-ai/terroir/pkg/events"
 )
 
@@ -29,8 +30,7 @@ func (w *Watcher) syncOutboxes(ctx context.Context) {
 		if !ok || b.Source != events.BatchSourceDrop || b.DropName == "" || !w.view.latestDrop(b) {
 			continue
 		}
-		loc := r.Drops().Location
-		if err := w.writeOutbox(ctx, loc, b); err != nil {
+		if err := w.writeOutbox(ctx, r, b); err != nil {
 			if ctx.Err() != nil {
 				return
 			}
@@ -40,7 +40,8 @@ func (w *Watcher) syncOutboxes(ctx context.Context) {
 	}
 }
 
-func (w *Watcher) writeOutbox(ctx context.Context, loc string, b events.BatchObject) error {
+func (w *Watcher) writeOutbox(ctx context.Context, r control.Resource, b events.BatchObject) error {
+	loc := r.Drops().Location
 	status, err := json.MarshalIndent(WireBatch(b), "", "  ")
 	if err != nil {
 		return err
@@ -56,7 +57,7 @@ func (w *Watcher) writeOutbox(ctx context.Context, loc string, b events.BatchObj
 			if f.id == "" {
 				continue
 			}
-			if err := w.copyFile(ctx, b.Resource, f.id, f.key); err != nil {
+			if err := w.copyFile(ctx, r, f.id, f.key); err != nil {
 				return err
 			}
 		}
@@ -83,13 +84,13 @@ func (w *Watcher) sameAsStored(ctx context.Context, key string, want []byte) boo
 	return err == nil && bytes.Equal(got, want)
 }
 
-// copyFile writes the content of the file id of resource to key.
-func (w *Watcher) copyFile(ctx context.Context, resource, id, key string) error {
-	f, ok := w.deps.Files.Get(ctx, resource, id)
-	if !ok {
-		return fmt.Errorf("file %s of the batch is not (yet) known", id)
+// copyFile writes the content of the file id of r to key.
+func (w *Watcher) copyFile(ctx context.Context, r control.Resource, id, key string) error {
+	f, err := w.deps.Files.Get(ctx, r, id)
+	if err != nil {
+		return fmt.Errorf("looking for file %s of the batch: %w", id, err)
 	}
-	rc, err := w.deps.Files.Open(ctx, f)
+	rc, _, err := w.deps.Files.Open(ctx, f, blob.Range{})
 	if err != nil {
 		return fmt.Errorf("reading file %s: %w", id, err)
 	}

@@ -52,7 +52,7 @@ func TestFolderWholeTellsARenamedFileFromAWrittenOne(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, ".tmp"), []byte("x"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(5 * time.Millisecond)
+	time.Sleep(25 * time.Millisecond) // past the file system clock's tick (10ms where HZ=100)
 	if err := os.Rename(filepath.Join(dir, ".tmp"), filepath.Join(dir, "renamed.jsonl")); err != nil {
 		t.Fatal(err)
 	}

@@ -31,6 +31,7 @@ import (
 	"github.com/terroir-ai/terroir/pkg/bus"
 	"github.com/terroir-ai/terroir/pkg/control"
 	"github.com/terroir-ai/terroir/pkg/events"
+	"github.com/terroir-ai/terroir/pkg/filestore"
 )
 
 // The folders of a drop location.
@@ -40,17 +41,19 @@ const (
 	processed = "processed"
 )
 
-// Files is what the watcher needs of the Files core: storing a drop's
-// input as a file of purpose batch (encrypted, in the home geography's
-// blob store) and reading a batch's output and error files.
+// Files is what the watcher needs of the Files core (pkg/filestore's
+// Store): storing a drop's input as a file of purpose batch (sealed, in
+// the home geography's blob store) and reading a batch's output and
+// error files.
 type Files interface {
 	// Create stores the content read from r as the file f (under f.ID
 	// when set) and returns it as stored.
 	Create(ctx context.Context, f events.FileObject, r io.Reader) (events.FileObject, error)
-	// Open returns a reader of f's content.
-	Open(ctx context.Context, f events.FileObject) (io.ReadCloser, error)
-	// Get returns the file id of resource, if it exists.
-	Get(ctx context.Context, resource, id string) (events.FileObject, bool)
+	// Open returns a reader of the bytes of f's content rng selects.
+	Open(ctx context.Context, f events.FileObject, rng blob.Range) (io.ReadCloser, blob.Info, error)
+	// Get returns the file id of res; filestore.ErrNotFound when it has
+	// none.
+	Get(ctx context.Context, res control.Resource, id string) (events.FileObject, error)
 }
 
 // Config configures a Watcher.
@@ -291,8 +294,11 @@ func (w *Watcher) accept(ctx context.Context, tbl *bus.Table, r control.Resource
 	b, exists := w.view.Get(r.Name, batchID)
 	if !exists {
 		endpoint, op := w.endpoint(ctx, info.Key)
-		in, ok := w.deps.Files.Get(ctx, r.Name, fileID)
-		if !ok {
+		in, err := w.deps.Files.Get(ctx, r, fileID)
+		if err != nil && !errors.Is(err, filestore.ErrNotFound) {
+			return fmt.Errorf("looking for the drop's file: %w", err)
+		}
+		if err != nil {
 			rc, _, err := w.deps.Store.Get(ctx, info.Key, blob.Range{})
 			if err != nil {
 				return fmt.Errorf("reading the drop file: %w", err)
