@@ -192,6 +192,9 @@ func runWithInfra(ctx context.Context, cfg config, root string, out *stack.Outpu
 			"TERROIR_CATALOG_FILE":  filepath.Join(root, "deployments", "catalog.yaml"),
 			"TERROIR_BLOB_DIR":      filepath.Join(state, "blobs"),
 		}
+		if os.Getenv("TERROIR_BATCH_DROPS_DIR") == "" {
+			env["TERROIR_BATCH_DROPS_DIR"] = filepath.Join(state, "drops")
+		}
 		if os.Getenv("TERROIR_OPERATOR_TOKEN") == "" {
 			// A file rather than the variable: only ingress reads it, and
 			// the token stays out of every process's environment.
@@ -213,7 +216,8 @@ func runWithInfra(ctx context.Context, cfg config, root string, out *stack.Outpu
 	if cfg.smoke {
 		return smoke(ctx, cfg, out, group, services, token, review)
 	}
-	printBanner(out, root, kafkaAddr, redis, services, token, review)
+	demo := ensureDemo(ctx, cfg, out, state, services, token)
+	printBanner(out, root, kafkaAddr, redis, services, token, review, demo)
 
 	var runErr error
 	select {
@@ -370,7 +374,39 @@ func smoke(ctx context.Context, cfg config, out *stack.Output, group *stack.Grou
 	return errors.Join(errs...)
 }
 
-func printBanner(out *stack.Output, root, kafkaAddr string, redis *stack.Redis, services []stack.Service, token string, review *stack.ReviewPKI) {
+// demoBanner is what the banner shows of the demo resource.
+type demoBanner struct {
+	key, inbox string
+	err        error
+}
+
+// ensureDemo waits for ingress, then creates the demo resource once (see
+// stack.EnsureDemo); its key is kept in .terroir/demo-key.
+func ensureDemo(ctx context.Context, cfg config, out *stack.Output, state string, services []stack.Service, token string) *demoBanner {
+	i := slices.IndexFunc(services, func(s stack.Service) bool { return s.Name == "ingress" })
+	if i < 0 {
+		return nil
+	}
+	dropsDir := envOr("TERROIR_BATCH_DROPS_DIR", filepath.Join(state, "drops"))
+	d := &demoBanner{inbox: filepath.Join(dropsDir, stack.DemoResource, "inbox") + string(filepath.Separator)}
+	wctx, cancel := context.WithTimeout(ctx, cfg.timeout)
+	defer cancel()
+	client := &http.Client{Timeout: 5 * time.Second}
+	if r := stack.WaitReady(wctx, client, services[i:i+1], 250*time.Millisecond); !r[0].Ready {
+		d.err = fmt.Errorf("ingress not ready within %s (%s)", cfg.timeout, r[0].Last)
+		return d
+	}
+	demo, err := stack.EnsureDemo(wctx, client, "http://"+envOr("TERROIR_HTTP_ADDR", "127.0.0.1:8080"), token, filepath.Join(state, "demo-key"))
+	if err != nil {
+		d.err = err
+		out.Printf(launcher, "demo resource not set up: %v", err)
+		return d
+	}
+	d.key = demo.Key
+	return d
+}
+
+func printBanner(out *stack.Output, root, kafkaAddr string, redis *stack.Redis, services []stack.Service, token string, review *stack.ReviewPKI, demo *demoBanner) {
 	var b strings.Builder
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "\nTerroir dev stack is running")
@@ -390,6 +426,17 @@ func printBanner(out *stack.Output, root, kafkaAddr string, redis *stack.Redis, 
 	}
 	fmt.Fprintf(tw, "  state\t%s\n", filepath.Join(root, ".terroir"))
 	_ = tw.Flush()
+	if demo != nil {
+		if demo.err != nil {
+			fmt.Fprintf(&b, "\nThe demo resource could not be set up: %v\n", demo.err)
+		} else {
+			base := "http://" + envOr("TERROIR_HTTP_ADDR", "127.0.0.1:8080")
+			fmt.Fprintf(&b, "\nDemo resource %q (%s; deployments chat and embed on the built-in models)\n", stack.DemoResource, stack.DemoGeo)
+			fmt.Fprintf(&b, "  API key      %s\n", demo.key)
+			fmt.Fprintf(&b, "  first answer %s\n", stack.DemoCurl(base, demo.key))
+			fmt.Fprintf(&b, "  batch drops  write a .jsonl file into %s; results appear in ../outbox/\n", demo.inbox)
+		}
+	}
 	b.WriteString("Ctrl-C stops everything.\n\n")
 	out.Raw(b.String())
 }
