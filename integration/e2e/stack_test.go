@@ -32,6 +32,12 @@ var services = []string{"ingress", "contentsafety", "inference"}
 // asks for it (startStackWith).
 const reviewService = "review"
 
+// batchService is built beside services too; the batch tests run it.
+const batchService = "batch"
+
+// batchStack is the request path with the batch service.
+var batchStack = append(slices.Clone(services), batchService)
+
 var binDir string
 
 func TestMain(m *testing.M) {
@@ -44,7 +50,7 @@ func TestMain(m *testing.M) {
 	root, err := repoRoot()
 	if err == nil {
 		args := []string{"build", "-o", dir + string(filepath.Separator)}
-		for _, s := range append(slices.Clone(services), reviewService) {
+		for _, s := range append(slices.Clone(services), reviewService, batchService) {
 			args = append(args, "./services/"+s)
 		}
 		cmd := exec.Command("go", args...)
@@ -82,10 +88,12 @@ const operatorToken = "e2e-operator-token-0123456789"
 
 // stack is one running set of services.
 type stack struct {
-	t    *testing.T
-	base string
-	env  map[string]string
-	logs *syncBuffer
+	t          *testing.T
+	base       string
+	env        map[string]string
+	logs       *syncBuffer
+	perService map[string]map[string]string
+	procs      map[string]*proc
 }
 
 type syncBuffer struct {
@@ -147,35 +155,79 @@ func startStackWith(t *testing.T, names []string, perService map[string]map[stri
 		"TERROIR_BLOB_DIR":        t.TempDir(),
 	}
 	s.base = "http://" + s.env["TERROIR_HTTP_ADDR"]
+	s.perService = perService
+	s.procs = map[string]*proc{}
 	var admins []string
 	for _, name := range names {
-		env := os.Environ()
-		for k, v := range s.env {
-			env = append(env, k+"="+v)
-		}
-		admin := freeAddr(t)
-		admins = append(admins, admin)
-		env = append(env, "TERROIR_ADMIN_ADDR="+admin, "TERROIR_INSTANCE_ID="+name+"-"+bustest.Namespace())
-		for k, v := range perService[name] {
-			env = append(env, k+"="+v)
-		}
-		cmd := exec.Command(filepath.Join(binDir, name))
-		cmd.Env, cmd.Stdout, cmd.Stderr = env, s.logs, s.logs
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			_ = cmd.Process.Signal(syscall.SIGTERM)
-			done := make(chan struct{})
-			go func() { _ = cmd.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(30 * time.Second):
-				_ = cmd.Process.Kill()
-				t.Errorf("%s did not stop on SIGTERM", name)
-			}
-		})
+		admins = append(admins, s.launch(name))
 	}
+	s.waitReady(admins...)
+	return s
+}
+
+// proc is one running service process.
+type proc struct {
+	cmd   *exec.Cmd
+	admin string
+	done  chan struct{}
+}
+
+// launch starts service name (again) and returns its admin address.
+func (s *stack) launch(name string) string {
+	t := s.t
+	t.Helper()
+	env := os.Environ()
+	for k, v := range s.env {
+		env = append(env, k+"="+v)
+	}
+	admin := freeAddr(t)
+	env = append(env, "TERROIR_ADMIN_ADDR="+admin, "TERROIR_INSTANCE_ID="+name+"-"+s.env["TERROIR_KAFKA_NAMESPACE"])
+	for k, v := range s.perService[name] {
+		env = append(env, k+"="+v)
+	}
+	cmd := exec.Command(filepath.Join(binDir, name))
+	cmd.Env, cmd.Stdout, cmd.Stderr = env, s.logs, s.logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{cmd: cmd, admin: admin, done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(p.done) }()
+	s.procs[name] = p
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+			return // killed by the test
+		default:
+		}
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			t.Errorf("%s did not stop on SIGTERM", name)
+		}
+	})
+	return admin
+}
+
+// kill stops service name at once (SIGKILL: no draining, no commits).
+func (s *stack) kill(name string) {
+	s.t.Helper()
+	p := s.procs[name]
+	_ = p.cmd.Process.Kill()
+	<-p.done
+}
+
+// restart starts a killed service again and waits until it is ready.
+func (s *stack) restart(name string) {
+	s.t.Helper()
+	s.waitReady(s.launch(name))
+}
+
+// waitReady waits until every admin address answers /readyz.
+func (s *stack) waitReady(admins ...string) {
+	t := s.t
+	t.Helper()
 	deadline := time.Now().Add(90 * time.Second)
 	for _, a := range admins {
 		for {
@@ -192,7 +244,6 @@ func startStackWith(t *testing.T, names []string, perService map[string]map[stri
 			time.Sleep(50 * time.Millisecond) // polling with a deadline
 		}
 	}
-	return s
 }
 
 type resp struct {

@@ -1,5 +1,6 @@
-// Command batch runs Files-backed Batch API jobs and file drops: it splits
-// input files into requests, collects their replies and writes output and
+// Command batch runs Files-backed Batch API jobs and file drops: it
+// validates input files, sends their lines through the filtered path
+// behind real-time traffic, collects their answers and writes output and
 // error files in the resource's home geography, and turns JSONL files
 // dropped into a resource's drop location into batches.
 //
@@ -14,12 +15,18 @@ package main
 import (
 	"context"
 	"os"
+	"slices"
 
+	"github.com/terroir-ai/terroir/pkg/admit"
 	"github.com/terroir-ai/terroir/pkg/blob"
+	"github.com/terroir-ai/terroir/pkg/bus"
+	"github.com/terroir-ai/terroir/pkg/catalog"
 	"github.com/terroir-ai/terroir/pkg/config"
 	"github.com/terroir-ai/terroir/pkg/daemon"
 	"github.com/terroir-ai/terroir/pkg/filestore"
+	"github.com/terroir-ai/terroir/pkg/route"
 	"github.com/terroir-ai/terroir/services/batch/drops"
+	"github.com/terroir-ai/terroir/services/batch/jobs"
 	"github.com/terroir-ai/terroir/services/batch/watch"
 )
 
@@ -42,9 +49,14 @@ func run(ctx context.Context, getenv func(string) string) error {
 	env := config.New(getenv)
 	common := daemon.LoadConfig(env, service, defaultAdminAddr)
 	common.UseRedis = useRedis
+	cfg := loadConfig(env)
 	blobCfg := blob.LoadConfig(env, common.Geos)
 	dropCfg := drops.LoadSettings(env, common.Geos)
 	if err := env.Err(); err != nil {
+		return err
+	}
+	cat, err := catalog.Load(cfg.CatalogFile)
+	if err != nil {
 		return err
 	}
 	d, err := daemon.Start(ctx, common)
@@ -65,6 +77,28 @@ func run(ctx context.Context, getenv func(string) string) error {
 		return err
 	}
 	defer files.Close()
+
+	// Batches: lines admitted as real-time requests are, paced by the
+	// capacity inference workers report.
+	capacity := route.NewCapacity(nil)
+	for _, g := range common.Geos {
+		t, err := d.Bus.NewTable(g, bus.StreamCapacity, capacity.Apply)
+		if err != nil {
+			return err
+		}
+		defer t.Close()
+	}
+	jc := cfg.Jobs
+	jc.Bus, jc.Redis, jc.State, jc.Files, jc.Instance, jc.Log = d.Bus, d.Redis, d.Control, files, common.InstanceID, d.Log
+	jc.Admit = &admit.Admitter{State: d.Control, Catalog: cat, Capacity: capacity, Geos: slices.Sorted(slices.Values(common.Geos))}
+	jc.Capacity = capacity.Spare
+	runner, err := jobs.New(jc)
+	if err != nil {
+		return err
+	}
+	d.Go("jobs", runner.Run)
+
+	// File drops.
 	for _, g := range common.Geos {
 		if dropCfg.Geos[g].Backend == drops.BackendOff {
 			continue

@@ -1,0 +1,268 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/terroir-ai/terroir/pkg/bus/bustest"
+)
+
+// TestNodeSDKBatch runs node/batch.mjs, the official openai npm package
+// in AzureOpenAI and OpenAI modes, against a stack with the batch
+// service: a batch completes with one output line per custom_id and its
+// jailbreak line as a content_filter error line; a file with malformed
+// lines fails naming each; a cancelled batch ends cancelled with partial
+// output; another resource gets 404 for every file and batch ID.
+func TestNodeSDKBatch(t *testing.T) {
+	node, npm := lookTool(t, "node"), lookTool(t, "npm")
+	dir := t.TempDir()
+	for _, f := range []string{"package.json", "package-lock.json", "batch.mjs"} {
+		raw, err := os.ReadFile(filepath.Join("node", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), raw, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out, err := runTool(t, 5*time.Minute, dir, nil, npm, "ci", "--prefer-offline", "--no-audit", "--no-fund", "--loglevel=error"); err != nil {
+		t.Fatalf("npm ci: %v\n%s", err, out)
+	}
+	s := startStackWith(t, batchStack, nil)
+	key := s.tenant("acme", "eu", true)
+	other := s.tenant("other", "eu", true)
+	started := time.Now()
+	out, err := runTool(t, 8*time.Minute, dir, []string{
+		"TERROIR_ENDPOINT=" + s.base,
+		"TERROIR_API_KEY=" + key,
+		"TERROIR_OTHER_API_KEY=" + other,
+		"TERROIR_API_VERSION=" + sdkAPIVersion,
+	}, node, "batch.mjs")
+	if err != nil {
+		t.Fatalf("node batch.mjs: %v\n%s\nservice logs:\n%s", err, out, tail(s.logs.String(), 200))
+	}
+	t.Logf("node batch.mjs (%s):\n%s", time.Since(started).Round(time.Millisecond), out)
+}
+
+// tail is the last n lines of text.
+func tail(text string, n int) string {
+	lines := strings.Split(text, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// uploadBatchFile uploads content as a batch input file and returns its ID.
+func (s *stack) uploadBatchFile(key, name string, content []byte) string {
+	s.t.Helper()
+	var body bytes.Buffer
+	mw := multipart.NewWriter(&body)
+	_ = mw.WriteField("purpose", "batch")
+	fw, _ := mw.CreateFormFile("file", name)
+	_, _ = fw.Write(content)
+	_ = mw.Close()
+	req, _ := http.NewRequestWithContext(s.t.Context(), "POST", s.base+"/v1/files", &body)
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Content-Type", mw.FormDataContentType())
+	r, err := http.DefaultClient.Do(req)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer r.Body.Close()
+	raw, _ := io.ReadAll(r.Body)
+	if r.StatusCode != http.StatusOK {
+		s.t.Fatalf("upload: %d %s", r.StatusCode, raw)
+	}
+	var f struct{ ID string }
+	_ = jsonUnmarshal(raw, &f)
+	return f.ID
+}
+
+// waitBatch polls a batch until done says so, and returns it.
+func (s *stack) waitBatch(key, id string, timeout time.Duration, done func(map[string]any) bool) map[string]any {
+	s.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		r := s.call("GET", "/v1/batches/"+id, key, nil)
+		if r.status != http.StatusOK {
+			s.t.Fatalf("retrieve %s: %d %s", id, r.status, r.raw)
+		}
+		if done(r.body) {
+			return r.body
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("batch %s not done within %s: %s\nlogs:\n%s", id, timeout, r.raw, tail(s.logs.String(), 100))
+		}
+		time.Sleep(200 * time.Millisecond) // polling with a deadline
+	}
+}
+
+func batchEnded(b map[string]any) bool {
+	switch b["status"] {
+	case "completed", "failed", "expired", "cancelled":
+		return true
+	}
+	return false
+}
+
+func batchDone(b map[string]any) int {
+	c, _ := b["request_counts"].(map[string]any)
+	done, _ := c["completed"].(float64)
+	failed, _ := c["failed"].(float64)
+	return int(done + failed)
+}
+
+// customIDs counts the custom_id of every line of a file.
+func (s *stack) customIDs(key, fileID string, into map[string]int) {
+	s.t.Helper()
+	if fileID == "" {
+		return
+	}
+	r := s.call("GET", "/v1/files/"+fileID+"/content", key, nil)
+	if r.status != http.StatusOK {
+		s.t.Fatalf("content of %s: %d %s", fileID, r.status, r.raw)
+	}
+	sc := bufio.NewScanner(bytes.NewReader(r.raw))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var l struct {
+			CustomID string `json:"custom_id"`
+		}
+		if err := jsonUnmarshal(sc.Bytes(), &l); err != nil {
+			s.t.Fatalf("output line is not JSON: %v", err)
+		}
+		into[l.CustomID]++
+	}
+}
+
+// TestBatchSurvivesKills kills the batch service, then the inference
+// worker, each with SIGKILL in the middle of a batch, and starts them
+// again: the batch completes and every custom_id is in the output
+// exactly once.
+func TestBatchSurvivesKills(t *testing.T) {
+	s := startStackWith(t, batchStack, map[string]map[string]string{
+		batchService: {"TERROIR_BATCH_LEASE_TTL": "3s"},
+	})
+	key := s.tenant("acme", "eu", true)
+	const n = 1500
+	var in bytes.Buffer
+	for i := range n {
+		fmt.Fprintf(&in, `{"custom_id":"line-%d","method":"POST","url":"/v1/chat/completions","body":{"model":"chat","max_tokens":16,"messages":[{"role":"user","content":"Tell me about wave %d."}]}}`+"\n", i, i)
+	}
+	file := s.uploadBatchFile(key, "kills.jsonl", in.Bytes())
+	r := s.call("POST", "/v1/batches", key, map[string]any{"input_file_id": file, "endpoint": "/v1/chat/completions", "completion_window": "24h"})
+	if r.status != http.StatusOK {
+		t.Fatalf("create: %d %s", r.status, r.raw)
+	}
+	id := r.body["id"].(string)
+	s.waitBatch(key, id, 2*time.Minute, func(b map[string]any) bool { return batchDone(b) >= n/5 })
+	s.kill(batchService)
+	s.restart(batchService)
+	s.waitBatch(key, id, 2*time.Minute, func(b map[string]any) bool { return batchDone(b) >= n/2 })
+	s.kill("inference")
+	s.restart("inference")
+	b := s.waitBatch(key, id, 4*time.Minute, batchEnded)
+	if b["status"] != "completed" {
+		t.Fatalf("batch ended %v: %v", b["status"], b)
+	}
+	seen := map[string]int{}
+	s.customIDs(key, str(b["output_file_id"]), seen)
+	s.customIDs(key, str(b["error_file_id"]), seen)
+	for i := range n {
+		if c := seen[fmt.Sprintf("line-%d", i)]; c != 1 {
+			t.Errorf("line-%d is in the output %d times", i, c)
+		}
+	}
+	if len(seen) != n {
+		t.Errorf("output has %d custom_ids, want %d", len(seen), n)
+	}
+}
+
+func str(v any) string { s, _ := v.(string); return s }
+
+// TestBatchCanary puts a canary in the lines of a batch of a Global
+// Batch deployment: it is in no topic, blob, Redis key or value, or log
+// line as plaintext, and the input file's blob is in the home
+// geography's store only.
+func TestBatchCanary(t *testing.T) {
+	s := startStackWith(t, batchStack, nil)
+	key := s.tenant("acme", "eu", true)
+	s.op("PUT", "/mgmt/resources/acme/deployments/global", map[string]any{"sku": map[string]any{"name": "GlobalBatch", "capacity": 100},
+		"properties": map[string]any{"model": map[string]any{"name": "terroir-ngram"}}}, http.StatusCreated)
+	canary := "canary" + bustest.Namespace() + "okapi"
+	var in bytes.Buffer
+	for i := range 20 {
+		fmt.Fprintf(&in, `{"custom_id":"c-%d","method":"POST","url":"/v1/chat/completions","body":{"model":"global","max_tokens":16,"messages":[{"role":"user","content":"Please repeat %s back to me."}]}}`+"\n", i, canary)
+	}
+	file := s.uploadBatchFile(key, "canary-"+canary+".jsonl", in.Bytes())
+	r := s.call("POST", "/v1/batches", key, map[string]any{"input_file_id": file, "endpoint": "/v1/chat/completions", "completion_window": "24h",
+		"metadata": map[string]string{"note": canary}})
+	if r.status != http.StatusOK {
+		t.Fatalf("create: %d %s", r.status, r.raw)
+	}
+	b := s.waitBatch(key, r.body["id"].(string), 2*time.Minute, batchEnded)
+	if b["status"] != "completed" {
+		t.Fatalf("batch ended %v: %v", b["status"], b)
+	}
+	for _, rec := range s.allRecords() {
+		var hs bytes.Buffer
+		for _, h := range rec.Headers {
+			hs.WriteString(h.Key + "=" + string(h.Value) + "\n")
+		}
+		if bytes.Contains(rec.Value, []byte(canary)) || bytes.Contains(rec.Key, []byte(canary)) || strings.Contains(hs.String(), canary) {
+			t.Errorf("canary in plaintext on %s", rec.Topic)
+		}
+	}
+	if strings.Contains(s.logs.String(), canary) {
+		t.Error("canary in a service's log")
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: s.env["TERROIR_REDIS_ADDR"]})
+	defer rdb.Close()
+	iter := rdb.Scan(t.Context(), 0, "*", 0).Iterator()
+	for iter.Next(t.Context()) {
+		v, _ := rdb.Dump(t.Context(), iter.Val()).Result()
+		if strings.Contains(iter.Val()+v, canary) {
+			t.Error("canary in Redis")
+		}
+	}
+	blobs := 0
+	err := filepath.Walk(s.env["TERROIR_BLOB_DIR"], func(path string, info os.FileInfo, err error) error {
+		if err != nil || info.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(s.env["TERROIR_BLOB_DIR"], path)
+		if !strings.HasPrefix(rel, "eu"+string(filepath.Separator)) {
+			t.Errorf("a blob outside the home geography's store: %s", rel)
+		}
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if bytes.Contains(raw, []byte(canary)) || strings.Contains(rel, canary) {
+			t.Errorf("canary in plaintext in blob %s", rel)
+		}
+		blobs++
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if blobs < 3 { // the input, the output and the error file
+		t.Errorf("%d blobs, want the input, output and error files", blobs)
+	}
+}
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
