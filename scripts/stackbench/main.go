@@ -11,8 +11,10 @@
 // rate, the answered rate, CPU per request of every process of the stack
 // (from /proc) and their sum, closed-loop throughput, the built-in model
 // answering 32 tokens, and streams of 32 chunks (time to the first chunk
-// and to the end). The load generator and the model server run on the
-// same machine and their CPU is not counted as Terroir's.
+// and to the end), and a batch of 10,000 lines on the built-in model
+// (lines per minute, and real-time p99 without and with it running).
+// The load generator and the model server run on the same machine and
+// their CPU is not counted as Terroir's.
 //
 // Usage (from scripts/): go run ./stackbench [-duration 15s] [-rates 200,1000,3000]
 package main
@@ -55,6 +57,10 @@ type config struct {
 	profile     string
 	ratesOnly   bool
 	stackEnv    []string
+	batchLines  int
+	batchTokens int
+	batchRTRate int
+	batchOnly   bool
 }
 
 func main() {
@@ -81,6 +87,10 @@ func parseFlags(args []string) (config, error) {
 	stackEnv := fs.String("stack-env", "", "extra environment of the stack's processes, comma-separated K=V (for trying settings such as GOGC)")
 	fs.BoolVar(&c.ratesOnly, "rates-only", false, "measure only the open-loop rates (no closed loop, built-in model or streams), for quick comparisons")
 	fs.StringVar(&c.profile, "profile", "", "write CPU profiles of every service during each open-loop rate through Terroir into this folder (<service>-<rate>.pb.gz; turns on TERROIR_ADMIN_PPROF)")
+	fs.IntVar(&c.batchLines, "batch-lines", 10_000, "lines of the batch run on the built-in model (0: no batch measurement)")
+	fs.IntVar(&c.batchTokens, "batch-tokens", 32, "max_tokens of each batch line")
+	fs.IntVar(&c.batchRTRate, "batch-rt-rate", 200, "real-time rate measured without and with the batch running")
+	fs.BoolVar(&c.batchOnly, "batch-only", false, "measure only the batch and real time beside it")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -147,6 +157,13 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	pause := func() { sleepCtx(ctx, cfg.settle) }
 
 	var rows []bench.Row
+	if cfg.batchOnly {
+		br, err := batchRows(ctx, cfg.api, key, cfg.batchLines, cfg.batchTokens, cfg.batchRTRate, cfg.duration, through)
+		if err != nil {
+			return err
+		}
+		return report(out, cfg, br)
+	}
 	for _, rate := range cfg.rates {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -205,6 +222,14 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		bench.Row{Name: fmt.Sprintf("streams, %d/s of %d chunks: end", cfg.streamRate, streamChunks), N: so.answered, Lat: so.end, Errors: so.failed,
 			Value: fmt.Sprintf("CPU %s/stream", ms(cpu)), Comment: breakdown})
 
+	if cfg.batchLines > 0 {
+		pause()
+		br, err := batchRows(ctx, cfg.api, key, cfg.batchLines, cfg.batchTokens, cfg.batchRTRate, cfg.duration, through)
+		if err != nil {
+			return err
+		}
+		rows = append(rows, br...)
+	}
 	return report(out, cfg, rows)
 }
 
