@@ -127,8 +127,10 @@ func TestFilesRoundTrip(t *testing.T) {
 		up["purpose"] != "batch" || up["status"] != "processed" || up["created_at"] == nil {
 		t.Fatalf("uploaded file object = %v", up)
 	}
-	if _, ok := up["expires_at"]; ok {
-		t.Errorf("a file uploaded without expires_after has expires_at: %v", up)
+	// OpenAI's default: a batch input uploaded without expires_after
+	// expires after 30 days.
+	if up["expires_at"] != up["created_at"].(float64)+30*24*3600 {
+		t.Errorf("a batch file uploaded without expires_after: expires_at %v, want created_at + 30 days", up["expires_at"])
 	}
 
 	// Azure: purpose first, expires_after in the dot form; 201 and Location.

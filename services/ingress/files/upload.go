@@ -39,6 +39,11 @@ var (
 	azureExpiry  = [2]int64{1209600, 2592000}
 )
 
+// DefaultBatchExpiry is how long an input file of purpose batch lives
+// when its upload sets no expires_after, on the OpenAI paths (OpenAI's
+// default; Azure keeps such files until deleted).
+const DefaultBatchExpiry = 30 * 24 * time.Hour
+
 var errTooLarge = errors.New("the file is larger than its limit")
 
 // limitReader fails with errTooLarge once more than max bytes were read,
@@ -224,6 +229,11 @@ func (s *Service) upload(w http.ResponseWriter, r *http.Request, res control.Res
 			return apierr.Invalid("expires_after.seconds", "expires_after.seconds must be a whole number of seconds from %d to %d", bounds[0], bounds[1])
 		}
 		e := created.Add(time.Duration(n) * time.Second).UTC()
+		expires = &e
+	}
+	if expires == nil && purpose == events.FilePurposeBatch && !azure {
+		// OpenAI's default: a batch input expires after 30 days.
+		e := created.Add(DefaultBatchExpiry).UTC()
 		expires = &e
 	}
 	f.Purpose, f.Filename, f.Bytes, f.Status, f.CreatedAt, f.ExpiresAt = purpose, filename, size, events.FileStatusProcessed, created.UTC(), expires
