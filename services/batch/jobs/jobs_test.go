@@ -365,13 +365,29 @@ func TestBatchAnswersEveryLineOnce(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		keys, _ := e.rdb.Keys(t.Context(), "terroir:eu:batch:*"+id+"*").Result()
-		if len(keys) == 0 {
+		if len(keys) == 1 && keys[0] == "terroir:eu:batch:ended:"+id {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("Redis keeps %v after the batch ended", keys)
+			t.Fatalf("Redis keeps %v after the batch ended, want only its end marker", keys)
 		}
 		time.Sleep(20 * time.Millisecond) // polling with a deadline
+	}
+	// Its create command read again (a consumer died before committing)
+	// does not run it a second time.
+	e.mu.Lock()
+	sends := len(e.sends)
+	e.mu.Unlock()
+	first := e.batches[id]
+	e.command(events.BatchCommand{Action: events.BatchActionCreate, Resource: "acme", HomeGeo: "eu", BatchID: id, At: time.Now(),
+		Batch: &events.BatchObject{ID: id, Resource: "acme", HomeGeo: "eu", Endpoint: "/v1/chat/completions", Operation: events.OperationChatCompletions,
+			APIFlavor: events.APIFlavorOpenAI, Source: events.BatchSourceAPI, InputFileID: b.InputFileID, CompletionWindow: "24h",
+			Status: events.BatchValidating, CreatedAt: b.CreatedAt, ExpiresAt: b.ExpiresAt}})
+	time.Sleep(1500 * time.Millisecond)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.sends) != sends || e.batches[id].Version != first.Version {
+		t.Errorf("a create read again ran the ended batch again: %d sends (was %d), version %d (was %d)", len(e.sends), sends, e.batches[id].Version, first.Version)
 	}
 }
 

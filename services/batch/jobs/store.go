@@ -32,6 +32,12 @@ func (s *store) jobKey(id string) string   { return s.prefix() + "job:" + id }
 func (s *store) resKey(id string) string   { return s.prefix() + "res:" + id }
 func (s *store) leaseKey(id string) string { return s.prefix() + "lease:" + id }
 func (s *store) activeKey() string         { return s.prefix() + "active" }
+func (s *store) endedKey(id string) string { return s.prefix() + "ended:" + id }
+
+// endedTTL is how long an ended job is remembered, so that its create
+// command, read again (a consumer that died before committing), does not
+// run it a second time: longer than the batch-jobs stream keeps commands.
+const endedTTL = 8 * 24 * time.Hour
 
 // Fields of a job's hash.
 const (
@@ -74,6 +80,9 @@ func (s *store) openValue(ctx context.Context, resource, what string, v []byte) 
 // register stores a new job and marks it active; it is idempotent (a
 // redelivered create keeps the progress already made).
 func (s *store) register(ctx context.Context, b events.BatchObject) (bool, error) {
+	if n, err := s.rdb.Exists(ctx, s.endedKey(b.ID)).Result(); err != nil || n > 0 {
+		return false, err
+	}
 	sealed, err := s.sealObject(ctx, b)
 	if err != nil {
 		return false, err
@@ -259,6 +268,7 @@ func (s *store) answers(ctx context.Context, resource, id string, idx []int) ([]
 // stays on the batches stream.
 func (s *store) finish(ctx context.Context, id string) error {
 	pipe := s.rdb.TxPipeline()
+	pipe.Set(ctx, s.endedKey(id), "1", endedTTL)
 	pipe.SRem(ctx, s.activeKey(), id)
 	pipe.Del(ctx, s.resKey(id), s.jobKey(id), s.leaseKey(id))
 	_, err := pipe.Exec(ctx)
