@@ -69,6 +69,9 @@ type vocab struct {
 	ids      map[string]int32
 	words    []string         // words[id]
 	squeezed map[string]int32 // squeezed spelling -> id, for "kiiill"
+	// index and squeezedIndex are ids and squeezed for the tokenizer,
+	// built once the vocabulary is complete
+	index, squeezedIndex wordIndex
 }
 
 func (v *vocab) add(w string) int32 {
@@ -439,6 +442,8 @@ func compile(prules []parsedRule, neg []phrase) (*lexicon, error) {
 		}
 		lx.voc.squeezed[sq] = int32(id + 1)
 	}
+	lx.voc.index = newWordIndex(lx.voc.ids)
+	lx.voc.squeezedIndex = newWordIndex(lx.voc.squeezed)
 	words := (len(lx.voc.words) + 63) / 64
 	newSet := func() bitset { return make(bitset, words) }
 	lx.neg = newSet()

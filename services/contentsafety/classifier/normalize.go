@@ -221,6 +221,19 @@ var bareContractions = map[string][]string{
 	"tryna": {"trying", "to"},
 }
 
+// bareIndex numbers the keys of bareContractions (from 1) for the
+// tokenizer's lookup of every word; bareExpansions[n-1] is the
+// expansion of number n.
+var bareIndex, bareExpansions = func() (wordIndex, [][]string) {
+	nums := make(map[string]int32, len(bareContractions))
+	var exp [][]string
+	for w, e := range bareContractions {
+		exp = append(exp, e)
+		nums[w] = int32(len(exp))
+	}
+	return newWordIndex(nums), exp
+}()
+
 // suffixes expand the contracted verbs after an apostrophe.
 var suffixes = map[string]string{"ll": "will", "re": "are", "m": "am", "ve": "have", "d": "would"}
 
@@ -447,7 +460,7 @@ func (z *tokenizer) word(raw []byte) {
 				w[k] = m
 			}
 		}
-	} else {
+	} else if hasLeet {
 		// a digit-only word keeps its digits, but stray interior symbols
 		// (which only leetspeak explains) go
 		w = dropBytes(w, "!|")
@@ -457,8 +470,8 @@ func (z *tokenizer) word(raw []byte) {
 		z.contraction(w)
 		return
 	}
-	if e, ok := bareContractions[string(w)]; ok {
-		for _, p := range e {
+	if n := bareIndex.get(w); n != 0 {
+		for _, p := range bareExpansions[n-1] {
 			z.emitString(p)
 		}
 		return
@@ -595,11 +608,11 @@ func (z *tokenizer) emitString(s string) {
 // turn. canon is the vocabulary word when it differs from w.
 func (z *tokenizer) resolve(w, alt []byte, star bool) (id int32, canon string) {
 	v := z.voc
-	if id := v.ids[string(w)]; id != 0 {
+	if id := v.index.get(w); id != 0 {
 		return id, ""
 	}
 	if alt != nil {
-		if id := v.ids[string(alt)]; id != 0 {
+		if id := v.index.get(alt); id != 0 {
 			return id, v.words[id]
 		}
 	}
@@ -613,13 +626,13 @@ func (z *tokenizer) resolve(w, alt []byte, star bool) (id int32, canon string) {
 				}
 			}
 			z.tmp = b
-			if id := v.ids[string(b)]; id != 0 {
+			if id := v.index.get(b); id != 0 {
 				return id, v.words[id]
 			}
 		}
 		b = dropBytes(append(z.tmp[:0], w...), "*")
 		z.tmp = b
-		if id := v.ids[string(b)]; id != 0 {
+		if id := v.index.get(b); id != 0 {
 			return id, v.words[id]
 		}
 	}
@@ -628,7 +641,7 @@ func (z *tokenizer) resolve(w, alt []byte, star bool) (id int32, canon string) {
 			continue
 		}
 		z.tmp = squeeze(z.tmp[:0], form)
-		if id := v.squeezed[string(z.tmp)]; id != 0 {
+		if id := v.squeezedIndex.get(z.tmp); id != 0 {
 			return id, v.words[id]
 		}
 	}
