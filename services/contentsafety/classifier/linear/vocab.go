@@ -17,21 +17,23 @@ import "math/bits"
 // noClass marks a known word without classes.
 const noClass = ^uint32(0)
 
-// wordSlot is one slot of the table; entry is 1 + the word's index in
-// wordTable.sums (0: empty slot).
+// wordSlot is one slot of the table, holding a word's sums itself so
+// that a known word costs one cache miss, not two.
 type wordSlot struct {
-	key   uint64
-	entry uint32
+	key   uint64 // the word's hash; wordTable.empty in an empty slot
 	first uint32 // the word's first class, or noClass
+	// sums holds the sum of the word's own features' quantised weights
+	// per head (at most 61 features of ±128, so no overflow)
+	sums [NumHeads]int16
 }
 
 // wordTable is immutable after newWordTable.
 type wordTable struct {
 	shift uint // 64 - log2(len(slots))
 	slots []wordSlot
-	// sums holds NumHeads int16 per word: the sum of its own features'
-	// quantised weights (at most 61 features of ±128, so no overflow)
-	sums []int16
+	// empty is the key of empty slots: a key no word of the table has,
+	// so a probe stops at the first slot holding it
+	empty uint64
 }
 
 // commonWords are frequent words the word-class table leaves out
@@ -53,7 +55,7 @@ var commonWords = [...]string{
 func (t *wordTable) slot(key uint64) *wordSlot {
 	mask := uint64(len(t.slots) - 1)
 	for i := (key * multiplier) >> t.shift; ; i = (i + 1) & mask {
-		if s := &t.slots[i]; s.entry == 0 || s.key == key {
+		if s := &t.slots[i]; s.key == t.empty || s.key == key {
 			return s
 		}
 	}
@@ -68,21 +70,43 @@ func newWordTable(f *Features, rows []uint64) *wordTable {
 	}
 	// at most half full, so a probe for an unknown word ends soon
 	logSlots := bits.Len(uint(2*n - 1))
-	t := &wordTable{shift: uint(64 - logSlots), slots: make([]wordSlot, 1<<logSlots), sums: make([]int16, 0, n*NumHeads)}
-	var feats []uint32
-	add := func(w []byte, key uint64, cls []uint32) {
-		s := t.slot(key)
-		if s.entry != 0 {
-			return
+	t := &wordTable{shift: uint(64 - logSlots), slots: make([]wordSlot, 1<<logSlots)}
+	type word struct {
+		w   []byte
+		key uint64
+		cls []uint32
+	}
+	var words []word
+	keys := make(map[uint64]bool, n)
+	collect := func(w []byte, key uint64, cls []uint32) {
+		if !keys[key] {
+			keys[key] = true
+			words = append(words, word{w, key, cls})
 		}
+	}
+	if f.Classes != nil {
+		f.Classes.each(collect)
+	}
+	for _, w := range commonWords {
+		collect([]byte(w), wordKey([]byte(w)), nil)
+	}
+	for keys[t.empty] {
+		t.empty++
+	}
+	for i := range t.slots {
+		t.slots[i].key = t.empty
+	}
+	var feats []uint32
+	for _, w := range words {
+		s := t.slot(w.key)
 		feats = feats[:0]
-		feats = append(feats, feature(key^seedWord, f.Bits))
+		feats = append(feats, feature(w.key^seedWord, f.Bits))
 		if f.Set&FeatClasses != 0 {
-			for _, c := range cls {
+			for _, c := range w.cls {
 				feats = append(feats, feature(uint64(c)^seedClass, f.Bits))
 			}
 		}
-		feats = appendGrams(feats, w, f.Bits)
+		feats = appendGrams(feats, w.w, f.Bits)
 		var sum [NumHeads]int32
 		for _, x := range feats {
 			b := int(x&^signBit) * 2
@@ -92,19 +116,13 @@ func newWordTable(f *Features, rows []uint64) *wordTable {
 				sum[h] += sign * (int32(word>>(8*(h%8))&0xff) - 128)
 			}
 		}
-		for _, v := range sum {
-			t.sums = append(t.sums, int16(v))
+		for h, v := range sum {
+			s.sums[h] = int16(v)
 		}
-		s.key, s.entry, s.first = key, uint32(len(t.sums)/NumHeads), noClass
-		if len(cls) > 0 && f.Set.needsClasses() {
-			s.first = cls[0]
+		s.key, s.first = w.key, noClass
+		if len(w.cls) > 0 && f.Set.needsClasses() {
+			s.first = w.cls[0]
 		}
-	}
-	if f.Classes != nil {
-		f.Classes.each(add)
-	}
-	for _, w := range commonWords {
-		add([]byte(w), wordKey([]byte(w)), nil)
 	}
 	return t
 }
@@ -130,10 +148,9 @@ func (m *Model) AddText(dst []uint32, norm []byte, s *Sums) []uint32 {
 				dst = append(dst, feature((prev*seedBigram)^h, bits))
 			}
 			cur, hasClass := h, false
-			if sl := t.slot(h); sl.entry != 0 {
-				v := t.sums[(sl.entry-1)*NumHeads : sl.entry*NumHeads : sl.entry*NumHeads]
+			if sl := t.slot(h); sl.key != t.empty {
 				for k := range s {
-					s[k] += int32(v[k])
+					s[k] += int32(sl.sums[k])
 				}
 				if sl.first != noClass {
 					cur, hasClass = uint64(sl.first)|1<<63, true
