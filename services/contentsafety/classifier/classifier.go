@@ -64,6 +64,10 @@ type BlocklistHit struct {
 type Classifier struct {
 	lx    *lexicon
 	model *linear.Model // nil for the rules alone
+	// known holds, per vocabulary ID of the lexicon, the word looked up
+	// in the model's table once, so that the lexicon's words (most
+	// words of a text are among them) are not looked up per text
+	known []linear.Word
 	pool  sync.Pool     // *scratch
 }
 
@@ -76,6 +80,7 @@ type scratch struct {
 	cands []int32
 	rules []string
 	feats []uint32 // hashed features for the linear model
+	words []linear.Word
 	segs  []segment
 }
 
@@ -86,9 +91,11 @@ func New() (*Classifier, error) {
 	if err != nil {
 		return nil, err
 	}
-	if c.model, err = linear.Shipped(); err != nil {
+	m, err := linear.Shipped()
+	if err != nil {
 		return nil, fmt.Errorf("loading content-safety model: %w", err)
 	}
+	c.setModel(m)
 	return c, nil
 }
 
@@ -106,8 +113,20 @@ func NewWithModel(m *linear.Model) (*Classifier, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.model = m
+	c.setModel(m)
 	return c, nil
+}
+
+// setModel makes m, which may be nil, the linear stage.
+func (c *Classifier) setModel(m *linear.Model) {
+	c.model, c.known = m, nil
+	if m == nil {
+		return
+	}
+	c.known = make([]linear.Word, len(c.lx.voc.words))
+	for id, w := range c.lx.voc.words[1:] {
+		c.known[id+1] = m.Word([]byte(w))
+	}
 }
 
 func newFromSource(src string) (*Classifier, error) {

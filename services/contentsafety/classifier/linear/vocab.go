@@ -127,45 +127,90 @@ func newWordTable(f *Features, rows []uint64) *wordTable {
 	return t
 }
 
+// Word is one word of a normalised text with its entry in the model's
+// table of known words, looked up by Model.Word. A caller that meets the
+// same words again and again (the classifier, for the words of its
+// lexicon) looks them up once and keeps them.
+type Word struct {
+	text []byte
+	key  uint64
+	slot *wordSlot // nil when the table does not know the word
+}
+
+// Word looks w, one word of a normalised text, up in m's table of known
+// words. The Word refers to w, which must not change while it is used.
+func (m *Model) Word(w []byte) Word {
+	h := wordKey(w)
+	out := Word{text: w, key: h}
+	if sl := m.words.slot(h); sl.key != m.words.empty {
+		out.slot = sl
+	}
+	return out
+}
+
+// wordPairs is the state AddText and AddWords carry from one word to the
+// next: the word pair and class pair features need the previous word.
+type wordPairs struct {
+	prev, prevClass        uint64
+	havePrev, prevHasClass bool
+}
+
+// add adds w's features to s (its precomputed sums when the table knows
+// it) and appends those that are not precomputed to dst.
+func (m *Model) add(dst []uint32, st *wordPairs, w Word, s *Sums) []uint32 {
+	bits := m.feats.Bits
+	h := w.key
+	if st.havePrev {
+		dst = append(dst, feature((st.prev*seedBigram)^h, bits))
+	}
+	cur, hasClass := h, false
+	if sl := w.slot; sl != nil {
+		for k := range s {
+			s[k] += int32(sl.sums[k])
+		}
+		if sl.first != noClass {
+			cur, hasClass = uint64(sl.first)|1<<63, true
+		}
+	} else {
+		// not in the word-class table, so without classes
+		dst = append(dst, feature(h^seedWord, bits))
+		dst = appendGrams(dst, w.text, bits)
+	}
+	if m.pairs && st.havePrev && (hasClass || st.prevHasClass) {
+		dst = append(dst, feature((st.prevClass*seedCPair)^cur, bits))
+	}
+	st.prev, st.prevClass, st.havePrev, st.prevHasClass = h, cur, true, hasClass
+	return dst
+}
+
 // AddText adds to s the sums of the features of norm, a normalised text,
 // as m.AppendFeatures and m.Accumulate would, using dst as scratch space
 // (returned for reuse).
 func (m *Model) AddText(dst []uint32, norm []byte, s *Sums) []uint32 {
 	dst = dst[:0]
-	t, bits := m.words, m.feats.Bits
-	pairs := m.feats.Set&FeatClassPairs != 0 && m.feats.Classes != nil
-	var prev, prevClass uint64
-	havePrev, prevHasClass := false, false
+	var st wordPairs
 	for i := 0; i < len(norm); {
 		j := i
 		for j < len(norm) && norm[j] != ' ' {
 			j++
 		}
 		if j > i {
-			w := norm[i:j]
-			h := wordKey(w)
-			if havePrev {
-				dst = append(dst, feature((prev*seedBigram)^h, bits))
-			}
-			cur, hasClass := h, false
-			if sl := t.slot(h); sl.key != t.empty {
-				for k := range s {
-					s[k] += int32(sl.sums[k])
-				}
-				if sl.first != noClass {
-					cur, hasClass = uint64(sl.first)|1<<63, true
-				}
-			} else {
-				// not in the word-class table, so without classes
-				dst = append(dst, feature(h^seedWord, bits))
-				dst = appendGrams(dst, w, bits)
-			}
-			if pairs && havePrev && (hasClass || prevHasClass) {
-				dst = append(dst, feature((prevClass*seedCPair)^cur, bits))
-			}
-			prev, prevClass, havePrev, prevHasClass = h, cur, true, hasClass
+			dst = m.add(dst, &st, m.Word(norm[i:j]), s)
 		}
 		i = j + 1
+	}
+	m.Accumulate(dst, s)
+	return dst
+}
+
+// AddWords is AddText for a text given as its words, looked up by
+// m.Word: AddWords(dst, ws, s) adds what AddText(dst, words joined by
+// spaces, s) adds.
+func (m *Model) AddWords(dst []uint32, ws []Word, s *Sums) []uint32 {
+	dst = dst[:0]
+	var st wordPairs
+	for _, w := range ws {
+		dst = m.add(dst, &st, w, s)
 	}
 	m.Accumulate(dst, s)
 	return dst
