@@ -223,16 +223,40 @@ var bareContractions = map[string][]string{
 
 // bareIndex numbers the keys of bareContractions (from 1) for the
 // tokenizer's lookup of every word; bareExpansions[n-1] is the
-// expansion of number n.
-var bareIndex, bareExpansions = func() (wordIndex, [][]string) {
+// expansion of number n. bareFirst[len][last letter] has the bit of the
+// first letter of every key of that length and last letter set, so that
+// most words are ruled out without a lookup.
+var bareIndex, bareExpansions, bareFirst = func() (wordIndex, [][]string, *[maxBare + 1][26]uint32) {
 	nums := make(map[string]int32, len(bareContractions))
 	var exp [][]string
+	first := new([maxBare + 1][26]uint32)
 	for w, e := range bareContractions {
 		exp = append(exp, e)
 		nums[w] = int32(len(exp))
+		first[len(w)][w[len(w)-1]-'a'] |= 1 << (w[0] - 'a')
 	}
-	return newWordIndex(nums), exp
+	return newWordIndex(nums), exp, first
 }()
+
+// maxBare is the length of the longest key of bareContractions.
+const maxBare = 8
+
+// bareContraction returns the expansion of w when it is a key of
+// bareContractions.
+func bareContraction(w []byte) []string {
+	n := len(w)
+	if n == 0 || n > maxBare {
+		return nil
+	}
+	f, l := w[0]-'a', w[n-1]-'a'
+	if f >= 26 || l >= 26 || bareFirst[n][l]&(1<<f) == 0 {
+		return nil
+	}
+	if i := bareIndex.get(w); i != 0 {
+		return bareExpansions[i-1]
+	}
+	return nil
+}
 
 // suffixes expand the contracted verbs after an apostrophe.
 var suffixes = map[string]string{"ll": "will", "re": "are", "m": "am", "ve": "have", "d": "would"}
@@ -470,8 +494,8 @@ func (z *tokenizer) word(raw []byte) {
 		z.contraction(w)
 		return
 	}
-	if n := bareIndex.get(w); n != 0 {
-		for _, p := range bareExpansions[n-1] {
+	if e := bareContraction(w); e != nil {
+		for _, p := range e {
 			z.emitString(p)
 		}
 		return
