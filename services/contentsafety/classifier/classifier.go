@@ -68,7 +68,7 @@ type Classifier struct {
 	// in the model's table once, so that the lexicon's words (most
 	// words of a text are among them) are not looked up per text
 	known []linear.Word
-	pool  sync.Pool     // *scratch
+	pool  sync.Pool // *scratch
 }
 
 // scratch is the per-call working memory, pooled so that Classify
