@@ -76,6 +76,7 @@ type Classifier struct {
 type scratch struct {
 	z     tokenizer
 	stamp []uint32 // per rule: the sentence it was last queued for
+	seen  []uint32 // per vocabulary ID: the last sentence it was in
 	gen   uint32
 	cands []int32
 	rules []string
@@ -136,7 +137,7 @@ func newFromSource(src string) (*Classifier, error) {
 	}
 	c := &Classifier{lx: lx}
 	c.pool.New = func() any {
-		return &scratch{z: tokenizer{voc: &lx.voc}, stamp: make([]uint32, len(lx.rules))}
+		return &scratch{z: tokenizer{voc: &lx.voc}, stamp: make([]uint32, len(lx.rules)), seen: make([]uint32, len(lx.voc.words))}
 	}
 	return c, nil
 }
@@ -208,6 +209,7 @@ func (c *Classifier) scan(s *scratch, dir events.Direction, sev, textCleared *[n
 		s.gen++
 		if s.gen == 0 {
 			clear(s.stamp)
+			clear(s.seen)
 			s.gen = 1
 		}
 		s.cands = s.cands[:0]
@@ -215,6 +217,7 @@ func (c *Classifier) scan(s *scratch, dir events.Direction, sev, textCleared *[n
 			if t.id == 0 {
 				continue
 			}
+			s.seen[t.id] = s.gen
 			for _, ri := range lx.anchors[t.id] {
 				if s.stamp[ri] != s.gen {
 					s.stamp[ri] = s.gen
@@ -233,7 +236,7 @@ func (c *Classifier) scan(s *scratch, dir events.Direction, sev, textCleared *[n
 			if r.outs[0].cat == catJailbreak && dir != events.DirectionPrompt {
 				continue
 			}
-			ok, negated := lx.matches(r, sent)
+			ok, negated := lx.matches(r, sent, s.seen, s.gen)
 			if negated && r.outs[0].sev > 0 {
 				// a negated harmful phrase clears the linear model's
 				// finding of its category, which cannot see negation
