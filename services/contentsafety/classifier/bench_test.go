@@ -26,7 +26,39 @@ func BenchmarkClassifyRulesOnly(b *testing.B) {
 	benchmarkClassify(b, c)
 }
 
+// BenchmarkNormalize measures the normaliser alone (folding, tokenising,
+// resolving words against the lexicon's vocabulary) on the same chunks.
+func BenchmarkNormalize(b *testing.B) {
+	c, err := classifier.NewRulesOnly()
+	if err != nil {
+		b.Fatal(err)
+	}
+	chunks := corpusChunks(b)
+	b.SetBytes(1024)
+	b.ReportAllocs()
+	n := 0
+	for b.Loop() {
+		c.Normalize(chunks[n%len(chunks)])
+		n++
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/1e3/float64(n), "µs/KB")
+}
+
 func benchmarkClassify(b *testing.B, c *classifier.Classifier) {
+	chunks := corpusChunks(b)
+	b.SetBytes(1024)
+	b.ReportAllocs()
+	n := 0
+	for b.Loop() {
+		c.Classify(chunks[n%len(chunks)], events.DirectionPrompt)
+		n++
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/1e3/float64(n), "µs/KB")
+}
+
+// corpusChunks returns the benchmarks' text: the first 128 KiB of each
+// corpus file in 1 KiB chunks.
+func corpusChunks(b *testing.B) []string {
 	var chunks []string
 	for _, name := range []string{"moby-dick", "state-of-the-union-1946-2021"} {
 		f, err := os.Open("testdata/corpus/" + name + ".txt.gz")
@@ -46,12 +78,5 @@ func benchmarkClassify(b *testing.B, c *classifier.Classifier) {
 			chunks = append(chunks, string(data[i:i+1024]))
 		}
 	}
-	b.SetBytes(1024)
-	b.ReportAllocs()
-	n := 0
-	for b.Loop() {
-		c.Classify(chunks[n%len(chunks)], events.DirectionPrompt)
-		n++
-	}
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/1e3/float64(n), "µs/KB")
+	return chunks
 }

@@ -64,7 +64,11 @@ type BlocklistHit struct {
 type Classifier struct {
 	lx    *lexicon
 	model *linear.Model // nil for the rules alone
-	pool  sync.Pool     // *scratch
+	// known holds, per vocabulary ID of the lexicon, the word looked up
+	// in the model's table once, so that the lexicon's words (most
+	// words of a text are among them) are not looked up per text
+	known []linear.Word
+	pool  sync.Pool // *scratch
 }
 
 // scratch is the per-call working memory, pooled so that Classify
@@ -72,10 +76,12 @@ type Classifier struct {
 type scratch struct {
 	z     tokenizer
 	stamp []uint32 // per rule: the sentence it was last queued for
+	seen  []uint32 // per vocabulary ID: the last sentence it was in
 	gen   uint32
 	cands []int32
 	rules []string
 	feats []uint32 // hashed features for the linear model
+	words []linear.Word
 	segs  []segment
 }
 
@@ -86,9 +92,11 @@ func New() (*Classifier, error) {
 	if err != nil {
 		return nil, err
 	}
-	if c.model, err = linear.Shipped(); err != nil {
+	m, err := linear.Shipped()
+	if err != nil {
 		return nil, fmt.Errorf("loading content-safety model: %w", err)
 	}
+	c.setModel(m)
 	return c, nil
 }
 
@@ -106,8 +114,20 @@ func NewWithModel(m *linear.Model) (*Classifier, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.model = m
+	c.setModel(m)
 	return c, nil
+}
+
+// setModel makes m, which may be nil, the linear stage.
+func (c *Classifier) setModel(m *linear.Model) {
+	c.model, c.known = m, nil
+	if m == nil {
+		return
+	}
+	c.known = make([]linear.Word, len(c.lx.voc.words))
+	for id, w := range c.lx.voc.words[1:] {
+		c.known[id+1] = m.Word([]byte(w))
+	}
 }
 
 func newFromSource(src string) (*Classifier, error) {
@@ -117,7 +137,7 @@ func newFromSource(src string) (*Classifier, error) {
 	}
 	c := &Classifier{lx: lx}
 	c.pool.New = func() any {
-		return &scratch{z: tokenizer{voc: &lx.voc}, stamp: make([]uint32, len(lx.rules))}
+		return &scratch{z: tokenizer{voc: &lx.voc}, stamp: make([]uint32, len(lx.rules)), seen: make([]uint32, len(lx.voc.words))}
 	}
 	return c, nil
 }
@@ -189,6 +209,7 @@ func (c *Classifier) scan(s *scratch, dir events.Direction, sev, textCleared *[n
 		s.gen++
 		if s.gen == 0 {
 			clear(s.stamp)
+			clear(s.seen)
 			s.gen = 1
 		}
 		s.cands = s.cands[:0]
@@ -196,6 +217,7 @@ func (c *Classifier) scan(s *scratch, dir events.Direction, sev, textCleared *[n
 			if t.id == 0 {
 				continue
 			}
+			s.seen[t.id] = s.gen
 			for _, ri := range lx.anchors[t.id] {
 				if s.stamp[ri] != s.gen {
 					s.stamp[ri] = s.gen
@@ -214,7 +236,7 @@ func (c *Classifier) scan(s *scratch, dir events.Direction, sev, textCleared *[n
 			if r.outs[0].cat == catJailbreak && dir != events.DirectionPrompt {
 				continue
 			}
-			ok, negated := lx.matches(r, sent)
+			ok, negated := lx.matches(r, sent, s.seen, s.gen)
 			if negated && r.outs[0].sev > 0 {
 				// a negated harmful phrase clears the linear model's
 				// finding of its category, which cannot see negation

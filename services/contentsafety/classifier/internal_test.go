@@ -104,3 +104,19 @@ rule violence.context.game safe = in_the_game`)
 		}
 	}
 }
+
+// TestBareContraction checks the quick rejection of words that are not
+// bare contractions against the table itself.
+func TestBareContraction(t *testing.T) {
+	t.Parallel()
+	for w, want := range bareContractions {
+		if got := bareContraction([]byte(w)); !slices.Equal(got, want) {
+			t.Errorf("bareContraction(%q) = %q, want %q", w, got, want)
+		}
+	}
+	for _, w := range []string{"", "d", "don", "dont1", "want", "that", "shouldntt", "é", "DONT", "i"} {
+		if got := bareContraction([]byte(w)); got != nil {
+			t.Errorf("bareContraction(%q) = %q, want none", w, got)
+		}
+	}
+}

@@ -69,6 +69,9 @@ type vocab struct {
 	ids      map[string]int32
 	words    []string         // words[id]
 	squeezed map[string]int32 // squeezed spelling -> id, for "kiiill"
+	// index and squeezedIndex are ids and squeezed for the tokenizer,
+	// built once the vocabulary is complete
+	index, squeezedIndex wordIndex
 }
 
 func (v *vocab) add(w string) int32 {
@@ -102,6 +105,7 @@ type element struct {
 	multi  [][]int32 // multi-word alternatives
 	first  bitset    // first words of all alternatives, to fail fast
 	key    bitset    // the least common word of each alternative
+	keys   []int32   // key as a list, to check a sentence for them
 }
 
 // output is what a rule reports when it fires.
@@ -439,6 +443,8 @@ func compile(prules []parsedRule, neg []phrase) (*lexicon, error) {
 		}
 		lx.voc.squeezed[sq] = int32(id + 1)
 	}
+	lx.voc.index = newWordIndex(lx.voc.ids)
+	lx.voc.squeezedIndex = newWordIndex(lx.voc.squeezed)
 	words := (len(lx.voc.words) + 63) / 64
 	newSet := func() bitset { return make(bitset, words) }
 	lx.neg = newSet()
@@ -464,7 +470,10 @@ func compile(prules []parsedRule, neg []phrase) (*lexicon, error) {
 						ids[k] = lx.voc.ids[w]
 					}
 					el.first.set(ids[0])
-					el.key.set(lx.voc.ids[keyWord(p)])
+					if k := lx.voc.ids[keyWord(p)]; !el.key.has(k) {
+						el.key.set(k)
+						el.keys = append(el.keys, k)
+					}
 					if len(ids) == 1 {
 						el.single.set(ids[0])
 					} else {
@@ -583,15 +592,29 @@ multi:
 
 // matches reports whether rule r matches anywhere in the sentence toks,
 // not right after a negation, and otherwise whether it would match if
-// negations were ignored ("I do not want to kill myself").
-func (lx *lexicon) matches(r *rule, toks []tok) (ok, negated bool) {
+// negations were ignored ("I do not want to kill myself"). seen[id] is
+// gen for the vocabulary IDs of the sentence's words.
+func (lx *lexicon) matches(r *rule, toks []tok, seen []uint32, gen uint32) (ok, negated bool) {
 	for _, i := range r.required {
 		e := &r.elems[i]
 		found := e.end
-		for _, t := range toks {
-			if e.key.has(t.id) {
-				found = true
-				break
+		if found {
+			continue
+		}
+		// whichever is shorter: the element's key words or the sentence
+		if len(e.keys) <= len(toks) {
+			for _, id := range e.keys {
+				if seen[id] == gen {
+					found = true
+					break
+				}
+			}
+		} else {
+			for _, t := range toks {
+				if e.key.has(t.id) {
+					found = true
+					break
+				}
 			}
 		}
 		if !found {

@@ -41,10 +41,21 @@ func (c *Classifier) modelLogits(s *scratch, lg *[linear.NumHeads]float32) bool 
 	if c.model == nil || len(toks) == 0 {
 		return false
 	}
+	// each word is looked up once, a word of the lexicon not at all
+	s.words = s.words[:0]
+	for _, t := range toks {
+		if t.id != 0 {
+			// the word is the vocabulary's: emit writes the vocabulary's
+			// spelling of a word it resolved
+			s.words = append(s.words, c.known[t.id])
+		} else {
+			s.words = append(s.words, c.model.Word(s.z.norm[t.start:t.end]))
+		}
+	}
 	s.segs = s.segs[:0]
 	add := func(a, b int, join bool) {
 		s.segs = append(s.segs, segment{words: b - a, join: join})
-		s.feats = c.model.AddText(s.feats, s.z.norm[toks[a].start:toks[b-1].end], &s.segs[len(s.segs)-1].sums)
+		s.feats = c.model.AddWords(s.feats, s.words[a:b], &s.segs[len(s.segs)-1].sums)
 	}
 	if len(toks) <= maxChunkWords {
 		add(0, len(toks), false)

@@ -221,6 +221,43 @@ var bareContractions = map[string][]string{
 	"tryna": {"trying", "to"},
 }
 
+// bareIndex numbers the keys of bareContractions (from 1) for the
+// tokenizer's lookup of every word; bareExpansions[n-1] is the
+// expansion of number n. bareFirst[len][last letter] has the bit of the
+// first letter of every key of that length and last letter set, so that
+// most words are ruled out without a lookup.
+var bareIndex, bareExpansions, bareFirst = func() (wordIndex, [][]string, *[maxBare + 1][26]uint32) {
+	nums := make(map[string]int32, len(bareContractions))
+	var exp [][]string
+	first := new([maxBare + 1][26]uint32)
+	for w, e := range bareContractions {
+		exp = append(exp, e)
+		nums[w] = int32(len(exp))
+		first[len(w)][w[len(w)-1]-'a'] |= 1 << (w[0] - 'a')
+	}
+	return newWordIndex(nums), exp, first
+}()
+
+// maxBare is the length of the longest key of bareContractions.
+const maxBare = 8
+
+// bareContraction returns the expansion of w when it is a key of
+// bareContractions.
+func bareContraction(w []byte) []string {
+	n := len(w)
+	if n == 0 || n > maxBare {
+		return nil
+	}
+	f, l := w[0]-'a', w[n-1]-'a'
+	if f >= 26 || l >= 26 || bareFirst[n][l]&(1<<f) == 0 {
+		return nil
+	}
+	if i := bareIndex.get(w); i != 0 {
+		return bareExpansions[i-1]
+	}
+	return nil
+}
+
 // suffixes expand the contracted verbs after an apostrophe.
 var suffixes = map[string]string{"ll": "will", "re": "are", "m": "am", "ve": "have", "d": "would"}
 
@@ -447,7 +484,7 @@ func (z *tokenizer) word(raw []byte) {
 				w[k] = m
 			}
 		}
-	} else {
+	} else if hasLeet {
 		// a digit-only word keeps its digits, but stray interior symbols
 		// (which only leetspeak explains) go
 		w = dropBytes(w, "!|")
@@ -457,7 +494,7 @@ func (z *tokenizer) word(raw []byte) {
 		z.contraction(w)
 		return
 	}
-	if e, ok := bareContractions[string(w)]; ok {
+	if e := bareContraction(w); e != nil {
 		for _, p := range e {
 			z.emitString(p)
 		}
@@ -595,11 +632,11 @@ func (z *tokenizer) emitString(s string) {
 // turn. canon is the vocabulary word when it differs from w.
 func (z *tokenizer) resolve(w, alt []byte, star bool) (id int32, canon string) {
 	v := z.voc
-	if id := v.ids[string(w)]; id != 0 {
+	if id := v.index.get(w); id != 0 {
 		return id, ""
 	}
 	if alt != nil {
-		if id := v.ids[string(alt)]; id != 0 {
+		if id := v.index.get(alt); id != 0 {
 			return id, v.words[id]
 		}
 	}
@@ -613,13 +650,13 @@ func (z *tokenizer) resolve(w, alt []byte, star bool) (id int32, canon string) {
 				}
 			}
 			z.tmp = b
-			if id := v.ids[string(b)]; id != 0 {
+			if id := v.index.get(b); id != 0 {
 				return id, v.words[id]
 			}
 		}
 		b = dropBytes(append(z.tmp[:0], w...), "*")
 		z.tmp = b
-		if id := v.ids[string(b)]; id != 0 {
+		if id := v.index.get(b); id != 0 {
 			return id, v.words[id]
 		}
 	}
@@ -628,7 +665,7 @@ func (z *tokenizer) resolve(w, alt []byte, star bool) (id int32, canon string) {
 			continue
 		}
 		z.tmp = squeeze(z.tmp[:0], form)
-		if id := v.squeezed[string(z.tmp)]; id != 0 {
+		if id := v.squeezedIndex.get(z.tmp); id != 0 {
 			return id, v.words[id]
 		}
 	}

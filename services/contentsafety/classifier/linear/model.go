@@ -175,6 +175,8 @@ type Model struct {
 	rows []uint64
 	// words holds the precomputed sums of known words (vocab.go)
 	words *wordTable
+	// pairs: the features include class pairs
+	pairs bool
 }
 
 // New builds a Model from weights, with the embedded word-class table
@@ -209,6 +211,7 @@ func NewWithClasses(w *Weights, wc *WordClasses) (*Model, error) {
 		m.rows[2*b+1] = binary.LittleEndian.Uint64(row[8:])
 	}
 	m.words = newWordTable(&m.feats, m.rows)
+	m.pairs = m.feats.Set&FeatClassPairs != 0 && m.feats.Classes != nil
 	return m, nil
 }
 

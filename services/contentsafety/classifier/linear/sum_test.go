@@ -8,8 +8,9 @@ import (
 	"github.com/terroir-ai/terroir/services/contentsafety/classifier/linear"
 )
 
-// TestAddTextMatchesFeatures checks that the runtime path, which adds the
-// precomputed sums of the table's words, gives exactly the sums of the
+// TestAddTextMatchesFeatures checks that the runtime paths (AddText, and
+// AddWords on words looked up in advance), which add the
+// precomputed sums of the table's words, give exactly the sums of the
 // features the trainer sees, for words in and out of the word-class
 // table, with and without classes and class pairs.
 func TestAddTextMatchesFeatures(t *testing.T) {
@@ -64,6 +65,15 @@ func checkAddText(t *testing.T, m *linear.Model, texts []string) {
 		scratch = m.AddText(scratch, []byte(text), &got)
 		if got != want {
 			t.Errorf("AddText(%.40q) = %v, want %v", text, got, want)
+		}
+		var words []linear.Word
+		for _, w := range strings.Fields(text) {
+			words = append(words, m.Word([]byte(w)))
+		}
+		got = linear.Sums{}
+		scratch = m.AddWords(scratch, words, &got)
+		if got != want {
+			t.Errorf("AddWords(%.40q) = %v, want %v", text, got, want)
 		}
 	}
 }

@@ -17,21 +17,23 @@ import "math/bits"
 // noClass marks a known word without classes.
 const noClass = ^uint32(0)
 
-// wordSlot is one slot of the table; entry is 1 + the word's index in
-// wordTable.sums (0: empty slot).
+// wordSlot is one slot of the table, holding a word's sums itself so
+// that a known word costs one cache miss, not two.
 type wordSlot struct {
-	key   uint64
-	entry uint32
+	key   uint64 // the word's hash; wordTable.empty in an empty slot
 	first uint32 // the word's first class, or noClass
+	// sums holds the sum of the word's own features' quantised weights
+	// per head (at most 61 features of ±128, so no overflow)
+	sums [NumHeads]int16
 }
 
 // wordTable is immutable after newWordTable.
 type wordTable struct {
 	shift uint // 64 - log2(len(slots))
 	slots []wordSlot
-	// sums holds NumHeads int16 per word: the sum of its own features'
-	// quantised weights (at most 61 features of ±128, so no overflow)
-	sums []int16
+	// empty is the key of empty slots: a key no word of the table has,
+	// so a probe stops at the first slot holding it
+	empty uint64
 }
 
 // commonWords are frequent words the word-class table leaves out
@@ -53,7 +55,7 @@ var commonWords = [...]string{
 func (t *wordTable) slot(key uint64) *wordSlot {
 	mask := uint64(len(t.slots) - 1)
 	for i := (key * multiplier) >> t.shift; ; i = (i + 1) & mask {
-		if s := &t.slots[i]; s.entry == 0 || s.key == key {
+		if s := &t.slots[i]; s.key == t.empty || s.key == key {
 			return s
 		}
 	}
@@ -68,21 +70,43 @@ func newWordTable(f *Features, rows []uint64) *wordTable {
 	}
 	// at most half full, so a probe for an unknown word ends soon
 	logSlots := bits.Len(uint(2*n - 1))
-	t := &wordTable{shift: uint(64 - logSlots), slots: make([]wordSlot, 1<<logSlots), sums: make([]int16, 0, n*NumHeads)}
-	var feats []uint32
-	add := func(w []byte, key uint64, cls []uint32) {
-		s := t.slot(key)
-		if s.entry != 0 {
-			return
+	t := &wordTable{shift: uint(64 - logSlots), slots: make([]wordSlot, 1<<logSlots)}
+	type word struct {
+		w   []byte
+		key uint64
+		cls []uint32
+	}
+	var words []word
+	keys := make(map[uint64]bool, n)
+	collect := func(w []byte, key uint64, cls []uint32) {
+		if !keys[key] {
+			keys[key] = true
+			words = append(words, word{w, key, cls})
 		}
+	}
+	if f.Classes != nil {
+		f.Classes.each(collect)
+	}
+	for _, w := range commonWords {
+		collect([]byte(w), wordKey([]byte(w)), nil)
+	}
+	for keys[t.empty] {
+		t.empty++
+	}
+	for i := range t.slots {
+		t.slots[i].key = t.empty
+	}
+	var feats []uint32
+	for _, w := range words {
+		s := t.slot(w.key)
 		feats = feats[:0]
-		feats = append(feats, feature(key^seedWord, f.Bits))
+		feats = append(feats, feature(w.key^seedWord, f.Bits))
 		if f.Set&FeatClasses != 0 {
-			for _, c := range cls {
+			for _, c := range w.cls {
 				feats = append(feats, feature(uint64(c)^seedClass, f.Bits))
 			}
 		}
-		feats = appendGrams(feats, w, f.Bits)
+		feats = appendGrams(feats, w.w, f.Bits)
 		var sum [NumHeads]int32
 		for _, x := range feats {
 			b := int(x&^signBit) * 2
@@ -92,21 +116,71 @@ func newWordTable(f *Features, rows []uint64) *wordTable {
 				sum[h] += sign * (int32(word>>(8*(h%8))&0xff) - 128)
 			}
 		}
-		for _, v := range sum {
-			t.sums = append(t.sums, int16(v))
+		for h, v := range sum {
+			s.sums[h] = int16(v)
 		}
-		s.key, s.entry, s.first = key, uint32(len(t.sums)/NumHeads), noClass
-		if len(cls) > 0 && f.Set.needsClasses() {
-			s.first = cls[0]
+		s.key, s.first = w.key, noClass
+		if len(w.cls) > 0 && f.Set.needsClasses() {
+			s.first = w.cls[0]
 		}
-	}
-	if f.Classes != nil {
-		f.Classes.each(add)
-	}
-	for _, w := range commonWords {
-		add([]byte(w), wordKey([]byte(w)), nil)
 	}
 	return t
+}
+
+// Word is one word of a normalised text with its entry in the model's
+// table of known words, looked up by Model.Word. A caller that meets the
+// same words again and again (the classifier, for the words of its
+// lexicon) looks them up once and keeps them.
+type Word struct {
+	text []byte
+	key  uint64
+	slot *wordSlot // nil when the table does not know the word
+}
+
+// Word looks w, one word of a normalised text, up in m's table of known
+// words. The Word refers to w, which must not change while it is used.
+func (m *Model) Word(w []byte) Word {
+	h := wordKey(w)
+	out := Word{text: w, key: h}
+	if sl := m.words.slot(h); sl.key != m.words.empty {
+		out.slot = sl
+	}
+	return out
+}
+
+// wordPairs is the state AddText and AddWords carry from one word to the
+// next: the word pair and class pair features need the previous word.
+type wordPairs struct {
+	prev, prevClass        uint64
+	havePrev, prevHasClass bool
+}
+
+// add adds w's features to s (its precomputed sums when the table knows
+// it) and appends those that are not precomputed to dst.
+func (m *Model) add(dst []uint32, st *wordPairs, w Word, s *Sums) []uint32 {
+	bits := m.feats.Bits
+	h := w.key
+	if st.havePrev {
+		dst = append(dst, feature((st.prev*seedBigram)^h, bits))
+	}
+	cur, hasClass := h, false
+	if sl := w.slot; sl != nil {
+		for k := range s {
+			s[k] += int32(sl.sums[k])
+		}
+		if sl.first != noClass {
+			cur, hasClass = uint64(sl.first)|1<<63, true
+		}
+	} else {
+		// not in the word-class table, so without classes
+		dst = append(dst, feature(h^seedWord, bits))
+		dst = appendGrams(dst, w.text, bits)
+	}
+	if m.pairs && st.havePrev && (hasClass || st.prevHasClass) {
+		dst = append(dst, feature((st.prevClass*seedCPair)^cur, bits))
+	}
+	st.prev, st.prevClass, st.havePrev, st.prevHasClass = h, cur, true, hasClass
+	return dst
 }
 
 // AddText adds to s the sums of the features of norm, a normalised text,
@@ -114,41 +188,29 @@ func newWordTable(f *Features, rows []uint64) *wordTable {
 // (returned for reuse).
 func (m *Model) AddText(dst []uint32, norm []byte, s *Sums) []uint32 {
 	dst = dst[:0]
-	t, bits := m.words, m.feats.Bits
-	pairs := m.feats.Set&FeatClassPairs != 0 && m.feats.Classes != nil
-	var prev, prevClass uint64
-	havePrev, prevHasClass := false, false
+	var st wordPairs
 	for i := 0; i < len(norm); {
 		j := i
 		for j < len(norm) && norm[j] != ' ' {
 			j++
 		}
 		if j > i {
-			w := norm[i:j]
-			h := wordKey(w)
-			if havePrev {
-				dst = append(dst, feature((prev*seedBigram)^h, bits))
-			}
-			cur, hasClass := h, false
-			if sl := t.slot(h); sl.entry != 0 {
-				v := t.sums[(sl.entry-1)*NumHeads : sl.entry*NumHeads : sl.entry*NumHeads]
-				for k := range s {
-					s[k] += int32(v[k])
-				}
-				if sl.first != noClass {
-					cur, hasClass = uint64(sl.first)|1<<63, true
-				}
-			} else {
-				// not in the word-class table, so without classes
-				dst = append(dst, feature(h^seedWord, bits))
-				dst = appendGrams(dst, w, bits)
-			}
-			if pairs && havePrev && (hasClass || prevHasClass) {
-				dst = append(dst, feature((prevClass*seedCPair)^cur, bits))
-			}
-			prev, prevClass, havePrev, prevHasClass = h, cur, true, hasClass
+			dst = m.add(dst, &st, m.Word(norm[i:j]), s)
 		}
 		i = j + 1
+	}
+	m.Accumulate(dst, s)
+	return dst
+}
+
+// AddWords is AddText for a text given as its words, looked up by
+// m.Word: AddWords(dst, ws, s) adds what AddText(dst, words joined by
+// spaces, s) adds.
+func (m *Model) AddWords(dst []uint32, ws []Word, s *Sums) []uint32 {
+	dst = dst[:0]
+	var st wordPairs
+	for _, w := range ws {
+		dst = m.add(dst, &st, w, s)
 	}
 	m.Accumulate(dst, s)
 	return dst
