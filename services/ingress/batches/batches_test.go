@@ -21,6 +21,7 @@ import (
 	"github.com/terroir-ai/terroir/pkg/bus/bustest"
 	"github.com/terroir-ai/terroir/pkg/control"
 	"github.com/terroir-ai/terroir/pkg/events"
+	"github.com/terroir-ai/terroir/pkg/events/eventstest"
 	"github.com/terroir-ai/terroir/pkg/filestore"
 	"github.com/terroir-ai/terroir/services/ingress/apierr"
 )
@@ -97,7 +98,9 @@ func newHarness(t *testing.T, maxEnqueued int64) *harness {
 	}
 	h.srv = mux
 	// What ingress writes, read back from the bus as another service
-	// would.
+	// would, and checked against the events' schemas.
+	_, objectSchema := eventstest.Load(t, events.TypeBatchObject)
+	_, commandSchema := eventstest.Load(t, events.TypeBatchCommand)
 	for _, g := range []string{"eu", "us"} {
 		for _, stream := range []string{bus.StreamBatches, bus.StreamBatchJobs} {
 			tbl, err := h.bus.NewTable(g, stream, func(d *bus.Delivery) {
@@ -106,13 +109,19 @@ func newHarness(t *testing.T, maxEnqueued int64) *harness {
 				}
 				var got delivered
 				got.meta = d.Meta
-				var err error
-				if stream == bus.StreamBatches {
-					err = d.Decode(context.Background(), &got.obj)
-				} else {
-					err = d.Decode(context.Background(), &got.cmd)
-				}
+				payload, err := d.Payload(context.Background())
 				if err != nil {
+					t.Errorf("unreadable record on %s: %v", stream, err)
+					return
+				}
+				sch, into := objectSchema, any(&got.obj)
+				if stream == bus.StreamBatchJobs {
+					sch, into = commandSchema, &got.cmd
+				}
+				if err := eventstest.Validate(sch, payload); err != nil {
+					t.Errorf("a record on %s does not match its schema: %v", stream, err)
+				}
+				if err := json.Unmarshal(payload, into); err != nil {
 					t.Errorf("undecodable record on %s: %v", stream, err)
 					return
 				}
@@ -495,7 +504,7 @@ func TestViewKeepsTheNewestVersion(t *testing.T) {
 	id := h.do("POST", "/v1/batches", "acme", createBody(file, "/v1/chat/completions")).body["id"].(string)
 	o := h.record(id).obj
 	done := o
-	done.Version, done.Status, done.OutputFileID, done.Deployment = 3, events.BatchCompleted, "file-out", "gb"
+	done.Version, done.Status, done.OutputFileID, done.Deployment = 3, events.BatchCompleted, "file-0123456789abcdef0123456789abcdef", "gb"
 	done.RequestCounts = events.BatchCounts{Total: 2, Completed: 2}
 	done.Usage = &events.BatchUsage{InputTokens: 10, OutputTokens: 5, TotalTokens: 15}
 	at := h.clock().Add(time.Minute)
@@ -505,7 +514,7 @@ func TestViewKeepsTheNewestVersion(t *testing.T) {
 	h.putBatch(done)
 	h.putBatch(running)
 	r := h.do("GET", "/v1/batches/"+id, "acme", nil)
-	if r.body["status"] != "completed" || r.body["output_file_id"] != "file-out" || r.body["completed_at"] != float64(at.Unix()) ||
+	if r.body["status"] != "completed" || r.body["output_file_id"] != "file-0123456789abcdef0123456789abcdef" || r.body["completed_at"] != float64(at.Unix()) ||
 		r.body["model"] != "gb" || r.body["usage"] == nil || r.body["request_counts"].(map[string]any)["completed"] != 2.0 {
 		t.Errorf("after versions 3 then 1: %s", r.raw)
 	}
