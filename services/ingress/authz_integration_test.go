@@ -2,6 +2,7 @@ package main
 
 import (
 	"cmp"
+	"encoding/json"
 	"net/http"
 	"strconv"
 	"strings"
@@ -97,6 +98,17 @@ func authzMatrix() map[string]authzRow {
 			rows[r] = authzRow{access: appKey, otherStatus: http.StatusNotFound}
 		}
 	}
+	// The Batch API: {batch_id} is a batch of the calling resource, made
+	// from {file_id}; another resource's key finds neither. Azure's
+	// deployment paths (the Node SDK's with a deployment option) answer
+	// like /openai.
+	for _, root := range []string{"/v1", "/openai", "/openai/v1", "/openai/deployments/{deployment}"} {
+		create := map[string]any{"input_file_id": "{file_id}", "endpoint": "/v1/chat/completions", "completion_window": "24h"}
+		rows["POST "+root+"/batches"] = authzRow{access: appKey, body: create, deployment: "chat", otherStatus: http.StatusNotFound}
+		rows["GET "+root+"/batches"] = authzRow{access: appKey, deployment: "chat"}
+		rows["GET "+root+"/batches/{batch_id}"] = authzRow{access: appKey, deployment: "chat", otherStatus: http.StatusNotFound}
+		rows["POST "+root+"/batches/{batch_id}/cancel"] = authzRow{access: appKey, deployment: "chat", otherStatus: http.StatusNotFound}
+	}
 	return rows
 }
 
@@ -145,13 +157,26 @@ func TestAuthorizationMatrix(t *testing.T) {
 		otherKey := a.op("POST", "/mgmt/resources/"+other+"/listKeys", nil, http.StatusOK).body["key1"].(string)
 
 		fileID := a.upload("/v1/files", ownKey, "batch", "chat.jsonl", "{}\n", http.StatusOK).body["id"].(string)
-		path := strings.NewReplacer("{name}", own, "{item}", "item", "{deployment}", row.deployment, "{file_id}", fileID).Replace(pattern)
+		var batchID string
+		if strings.Contains(pattern, "/batches") {
+			batchID = a.do("POST", "/v1/batches", ownKey, map[string]any{"input_file_id": fileID, "endpoint": "/v1/chat/completions",
+				"completion_window": "24h"}).body["id"].(string)
+		}
+		path := strings.NewReplacer("{name}", own, "{item}", "item", "{deployment}", row.deployment, "{file_id}", fileID,
+			"{batch_id}", batchID).Replace(pattern)
 		if strings.HasPrefix(path, "/openai/") {
 			path += "?api-version=2024-10-21"
 		}
-		body := row.body
+		var body any = row.body
 		if body == nil && method != "GET" && method != "DELETE" {
 			body = map[string]any{}
+		}
+		if body != nil {
+			raw, err := json.Marshal(body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body = strings.ReplaceAll(string(raw), "{file_id}", fileID)
 		}
 		call := func(who, cred string) reply {
 			var r reply
@@ -201,6 +226,12 @@ func TestAuthorizationMatrix(t *testing.T) {
 				// another resource lists its own files, none of these
 				expect("another resource's key", otherR, http.StatusOK, "")
 				if strings.Contains(string(otherR.raw), fileID) || !strings.Contains(string(ownR.raw), fileID) {
+					t.Errorf("%s: own key lists %s, another resource's key lists %s", route, ownR.raw, otherR.raw)
+				}
+			case method == "GET" && strings.HasSuffix(pattern, "/batches"):
+				// another resource lists its own batches, none of these
+				expect("another resource's key", otherR, http.StatusOK, "")
+				if strings.Contains(string(otherR.raw), batchID) || !strings.Contains(string(ownR.raw), batchID) {
 					t.Errorf("%s: own key lists %s, another resource's key lists %s", route, ownR.raw, otherR.raw)
 				}
 			case row.upload:

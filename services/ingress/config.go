@@ -10,6 +10,7 @@ import (
 
 	"github.com/terroir-ai/terroir/pkg/config"
 	"github.com/terroir-ai/terroir/pkg/tlsfiles"
+	"github.com/terroir-ai/terroir/services/ingress/batches"
 	"github.com/terroir-ai/terroir/services/ingress/edge"
 	"github.com/terroir-ai/terroir/services/ingress/files"
 )
@@ -50,6 +51,11 @@ type Config struct {
 	// default 512 MiB) and MaxBatchFileBytes one of purpose batch
 	// (TERROIR_FILES_MAX_BATCH_BYTES, default 200 MiB); larger gets 413.
 	MaxFileBytes, MaxBatchFileBytes int64
+	// MaxEnqueuedTokens bounds the estimated input tokens (input file
+	// bytes / 4) of a resource's unfinished batches; a batch created past
+	// it gets 400 token_limit_exceeded at once
+	// (TERROIR_BATCH_MAX_ENQUEUED_TOKENS, default 5,000,000,000).
+	MaxEnqueuedTokens int64
 	// HTTP bounds slow and hostile clients: TERROIR_HTTP_READ_HEADER_TIMEOUT
 	// (10s, at most the read timeout), TERROIR_HTTP_READ_TIMEOUT (30s: headers and body; a body
 	// still arriving then gets 408), TERROIR_HTTP_WRITE_TIMEOUT (30s: a
@@ -72,6 +78,7 @@ func loadConfig(env *config.Env) Config {
 		RequestTimeout:    env.Duration("TERROIR_REQUEST_TIMEOUT", 120*time.Second),
 		MaxFileBytes:      int64(env.Int("TERROIR_FILES_MAX_BYTES", files.DefaultMaxBytes, 1, 1<<40)),
 		MaxBatchFileBytes: int64(env.Int("TERROIR_FILES_MAX_BATCH_BYTES", files.DefaultMaxBatchBytes, 1, 1<<40)),
+		MaxEnqueuedTokens: int64(env.Int("TERROIR_BATCH_MAX_ENQUEUED_TOKENS", batches.DefaultMaxEnqueuedTokens, 1, 1<<53)),
 		HTTP: edge.Limits{
 			ReadTimeout:    env.Duration("TERROIR_HTTP_READ_TIMEOUT", 30*time.Second),
 			WriteTimeout:   env.Duration("TERROIR_HTTP_WRITE_TIMEOUT", 30*time.Second),

@@ -20,10 +20,12 @@ import (
 	"github.com/terroir-ai/terroir/pkg/bus"
 	"github.com/terroir-ai/terroir/pkg/catalog"
 	"github.com/terroir-ai/terroir/pkg/config"
+	"github.com/terroir-ai/terroir/pkg/control"
 	"github.com/terroir-ai/terroir/pkg/daemon"
 	"github.com/terroir-ai/terroir/pkg/filestore"
 	"github.com/terroir-ai/terroir/pkg/route"
 	"github.com/terroir-ai/terroir/services/ingress/api"
+	"github.com/terroir-ai/terroir/services/ingress/batches"
 	"github.com/terroir-ai/terroir/services/ingress/edge"
 	"github.com/terroir-ai/terroir/services/ingress/files"
 	"github.com/terroir-ai/terroir/services/ingress/mgmt"
@@ -79,10 +81,16 @@ func run(ctx context.Context, getenv func(string) string) error {
 	if err != nil {
 		return err
 	}
+	batchAPI, err := batches.New(batches.Config{Bus: d.Bus, Geos: common.Geos, Files: fileStore, MaxBody: cfg.MaxBody,
+		MaxEnqueuedTokens: cfg.MaxEnqueuedTokens, Log: d.Log})
+	if err != nil {
+		return err
+	}
+	defer batchAPI.Close()
 	mgmtAPI, err := mgmt.New(mgmt.Config{
 		State: d.Control, Publisher: d.ControlPublisher, Keys: d.Bus.Keys(), Catalog: cat,
 		Geos: common.Geos, OperatorToken: cfg.OperatorToken, PublicURL: cfg.PublicURL,
-		MaxBody: cfg.MgmtMaxBody, Owned: fileStore, Log: d.Log,
+		MaxBody: cfg.MgmtMaxBody, Owned: owned{batchAPI, fileStore}, Log: d.Log,
 	})
 	if err != nil {
 		return err
@@ -103,7 +111,8 @@ func run(ctx context.Context, getenv func(string) string) error {
 		requesters[g] = rq
 	}
 	apps, err := api.New(api.Config{State: d.Control, Catalog: cat, Capacity: capacity, Requesters: requesters,
-		MaxBody: cfg.MaxBody, Timeout: cfg.RequestTimeout, WriteTimeout: cfg.HTTP.WriteTimeout, Files: fileAPI, Log: d.Log})
+		MaxBody: cfg.MaxBody, Timeout: cfg.RequestTimeout, WriteTimeout: cfg.HTTP.WriteTimeout, Files: fileAPI,
+		Batches: batchAPI, Log: d.Log})
 	if err != nil {
 		return err
 	}
@@ -115,4 +124,17 @@ func run(ctx context.Context, getenv func(string) string) error {
 	d.Go("files-expiry", fileStore.Run)
 	d.Go("http", func(ctx context.Context) error { return srv.Run(ctx, common.DrainTimeout) })
 	return d.Run(ctx)
+}
+
+// owned deletes what a resource owns outside the control plane, in
+// order: its batches (which name its files), then its files.
+type owned []mgmt.OwnedData
+
+func (o owned) DeleteResource(ctx context.Context, res control.Resource) error {
+	for _, d := range o {
+		if err := d.DeleteResource(ctx, res); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -35,6 +35,7 @@ import (
 	"github.com/terroir-ai/terroir/pkg/keys"
 	"github.com/terroir-ai/terroir/pkg/route"
 	"github.com/terroir-ai/terroir/services/ingress/apierr"
+	"github.com/terroir-ai/terroir/services/ingress/batches"
 	"github.com/terroir-ai/terroir/services/ingress/files"
 	"github.com/terroir-ai/terroir/services/ingress/mgmt"
 )
@@ -70,8 +71,10 @@ type Config struct {
 	WriteTimeout time.Duration
 	// Files serves the Files API; nil answers its paths 404.
 	Files *files.Service
-	Log   *zap.Logger
-	Now   func() time.Time
+	// Batches serves the Batch API; nil answers its paths 404.
+	Batches *batches.Service
+	Log     *zap.Logger
+	Now     func() time.Time
 }
 
 // API serves the app paths.
@@ -116,17 +119,35 @@ func (a *API) endpoints() map[string]http.Handler {
 	// answers) and /openai/v1 (Azure's v1 API, OpenAI's answers).
 	for route, h := range a.cfg.Files.Endpoints() {
 		method, path, _ := strings.Cut(route, " ")
-		routes[method+" /v1"+path] = a.family(h, false)
-		routes[method+" /openai"+path] = a.family(h, true)
-		routes[method+" /openai/v1"+path] = a.family(h, false)
+		on := a.cfg.Files != nil
+		routes[method+" /v1"+path] = a.family(h, false, on)
+		routes[method+" /openai"+path] = a.family(h, true, on)
+		routes[method+" /openai/v1"+path] = a.family(h, false, on)
+	}
+	// The Batch API likewise, and under an Azure deployment's path too:
+	// the Node SDK's AzureOpenAI client with a deployment option sends
+	// /batches there (the deployment named is not used: a batch's lines
+	// name theirs).
+	for route, h := range a.cfg.Batches.Endpoints() {
+		method, path, _ := strings.Cut(route, " ")
+		on := a.cfg.Batches != nil
+		routes[method+" /v1"+path] = a.family(h, false, on)
+		routes[method+" /openai"+path] = a.family(h, true, on)
+		routes[method+" /openai/v1"+path] = a.family(h, false, on)
+		routes[method+" /openai/deployments/{deployment}"+path] = a.family(h, true, on)
 	}
 	return routes
 }
 
+// familyHandler is an endpoint of an API family package (files.Handler,
+// batches.Handler).
+type familyHandler = func(w http.ResponseWriter, r *http.Request, res control.Resource, azure bool) error
+
 // family serves an endpoint of an API family package: it authenticates
 // the caller, checks api-version where the path needs one, bounds each
-// write like the model answers, and writes the error the handler returns.
-func (a *API) family(h files.Handler, azure bool) http.Handler {
+// write like the model answers, and writes the error the handler returns;
+// without on (the family is not served) it answers 404.
+func (a *API) family(h familyHandler, azure, on bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w = &deadlineWriter{ResponseWriter: w, rc: http.NewResponseController(w), timeout: a.cfg.WriteTimeout}
 		err := func() error {
@@ -139,7 +160,7 @@ func (a *API) family(h files.Handler, azure bool) http.Handler {
 					return err
 				}
 			}
-			if a.cfg.Files == nil {
+			if !on {
 				return apierr.NotFound("not_found", "no endpoint at %s %s", r.Method, r.URL.Path)
 			}
 			return h(w, r, res, azure)
