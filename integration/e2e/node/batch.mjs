@@ -174,14 +174,14 @@ const scenarios = {
     const f = await upload(c, 'mine.jsonl', [line(m.url, 'x', 'Hello.')]);
     const b = await c.batches.create({ input_file_id: f.id, endpoint: m.url, completion_window: '24h' });
     const other = m.client(otherKey);
-    for (const [what, p] of [
-      ['batch', other.batches.retrieve(b.id)],
-      ['cancel', other.batches.cancel(b.id)],
-      ['file', other.files.retrieve(f.id)],
-      ['content', other.files.content(f.id)],
-      ['create from it', other.batches.create({ input_file_id: f.id, endpoint: m.url, completion_window: '24h' })],
+    for (const [what, call] of [
+      ['batch', () => other.batches.retrieve(b.id)],
+      ['cancel', () => other.batches.cancel(b.id)],
+      ['file', () => other.files.retrieve(f.id)],
+      ['content', () => other.files.content(f.id)],
+      ['create from it', () => other.batches.create({ input_file_id: f.id, endpoint: m.url, completion_window: '24h' })],
     ]) {
-      const err = await expectAPIError(p);
+      const err = await expectAPIError(call());
       assert.ok(err instanceof NotFoundError, `${what}: ${err.status}`);
     }
     const listed = [];
