@@ -153,8 +153,14 @@ func (s *stack) customIDs(key, fileID string, into map[string]int) {
 // again: the batch completes and every custom_id is in the output
 // exactly once.
 func TestBatchSurvivesKills(t *testing.T) {
+	// A killed instance's partitions go to the others after the session
+	// timeout; the broker's floor (6 s) keeps the test short.
+	fast := map[string]string{"TERROIR_KAFKA_SESSION_TIMEOUT": "6s"}
 	s := startStackWith(t, batchStack, map[string]map[string]string{
-		batchService: {"TERROIR_BATCH_LEASE_TTL": "3s"},
+		batchService:    {"TERROIR_BATCH_LEASE_TTL": "3s", "TERROIR_KAFKA_SESSION_TIMEOUT": "6s"},
+		"inference":     fast,
+		"contentsafety": fast,
+		"ingress":       fast,
 	})
 	key := s.tenant("acme", "eu", true)
 	const n = 1500

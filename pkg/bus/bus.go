@@ -99,6 +99,11 @@ type Config struct {
 	// same for the streams nobody waits on (safety signals, abuse log,
 	// usage, capacity; default DefaultSideLinger).
 	Linger, SideLinger time.Duration
+	// SessionTimeout is how long a consumer group waits for a member
+	// that stopped heartbeating before giving its partitions to the
+	// others (default 45 s, franz-go's and Kafka's); the broker's
+	// group.min.session.timeout.ms (6 s by default) bounds it from below.
+	SessionTimeout time.Duration
 }
 
 // batched are the streams whose records nobody waits on to answer a

@@ -193,8 +193,11 @@ func (b *Bus) NewConsumer(cfg ConsumerConfig) (*Consumer, error) {
 		if cfg.StartAtEnd {
 			reset = kgo.NewOffset().AtEnd()
 		}
-		cl, err := kgo.NewClient(b.clientOpts(g,
-			kgo.ConsumerGroup(cfg.Group),
+		group := []kgo.Opt{kgo.ConsumerGroup(cfg.Group)}
+		if st := b.cfg.SessionTimeout; st > 0 {
+			group = append(group, kgo.SessionTimeout(st), kgo.HeartbeatInterval(min(3*time.Second, st/5)))
+		}
+		cl, err := kgo.NewClient(b.clientOpts(g, append(group,
 			kgo.ConsumeTopics(topics...),
 			kgo.ConsumeResetOffset(reset),
 			kgo.FetchIsolationLevel(kgo.ReadCommitted()),
@@ -216,7 +219,7 @@ func (b *Bus) NewConsumer(cfg ConsumerConfig) (*Consumer, error) {
 				c.release(lost, false)
 			}),
 			kgo.FetchMaxWait(time.Second),
-		)...)
+		)...)...)
 		if err != nil {
 			c.Close()
 			return nil, fmt.Errorf("bus: consumer %s in %s: %w", cfg.Group, g, err)

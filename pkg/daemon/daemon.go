@@ -84,6 +84,11 @@ type Config struct {
 	// (TERROIR_KAFKA_LINGER, default 0; TERROIR_KAFKA_SIDE_LINGER, default
 	// 5ms; each up to 1s).
 	Linger, SideLinger time.Duration
+	// SessionTimeout is how long a consumer group waits for a member that
+	// died before its partitions go to the others
+	// (TERROIR_KAFKA_SESSION_TIMEOUT, default 45s, from 1s to 5m; the
+	// broker's group.min.session.timeout.ms, 6s by default, is the floor).
+	SessionTimeout time.Duration
 	// UseRedis is set by services that keep state in Redis.
 	UseRedis bool
 }
@@ -128,6 +133,10 @@ func LoadConfig(env *config.Env, service, defaultAdminAddr string) Config {
 		if v < 0 || v > time.Second {
 			env.Fail(k, fmt.Errorf("%s is outside 0 to 1s", v))
 		}
+	}
+	c.SessionTimeout = env.Duration("TERROIR_KAFKA_SESSION_TIMEOUT", 45*time.Second)
+	if c.SessionTimeout < time.Second || c.SessionTimeout > 5*time.Minute {
+		env.Fail("TERROIR_KAFKA_SESSION_TIMEOUT", fmt.Errorf("%s is outside 1s to 5m", c.SessionTimeout))
 	}
 	c.InstanceID = env.String("TERROIR_INSTANCE_ID", defaultInstanceID(service))
 	return c
@@ -205,7 +214,7 @@ func (d *Daemon) connect(ctx context.Context) error {
 			keys.WithAdmission(d.admitKey),
 			keys.WithRotation(uint64(cfg.KeyRotateSeals), cfg.KeyRotateAge),
 		},
-		Linger: cfg.Linger, SideLinger: cfg.SideLinger,
+		Linger: cfg.Linger, SideLinger: cfg.SideLinger, SessionTimeout: cfg.SessionTimeout,
 		Logger: d.Log, Registerer: d.Registry,
 	})
 	if err != nil {
