@@ -40,6 +40,10 @@ func eventValue(t events.Type) any {
 		return new(events.DataKey)
 	case events.TypeFileObject.Name:
 		return new(events.FileObject)
+	case events.TypeBatchObject.Name:
+		return new(events.BatchObject)
+	case events.TypeBatchCommand.Name:
+		return new(events.BatchCommand)
 	}
 	return new(map[string]any)
 }
