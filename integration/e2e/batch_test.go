@@ -272,3 +272,97 @@ func TestBatchCanary(t *testing.T) {
 }
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+// TestBatchDrop writes a JSONL file into a resource's drop inbox: the
+// batch service turns it into a batch whose status, output and error
+// files appear in the outbox, the input moves to processed/, and another
+// resource can neither see the batch nor read its files.
+func TestBatchDrop(t *testing.T) {
+	s := startStackWith(t, batchStack, nil)
+	key := s.tenant("acme", "eu", true)
+	other := s.tenant("other", "eu", true)
+	root := filepath.Join(s.env["TERROIR_BATCH_DROPS_DIR"], "acme")
+	inbox := filepath.Join(root, "inbox")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Stat(inbox); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no inbox at %s", inbox)
+		}
+		time.Sleep(100 * time.Millisecond) // polling with a deadline
+	}
+	var in bytes.Buffer
+	for i := range 5 {
+		fmt.Fprintf(&in, `{"custom_id":"d-%d","method":"POST","url":"/v1/chat/completions","body":{"model":"chat","max_tokens":12,"messages":[{"role":"user","content":"Tell me about the lighthouse %d."}]}}`+"\n", i, i)
+	}
+	fmt.Fprintf(&in, `{"custom_id":"d-jail","method":"POST","url":"/v1/chat/completions","body":{"model":"chat","messages":[{"role":"user","content":%q}]}}`+"\n", sdkJailbreak)
+	tmp := filepath.Join(inbox, ".questions.jsonl")
+	if err := os.WriteFile(tmp, in.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(inbox, "questions.jsonl")); err != nil {
+		t.Fatal(err)
+	}
+	statusFile := filepath.Join(root, "outbox", "questions.status.json")
+	var status map[string]any
+	deadline = time.Now().Add(2 * time.Minute)
+	for {
+		raw, err := os.ReadFile(statusFile)
+		if err == nil && json.Unmarshal(raw, &status) == nil && batchEnded(status) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no ended status file: %s\nlogs:\n%s", raw, tail(s.logs.String(), 80))
+		}
+		time.Sleep(200 * time.Millisecond) // polling with a deadline
+	}
+	if status["status"] != "completed" {
+		t.Fatalf("drop batch ended %v: %v", status["status"], status)
+	}
+	read := func(name string) map[string]int {
+		raw, err := os.ReadFile(filepath.Join(root, "outbox", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids := map[string]int{}
+		for _, l := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+			if l == "" {
+				continue
+			}
+			var v struct {
+				CustomID string `json:"custom_id"`
+			}
+			if err := json.Unmarshal([]byte(l), &v); err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			ids[v.CustomID]++
+		}
+		return ids
+	}
+	out, errs := read("questions.output.jsonl"), read("questions.errors.jsonl")
+	if len(out) != 5 || len(errs) != 1 || errs["d-jail"] != 1 {
+		t.Errorf("output %v, errors %v", out, errs)
+	}
+	if _, err := os.Stat(filepath.Join(root, "processed", "questions.jsonl")); err != nil {
+		t.Errorf("the input is not in processed/: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(inbox, "questions.jsonl")); !os.IsNotExist(err) {
+		t.Errorf("the input is still in the inbox: %v", err)
+	}
+	// The batch is acme's: its key finds it, the other resource's does not.
+	id := str(status["id"])
+	if r := s.call("GET", "/v1/batches/"+id, key, nil); r.status != http.StatusOK {
+		t.Errorf("acme retrieving its drop batch: %d %s", r.status, r.raw)
+	}
+	for _, path := range []string{"/v1/batches/" + id, "/v1/files/" + str(status["output_file_id"]) + "/content", "/v1/files/" + str(status["input_file_id"])} {
+		if r := s.call("GET", path, other, nil); r.status != http.StatusNotFound {
+			t.Errorf("another resource GET %s: %d", path, r.status)
+		}
+	}
+	otherOut, _ := os.ReadDir(filepath.Join(s.env["TERROIR_BATCH_DROPS_DIR"], "other", "outbox"))
+	if len(otherOut) != 0 {
+		t.Errorf("another resource's outbox has %d files", len(otherOut))
+	}
+}

@@ -153,6 +153,7 @@ func startStackWith(t *testing.T, names []string, perService map[string]map[stri
 		"TERROIR_OPERATOR_TOKEN":  operatorToken,
 		"TERROIR_HTTP_ADDR":       freeAddr(t),
 		"TERROIR_BLOB_DIR":        t.TempDir(),
+		"TERROIR_BATCH_DROPS_DIR": t.TempDir(),
 	}
 	s.base = "http://" + s.env["TERROIR_HTTP_ADDR"]
 	s.perService = perService
