@@ -38,15 +38,9 @@ func TestCanaryOnlyAsCiphertext(t *testing.T) {
 		}
 	}
 
+	s.noPlaintext(canary)
 	abuse := map[string]int{} // resource → abuse-log records of these requests
 	for _, r := range s.allRecords() {
-		var hs bytes.Buffer
-		for _, h := range r.Headers {
-			hs.WriteString(h.Key + "=" + string(h.Value) + "\n")
-		}
-		if bytes.Contains(r.Value, []byte(canary)) || bytes.Contains(r.Key, []byte(canary)) || strings.Contains(hs.String(), canary) {
-			t.Errorf("canary in plaintext on %s", r.Topic)
-		}
 		if _, stream := geoOf(r.Topic); stream == bus.StreamAbuseLog {
 			if who, ok := ids[header(r, "terroir-request-id")]; ok {
 				abuse[who]++
@@ -58,18 +52,6 @@ func TestCanaryOnlyAsCiphertext(t *testing.T) {
 	}
 	if abuse["open"] != 2 { // one record per request, holding its prompt and its output
 		t.Errorf("%d abuse-monitoring records of the logging resource, want 2", abuse["open"])
-	}
-	if strings.Contains(s.logs.String(), canary) {
-		t.Error("canary in a service's log")
-	}
-	rdb := redis.NewClient(&redis.Options{Addr: s.env["TERROIR_REDIS_ADDR"]})
-	defer rdb.Close()
-	iter := rdb.Scan(t.Context(), 0, "*", 0).Iterator()
-	for iter.Next(t.Context()) {
-		v, _ := rdb.Dump(t.Context(), iter.Val()).Result()
-		if strings.Contains(iter.Val()+v, canary) {
-			t.Error("canary in Redis")
-		}
 	}
 
 	// The logging resource's records are the canary, sealed.
@@ -120,4 +102,32 @@ func TestCanaryOnlyAsCiphertext(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+// noPlaintext checks that canary is in no record of any topic (key,
+// value or header), no service's log line, and no Redis key or value.
+func (s *stack) noPlaintext(canary string) {
+	t := s.t
+	t.Helper()
+	for _, r := range s.allRecords() {
+		var hs bytes.Buffer
+		for _, h := range r.Headers {
+			hs.WriteString(h.Key + "=" + string(h.Value) + "\n")
+		}
+		if bytes.Contains(r.Value, []byte(canary)) || bytes.Contains(r.Key, []byte(canary)) || strings.Contains(hs.String(), canary) {
+			t.Errorf("canary in plaintext on %s", r.Topic)
+		}
+	}
+	if strings.Contains(s.logs.String(), canary) {
+		t.Error("canary in a service's log")
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: s.env["TERROIR_REDIS_ADDR"]})
+	defer rdb.Close()
+	iter := rdb.Scan(t.Context(), 0, "*", 0).Iterator()
+	for iter.Next(t.Context()) {
+		v, _ := rdb.Dump(t.Context(), iter.Val()).Result()
+		if strings.Contains(iter.Val()+v, canary) {
+			t.Error("canary in Redis")
+		}
+	}
 }

@@ -57,6 +57,9 @@ type BatchCounts struct {
 	Failed    int `json:"failed"`
 }
 
+// Done is the number of lines that finished, well or not.
+func (c BatchCounts) Done() int { return c.Completed + c.Failed }
+
 // BatchUsage is the token usage of a batch's finished lines.
 type BatchUsage struct {
 	InputTokens  int64 `json:"input_tokens"`

@@ -23,6 +23,7 @@ import (
 	"github.com/terroir-ai/terroir/pkg/control"
 	"github.com/terroir-ai/terroir/pkg/events"
 	"github.com/terroir-ai/terroir/pkg/filestore"
+	"github.com/terroir-ai/terroir/pkg/openai"
 	"github.com/terroir-ai/terroir/services/batch/drops"
 )
 
@@ -178,12 +179,12 @@ func eventually(t *testing.T, what string, cond func() bool) {
 
 func exists(p string) bool { _, err := os.Stat(p); return err == nil }
 
-func readStatus(t *testing.T, p string) (drops.Batch, bool) {
+func readStatus(t *testing.T, p string) (openai.Batch, bool) {
 	raw, err := os.ReadFile(p)
 	if err != nil {
-		return drops.Batch{}, false
+		return openai.Batch{}, false
 	}
-	var b drops.Batch
+	var b openai.Batch
 	if err := json.Unmarshal(raw, &b); err != nil {
 		t.Fatalf("status file %s: %v: %s", p, err, raw)
 	}
@@ -285,7 +286,7 @@ func TestADropBecomesABatchAndItsOutboxFollowsIt(t *testing.T) {
 	r.advance(b)
 	eventually(t, "the status file to show progress", func() bool {
 		s, ok := readStatus(t, status)
-		return ok && s.Status == "in_progress" && s.RequestCounts == drops.RequestCounts{Total: 2, Completed: 1} && s.InProgressAt != nil
+		return ok && s.Status == "in_progress" && s.RequestCounts == events.BatchCounts{Total: 2, Completed: 1} && s.InProgressAt != nil
 	})
 	out, err := r.files.Create(t.Context(), events.FileObject{ID: "file-0123456789abcdef0123456789abcdef", Resource: "acme", HomeGeo: "eu", Purpose: events.FilePurposeBatchOutput}, strings.NewReader("{\"custom_id\":\"a\"}\n"))
 	if err != nil {

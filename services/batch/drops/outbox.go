@@ -12,6 +12,7 @@ import (
 	"github.com/terroir-ai/terroir/pkg/blob"
 	"github.com/terroir-ai/terroir/pkg/control"
 	"github.com/terroir-ai/terroir/pkg/events"
+	"github.com/terroir-ai/terroir/pkg/openai"
 )
 
 // Outbox file names of a drop named name.
@@ -42,7 +43,7 @@ func (w *Watcher) syncOutboxes(ctx context.Context) {
 
 func (w *Watcher) writeOutbox(ctx context.Context, r control.Resource, b events.BatchObject) error {
 	loc := r.Drops().Location
-	status, err := json.MarshalIndent(WireBatch(b), "", "  ")
+	status, err := json.MarshalIndent(openai.NewBatch(b, false), "", "  ")
 	if err != nil {
 		return err
 	}
@@ -106,9 +107,9 @@ func (w *Watcher) copyFile(ctx context.Context, r control.Resource, id, key stri
 // naming why. The file stays in the inbox for its owner to remove.
 func (w *Watcher) refuse(ctx context.Context, loc string, info blob.Info, name, code, message string) error {
 	at := info.Created.Unix()
-	st := Batch{Object: "batch", Endpoint: "", CompletionWindow: "24h", Status: string(events.BatchFailed),
+	st := openai.Batch{Object: "batch", Endpoint: "", CompletionWindow: "24h", Status: events.BatchFailed,
 		CreatedAt: at, FailedAt: &at,
-		Errors: &BatchErrors{Object: "list", Data: []BatchError{{Code: code, Message: message}}}}
+		Errors: &openai.BatchErrors{Object: "list", Data: []openai.BatchError{{Code: code, Message: message}}}}
 	status, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/terroir-ai/terroir/pkg/events"
+	"github.com/terroir-ai/terroir/pkg/openai"
 )
 
 // lineRequestID is the request ID of line index of a batch: the same for
@@ -37,30 +38,6 @@ func parseLineRequestID(id string) (batchID string, index int, ok bool) {
 func derivedID(batchID, what string) string {
 	h := sha256.Sum256([]byte(batchID + "/" + what))
 	return hex.EncodeToString(h[:16])
-}
-
-// statusOf is the HTTP status an error kind of a result is answered with,
-// as the real-time API does.
-var statusOf = map[events.ErrorKind]int{
-	events.ErrorInvalidRequest:  http.StatusBadRequest,
-	events.ErrorUnauthorized:    http.StatusUnauthorized,
-	events.ErrorNotFound:        http.StatusNotFound,
-	events.ErrorRateLimited:     http.StatusTooManyRequests,
-	events.ErrorContentFiltered: http.StatusBadRequest,
-	events.ErrorUpstreamFailed:  http.StatusBadGateway,
-	events.ErrorTimeout:         http.StatusGatewayTimeout,
-	events.ErrorInternal:        http.StatusInternalServerError,
-}
-
-var typeOf = map[events.ErrorKind]string{
-	events.ErrorInvalidRequest:  "invalid_request_error",
-	events.ErrorUnauthorized:    "authentication_error",
-	events.ErrorNotFound:        "not_found_error",
-	events.ErrorRateLimited:     "rate_limit_error",
-	events.ErrorContentFiltered: "invalid_request_error",
-	events.ErrorUpstreamFailed:  "server_error",
-	events.ErrorTimeout:         "server_error",
-	events.ErrorInternal:        "server_error",
 }
 
 // errorBody is the OpenAI error object.
@@ -94,11 +71,9 @@ func answerOf(requestID string, res events.InferenceResult) answer {
 	case res.Status == events.StatusFiltered && len(res.Body) > 0:
 		a.StatusCode, a.Body = http.StatusBadRequest, res.Body
 	case res.Error != nil:
-		a.StatusCode = statusOf[res.Error.Kind]
-		if a.StatusCode == 0 {
-			a.StatusCode = http.StatusInternalServerError
-		}
-		a.Body = errorBody(res.Error.Message, typeOf[res.Error.Kind], res.Error.Param, res.Error.Code)
+		var typ string
+		a.StatusCode, typ = openai.ErrorStatus(res.Error.Kind)
+		a.Body = errorBody(res.Error.Message, typ, res.Error.Param, res.Error.Code)
 	default:
 		a.StatusCode, a.Body = http.StatusInternalServerError, errorBody("the request failed", "server_error", "", "internal_error")
 	}

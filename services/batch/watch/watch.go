@@ -18,6 +18,7 @@ import (
 	"github.com/terroir-ai/terroir/pkg/daemon"
 	"github.com/terroir-ai/terroir/pkg/events"
 	"github.com/terroir-ai/terroir/pkg/keys"
+	"github.com/terroir-ai/terroir/pkg/openai"
 	"github.com/terroir-ai/terroir/services/batch/drops"
 )
 
@@ -132,11 +133,11 @@ func FileSource(path string) Source {
 		if err != nil {
 			return Progress{}, false, err
 		}
-		var b drops.Batch
+		var b openai.Batch
 		if err := json.Unmarshal(raw, &b); err != nil {
 			return Progress{}, false, nil // caught mid-write by a writer that does not rename: read again
 		}
-		return Progress{Status: b.Status, Total: b.RequestCounts.Total, Completed: b.RequestCounts.Completed, Failed: b.RequestCounts.Failed}, true, nil
+		return Progress{Status: string(b.Status), Total: b.RequestCounts.Total, Completed: b.RequestCounts.Completed, Failed: b.RequestCounts.Failed}, true, nil
 	}
 }
 

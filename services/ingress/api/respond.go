@@ -9,6 +9,7 @@ import (
 	"net/http"
 
 	"github.com/terroir-ai/terroir/pkg/admit"
+	"github.com/terroir-ai/terroir/pkg/openai"
 
 	"go.uber.org/zap"
 
@@ -16,29 +17,6 @@ import (
 	"github.com/terroir-ai/terroir/pkg/events"
 	"github.com/terroir-ai/terroir/services/ingress/apierr"
 )
-
-// statusOf maps an error kind to its HTTP status.
-var statusOf = map[events.ErrorKind]int{
-	events.ErrorInvalidRequest:  http.StatusBadRequest,
-	events.ErrorUnauthorized:    http.StatusUnauthorized,
-	events.ErrorNotFound:        http.StatusNotFound,
-	events.ErrorRateLimited:     http.StatusTooManyRequests,
-	events.ErrorContentFiltered: http.StatusBadRequest,
-	events.ErrorUpstreamFailed:  http.StatusBadGateway,
-	events.ErrorTimeout:         http.StatusGatewayTimeout,
-	events.ErrorInternal:        http.StatusInternalServerError,
-}
-
-var typeOf = map[events.ErrorKind]string{
-	events.ErrorInvalidRequest:  apierr.TypeInvalidRequest,
-	events.ErrorUnauthorized:    apierr.TypeAuthentication,
-	events.ErrorNotFound:        apierr.TypeNotFound,
-	events.ErrorRateLimited:     "rate_limit_error",
-	events.ErrorContentFiltered: apierr.TypeInvalidRequest,
-	events.ErrorUpstreamFailed:  apierr.TypeServer,
-	events.ErrorTimeout:         apierr.TypeServer,
-	events.ErrorInternal:        apierr.TypeServer,
-}
 
 // reply is one decoded record of a reply stream.
 type reply struct {
@@ -92,11 +70,8 @@ func resultError(res *events.InferenceResult) error {
 	if res.Error == nil {
 		return apierr.Internal()
 	}
-	status, ok := statusOf[res.Error.Kind]
-	if !ok {
-		status = http.StatusInternalServerError
-	}
-	return &apierr.Error{Status: status, Type: typeOf[res.Error.Kind], Code: res.Error.Code, Param: res.Error.Param, Message: res.Error.Message}
+	status, typ := openai.ErrorStatus(res.Error.Kind)
+	return &apierr.Error{Status: status, Type: typ, Code: res.Error.Code, Param: res.Error.Param, Message: res.Error.Message}
 }
 
 // rawError is an error whose body was written by content safety (Azure's

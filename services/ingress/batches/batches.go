@@ -27,6 +27,7 @@ import (
 	"github.com/terroir-ai/terroir/pkg/events"
 	"github.com/terroir-ai/terroir/pkg/filestore"
 	"github.com/terroir-ai/terroir/pkg/keys"
+	"github.com/terroir-ai/terroir/pkg/openai"
 	"github.com/terroir-ai/terroir/services/ingress/apierr"
 )
 
@@ -161,7 +162,7 @@ func (s *Service) retrieve(w http.ResponseWriter, r *http.Request, res control.R
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, wire(b, azure))
+	return writeJSON(w, http.StatusOK, openai.NewBatch(b, azure))
 }
 
 // list answers GET /batches: the caller's batches, newest first, after
@@ -197,9 +198,9 @@ func (s *Service) list(w http.ResponseWriter, r *http.Request, res control.Resou
 	if more {
 		all = all[:limit]
 	}
-	data := make([]batchJSON, len(all))
+	data := make([]openai.Batch, len(all))
 	for i, b := range all {
-		data[i] = wire(b, azure)
+		data[i] = openai.NewBatch(b, azure)
 	}
 	out := map[string]any{"object": "list", "data": data, "has_more": more, "first_id": nil, "last_id": nil}
 	if len(data) > 0 {
@@ -236,7 +237,7 @@ func (s *Service) cancel(w http.ResponseWriter, r *http.Request, res control.Res
 		s.cfg.Log.Info("batch cancel requested", zap.String("request_id", r.Header.Get("x-request-id")), zap.String("resource", res.Name),
 			zap.String("batch", b.ID))
 	}
-	return writeJSON(w, http.StatusOK, wire(b, azure))
+	return writeJSON(w, http.StatusOK, openai.NewBatch(b, azure))
 }
 
 // DeleteResource deletes every batch record of res (tombstones). The

@@ -17,6 +17,7 @@ import (
 	"github.com/terroir-ai/terroir/pkg/control"
 	"github.com/terroir-ai/terroir/pkg/events"
 	"github.com/terroir-ai/terroir/pkg/filestore"
+	"github.com/terroir-ai/terroir/pkg/openai"
 	"github.com/terroir-ai/terroir/services/ingress/apierr"
 )
 
@@ -201,7 +202,7 @@ func (s *Service) create(w http.ResponseWriter, r *http.Request, res control.Res
 	if azure && apiVersionDate(r) >= created201 {
 		status = http.StatusCreated
 	}
-	return writeJSON(w, status, wire(b, azure))
+	return writeJSON(w, status, openai.NewBatch(b, azure))
 }
 
 // apiVersionDate is the date part of the request's api-version
