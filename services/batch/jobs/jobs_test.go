@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -49,21 +50,24 @@ type env struct {
 	state   *control.State
 	cat     *catalog.Catalog
 	acme    control.Resource
+	// capacity is what inference workers reported, as every runner sees it.
+	capacity *route.Capacity
 
 	mu      sync.Mutex
 	batches map[string]events.BatchObject
 	sends   map[string]int // request ID → times received
+	geos    map[string]int // geography → requests received there
 	delay   time.Duration
 	twice   bool // answer every request twice
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	e := &env{t: t, c: bustest.New(t), ns: bustest.Namespace(), dir: t.TempDir(), batches: map[string]events.BatchObject{}, sends: map[string]int{}}
+	e := &env{t: t, c: bustest.New(t), ns: bustest.Namespace(), dir: t.TempDir(), batches: map[string]events.BatchObject{}, sends: map[string]int{}, geos: map[string]int{}}
 	e.redisAt = redistest.Start(t)
 	e.rdb = redis.NewClient(&redis.Options{Addr: e.redisAt})
 	t.Cleanup(func() { e.rdb.Close() })
-	e.bus = e.c.Bus(t, bustest.Options{Namespace: e.ns, Geos: []string{"eu"}})
+	e.bus = e.c.Bus(t, bustest.Options{Namespace: e.ns, Geos: []string{"eu", "us"}})
 	e.files = e.newFiles()
 	_, file, _, _ := runtime.Caller(0)
 	cat, err := catalog.Load(filepath.Join(filepath.Dir(file), "..", "..", "..", "deployments", "catalog.yaml"))
@@ -71,6 +75,7 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	e.cat = cat
+	e.capacity = route.NewCapacity(nil)
 	e.state = control.NewState(zaptest.NewLogger(t))
 	e.acme = control.Resource{Name: "acme", Location: "eu", ContentLogging: true}
 	e.put(events.ControlResource, "", "acme", e.acme)
@@ -95,15 +100,19 @@ func newEnv(t *testing.T) *env {
 }
 
 func (e *env) newFiles() *filestore.Store {
-	d, err := blob.NewDir(e.dir)
+	stores := map[string]blob.Store{}
+	for _, g := range []string{"eu", "us"} {
+		d, err := blob.NewDir(filepath.Join(e.dir, g))
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		stores[g] = d
+	}
+	sealed, err := blob.NewSealed(blob.NewStores(stores), e.bus.Keys())
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	sealed, err := blob.NewSealed(blob.NewStores(map[string]blob.Store{"eu": d}), e.bus.Keys())
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	s, err := filestore.New(filestore.Config{Bus: e.bus, Geos: []string{"eu"}, Blobs: sealed, Log: zaptest.NewLogger(e.t)})
+	s, err := filestore.New(filestore.Config{Bus: e.bus, Geos: []string{"eu", "us"}, Blobs: sealed, Log: zaptest.NewLogger(e.t)})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -121,7 +130,7 @@ func (e *env) put(kind events.ControlKind, resource, id string, v any) {
 
 // respond answers the requests topic.
 func (e *env) respond() {
-	c, err := e.bus.NewConsumer(bus.ConsumerConfig{Group: "path", Streams: []string{bus.StreamRequests}, Geos: []string{"eu"},
+	c, err := e.bus.NewConsumer(bus.ConsumerConfig{Group: "path", Streams: []string{bus.StreamRequests}, Geos: []string{"eu", "us"},
 		Handler: func(ctx context.Context, d *bus.Delivery) error {
 			var req events.InferenceRequest
 			if err := d.Decode(ctx, &req); err != nil {
@@ -129,6 +138,7 @@ func (e *env) respond() {
 			}
 			e.mu.Lock()
 			e.sends[req.RequestID]++
+			e.geos[d.Geo]++
 			delay, twice := e.delay, e.twice
 			e.mu.Unlock()
 			time.Sleep(delay)
@@ -163,10 +173,9 @@ func (e *env) respond() {
 // runner starts a batch service instance; stop ends it gracefully.
 func (e *env) runner(instance string, tune func(*jobs.Config)) (stop func()) {
 	e.t.Helper()
-	capacity := route.NewCapacity(nil)
-	cfg := jobs.Config{Bus: e.c.Bus(e.t, bustest.Options{Namespace: e.ns, Geos: []string{"eu"}, InstanceID: instance}),
+	cfg := jobs.Config{Bus: e.c.Bus(e.t, bustest.Options{Namespace: e.ns, Geos: []string{"eu", "us"}, InstanceID: instance}),
 		Redis: map[string]*redis.Client{"eu": e.rdb}, State: e.state, Instance: instance, Log: zaptest.NewLogger(e.t),
-		Admit:    &admit.Admitter{State: e.state, Catalog: e.cat, Capacity: capacity, Geos: []string{"eu"}},
+		Admit:    &admit.Admitter{State: e.state, Catalog: e.cat, Capacity: e.capacity, Geos: []string{"eu", "us"}},
 		LeaseTTL: time.Second, ProgressEvery: 100 * time.Millisecond, CancelGrace: 2 * time.Second}
 	cfg.Files = e.files
 	if tune != nil {
@@ -501,4 +510,54 @@ func TestBatchResumesOnAnotherInstance(t *testing.T) {
 	}
 	exactlyOnce(t, n, e.lines(b.OutputFileID), e.lines(b.ErrorFileID))
 	_ = io.EOF
+}
+
+// TestGlobalBatchLinesGoWhereThereIsCapacity runs a batch of a GlobalBatch
+// deployment of an eu resource while only us workers report spare
+// capacity: its lines are processed in us, and its input, output and
+// error files are stored in eu only.
+func TestGlobalBatchLinesGoWhereThereIsCapacity(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.put(events.ControlDeployment, "acme", "global", control.Deployment{Name: "global", Model: "terroir-ngram", SKU: events.SKUGlobalBatch, Capacity: 100})
+	now := time.Now()
+	e.capacity.Add(events.CapacityReport{Geo: "eu", Instance: "w-eu", Model: "terroir-ngram", TokensPerMinuteCapacity: 1000, TokensPerMinuteInUse: 1000, At: now.Add(time.Minute)})
+	e.capacity.Add(events.CapacityReport{Geo: "us", Instance: "w-us", Model: "terroir-ngram", TokensPerMinuteCapacity: 1_000_000, At: now.Add(time.Minute)})
+	e.runner("batch-a", nil)
+	var in bytes.Buffer
+	for i := range 30 {
+		fmt.Fprintf(&in, `{"custom_id":"id-%d","method":"POST","url":"/v1/chat/completions","body":{"model":"global","max_tokens":8,"messages":[{"role":"user","content":"q %d"}]}}`+"\n", i, i)
+	}
+	id := e.create(in.Bytes(), nil)
+	b := e.wait(id, time.Minute, ended)
+	if b.Status != events.BatchCompleted {
+		t.Fatalf("%s %+v", b.Status, b)
+	}
+	exactlyOnce(t, 30, e.lines(b.OutputFileID), e.lines(b.ErrorFileID))
+	e.mu.Lock()
+	if e.geos["us"] != 30 || e.geos["eu"] != 0 {
+		t.Errorf("lines processed per geography: %v, want all 30 in us", e.geos)
+	}
+	e.mu.Unlock()
+	for _, f := range []string{b.InputFileID, b.OutputFileID, b.ErrorFileID} {
+		if _, err := os.Stat(filepath.Join(e.dir, "eu")); err != nil {
+			t.Fatal(err)
+		}
+		matches, _ := filepath.Glob(filepath.Join(e.dir, "us", "*", "*"+f+"*"))
+		if len(matches) != 0 {
+			t.Errorf("file %s stored in us: %v", f, matches)
+		}
+	}
+	var euBlobs, usBlobs int
+	for g, n := range map[string]*int{"eu": &euBlobs, "us": &usBlobs} {
+		_ = filepath.Walk(filepath.Join(e.dir, g), func(_ string, info os.FileInfo, err error) error {
+			if err == nil && !info.IsDir() {
+				*n++
+			}
+			return nil
+		})
+	}
+	if euBlobs < 3 || usBlobs != 0 {
+		t.Errorf("blobs: %d in eu, %d in us; want the three files in eu only", euBlobs, usBlobs)
+	}
 }
