@@ -62,7 +62,7 @@ var candidates = []string{
 
 // Budgets for the thresholds, as shares of the held-out benign items and
 // corpus sentences. The blocking heads (medium, jailbreak, harmful) get
-// one threshold each, chosen together (perHeadThresholds) so that the
+// one threshold each, chosen together (exactThresholds) so that the
 // whole classifier, rules and model, blocks at most blockBenign of the
 // benign items and the model at most -corpus-budget (0.4 %) of the corpus
 // sentences (0.2 % bound before the benign budget did and cost 0.04 of
@@ -91,13 +91,17 @@ type config struct {
 	posW     float32
 	holdout  int
 	check    int
-	perHead  bool
+	// method is how the blocking heads' thresholds are chosen (-thresholds)
+	method   string
 	features linear.FeatureSet
 	// blockCorpus is the share of held-out corpus sentences the model
 	// may block (see blockBenign)
 	blockCorpus float64
 	classes     string // word-class table; empty for the embedded one
 	misses      bool   // list the held-out and check items the model gets wrong
+	// from is a weights file whose thresholds are chosen again instead
+	// of training (-from); empty to train
+	from string
 }
 
 func run(ctx context.Context, args []string, out io.Writer) error {
@@ -114,7 +118,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	posW := fs.Float64("positive-weight", 0.25, "weight of a harmful or jailbreak item relative to a benign one")
 	holdout := fs.Int("holdout", 0, "the shard (0-9, evaluation.Shard) held out for choosing settings and thresholds; 0 is the dev hold-out the classifier's evaluation reports, another one checks settings chosen on it")
 	check := fs.Int("check", -1, "a second shard also left out of training, never used to choose anything, on which the result is reported (-1: none)")
-	thresholds := fs.String("thresholds", "per-head", "how the blocking heads' thresholds are chosen: per-head or shared")
+	thresholds := fs.String("thresholds", "exact", "how the blocking heads' thresholds are chosen: "+strings.Join(thresholdMethods, ", "))
+	from := fs.String("from", "", "choose the thresholds of this weights file again instead of training (it must have been trained without the -holdout and -check shards)")
 	corpusBudget := fs.Float64("corpus-budget", 0.004, "share of the held-out corpus sentences the model may block")
 	features := fs.String("features", "classes,pairs", "optional features (comma-separated): classes (each word's WordNet classes), pairs (adjacent words' first classes); none for neither")
 	classes := fs.String("classes", "", "word-class table (scripts/wordclasses output; default the one embedded in the linear package)")
@@ -125,13 +130,13 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if *holdout < 0 || *holdout > 9 {
 		return errors.New("-holdout must be within 0..9")
 	}
-	if *thresholds != "per-head" && *thresholds != "shared" {
-		return errors.New("-thresholds must be per-head or shared")
+	if !slices.Contains(thresholdMethods, *thresholds) {
+		return fmt.Errorf("-thresholds must be one of %s", strings.Join(thresholdMethods, ", "))
 	}
 	if *check == *holdout || *check > 9 {
 		return errors.New("-check must be another shard within 0..9, or -1")
 	}
-	cfg := config{check: *check, holdout: *holdout, perHead: *thresholds == "per-head", posW: float32(*posW), dir: *dir, out: *outPath, bits: *bits, epochs: *epochs, seed: *seed, rate: float32(*rate), variants: *nvar, corpusW: float32(*corpusW)}
+	cfg := config{check: *check, holdout: *holdout, method: *thresholds, from: *from, posW: float32(*posW), dir: *dir, out: *outPath, bits: *bits, epochs: *epochs, seed: *seed, rate: float32(*rate), variants: *nvar, corpusW: float32(*corpusW)}
 	cfg.classes = *classes
 	cfg.misses = *misses
 	cfg.blockCorpus = *corpusBudget
@@ -261,68 +266,24 @@ func trainAndWrite(ctx context.Context, cfg config, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	src := &source{c: c, f: linear.Features{Bits: cfg.bits, Set: cfg.features, Classes: wc}}
-	rng := rand.New(rand.NewPCG(cfg.seed, 0xa06))
-	var tr dataset
-	addWithVariants := func(text string, y [numHeads]int8, weight float32, n int) {
-		seen := []string{c.Normalize(text)}
-		tr.add(src.feats(text), y, weight)
-		for _, v := range variants(text, n, rng) {
-			nv := c.Normalize(v)
-			if slices.Contains(seen, nv) {
-				continue
-			}
-			seen = append(seen, nv)
-			tr.add(src.feats(v), y, weight)
-		}
-	}
-	for _, it := range trainItems {
-		wt := float32(1)
-		if !it.Benign() {
-			wt = cfg.posW
-		}
-		addWithVariants(it.Text, targets(it), wt, cfg.variants)
-	}
-	// prose is benign whoever asks, and one sentence in four also comes
-	// disguised, so that disguise is seen on plain text too
-	benignPrompt := targets(evaluation.Item{Dir: events.DirectionPrompt})
-	for i, s := range trainCorpus {
-		n := 0
-		if i%4 == 0 {
-			n = 1
-		}
-		addWithVariants(s, benignPrompt, cfg.corpusW, n)
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	var dev dataset
-	for _, it := range devItems {
-		dev.add(src.feats(it.Text), targets(it), 1)
-	}
-	fmt.Fprintf(out, "training examples %d (with disguised copies), %d features\n", len(tr.ex), len(tr.feats))
-
-	var best *model
-	bestLoss := math.Inf(1)
-	for _, lambda := range cfg.lambdas {
-		if err := ctx.Err(); err != nil {
+	var w *linear.Weights
+	if cfg.from != "" {
+		data, err := os.ReadFile(cfg.from)
+		if err != nil {
 			return err
 		}
-		m := train(&tr, cfg.bits, hyper{lambda: lambda, rate: cfg.rate, epochs: cfg.epochs, seed: cfg.seed})
-		loss := logLoss(m, &dev)
-		fmt.Fprintf(out, "lambda %-7g dev log loss %.4f  train log loss %.4f\n", lambda, loss, logLoss(m, &tr))
-		if loss < bestLoss {
-			best, bestLoss = m, loss
+		if w, err = linear.Unmarshal(data); err != nil {
+			return fmt.Errorf("%s: %w", cfg.from, err)
 		}
+		fmt.Fprintf(out, "choosing the thresholds of %s again\n", cfg.from)
+	} else if w, err = fit(ctx, cfg, c, wc, trainItems, trainCorpus, devItems, out); err != nil {
+		return err
 	}
-	w := quantise(best)
-	w.Features = cfg.features
 	qm, err := linear.NewWithClasses(w, wc)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "quantised dev log loss %.4f\n", logLoss(quantised{qm}, &dev))
-	if err := chooseThresholds(w, qm, c, devItems, devCorpus, cfg.perHead, cfg.blockCorpus, out); err != nil {
+	if err := chooseThresholds(w, qm, c, devItems, devCorpus, cfg.method, cfg.blockCorpus, out); err != nil {
 		return err
 	}
 	if err := report(qm, "held out", devItems, out); err != nil {
@@ -332,6 +293,9 @@ func trainAndWrite(ctx context.Context, cfg config, out io.Writer) error {
 		if err := report(qm, "check shard", checkItems, out); err != nil {
 			return err
 		}
+	}
+	if err := reportCorpus(qm, devCorpus, out); err != nil {
+		return err
 	}
 	if cfg.misses {
 		cm, err := classifier.NewWithModel(qm)
@@ -359,7 +323,7 @@ func trainAndWrite(ctx context.Context, cfg config, out io.Writer) error {
 // chooseThresholds sets the thresholds on the held-out items and corpus
 // sentences, scored by the quantised model exactly as the classifier
 // scores them.
-func chooseThresholds(w *linear.Weights, qm *linear.Model, rules *classifier.Classifier, dev []evaluation.Item, corpus []string, perHead bool, blockCorpus float64, out io.Writer) error {
+func chooseThresholds(w *linear.Weights, qm *linear.Model, rules *classifier.Classifier, dev []evaluation.Item, corpus []string, method string, blockCorpus float64, out io.Writer) error {
 	cm, err := classifier.NewWithModel(qm)
 	if err != nil {
 		return err
@@ -434,9 +398,25 @@ func chooseThresholds(w *linear.Weights, qm *linear.Model, rules *classifier.Cla
 	for _, h := range medium {
 		tBlock[h] = tMed
 	}
-	if perHead {
-		tBlock = perHeadThresholds(items, corpusLg, medium, max(budget, 0), int(blockCorpus*float64(len(corpusLg))))
+	// which model findings the classifier keeps, for the exact choice
+	// and to report what the thresholds spend
+	var texts []string
+	var dirs []events.Direction
+	for _, it := range dev {
+		texts, dirs = append(texts, it.Text), append(dirs, it.Dir)
 	}
+	setKept(cm, w, items, texts, dirs)
+	corpusItems := make([]devItem, len(corpus))
+	dirs = dirs[:0]
+	for i := range corpus {
+		corpusItems[i] = devItem{logits: corpusLg[i], prompt: true}
+		dirs = append(dirs, events.DirectionPrompt)
+	}
+	setKept(cm, w, corpusItems, corpus, dirs)
+	if method != "shared" {
+		tBlock = blockingThresholds(method, items, corpusItems, medium, blockCorpus)
+	}
+	reportSpend(items, corpusItems, tBlock, budgetsOf(items, corpusItems, blockCorpus), out)
 	// the trade-off the threshold picks from: held-out items labelled
 	// medium or above, or jailbreaks, that the model alone blocks, at
 	// several shares of held-out benign items blocked
@@ -537,4 +517,72 @@ func headName(h int) string {
 		name = fmt.Sprintf("%s>=%s", linear.Categories[h/linear.NumLevels], []string{"low", "medium", "high"}[h%linear.NumLevels])
 	}
 	return name
+}
+
+// fit trains the model on the training items and corpus sentences, with
+// disguised copies, keeps the L2 strength with the lowest log loss on the
+// dev items and returns the quantised weights, without thresholds.
+func fit(ctx context.Context, cfg config, c *classifier.Classifier, wc *linear.WordClasses, trainItems []evaluation.Item, trainCorpus []string, devItems []evaluation.Item, out io.Writer) (*linear.Weights, error) {
+	src := &source{c: c, f: linear.Features{Bits: cfg.bits, Set: cfg.features, Classes: wc}}
+	rng := rand.New(rand.NewPCG(cfg.seed, 0xa06))
+	var tr dataset
+	addWithVariants := func(text string, y [numHeads]int8, weight float32, n int) {
+		seen := []string{c.Normalize(text)}
+		tr.add(src.feats(text), y, weight)
+		for _, v := range variants(text, n, rng) {
+			nv := c.Normalize(v)
+			if slices.Contains(seen, nv) {
+				continue
+			}
+			seen = append(seen, nv)
+			tr.add(src.feats(v), y, weight)
+		}
+	}
+	for _, it := range trainItems {
+		wt := float32(1)
+		if !it.Benign() {
+			wt = cfg.posW
+		}
+		addWithVariants(it.Text, targets(it), wt, cfg.variants)
+	}
+	// prose is benign whoever asks, and one sentence in four also comes
+	// disguised, so that disguise is seen on plain text too
+	benignPrompt := targets(evaluation.Item{Dir: events.DirectionPrompt})
+	for i, s := range trainCorpus {
+		n := 0
+		if i%4 == 0 {
+			n = 1
+		}
+		addWithVariants(s, benignPrompt, cfg.corpusW, n)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var dev dataset
+	for _, it := range devItems {
+		dev.add(src.feats(it.Text), targets(it), 1)
+	}
+	fmt.Fprintf(out, "training examples %d (with disguised copies), %d features\n", len(tr.ex), len(tr.feats))
+
+	var best *model
+	bestLoss := math.Inf(1)
+	for _, lambda := range cfg.lambdas {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		m := train(&tr, cfg.bits, hyper{lambda: lambda, rate: cfg.rate, epochs: cfg.epochs, seed: cfg.seed})
+		loss := logLoss(m, &dev)
+		fmt.Fprintf(out, "lambda %-7g dev log loss %.4f  train log loss %.4f\n", lambda, loss, logLoss(m, &tr))
+		if loss < bestLoss {
+			best, bestLoss = m, loss
+		}
+	}
+	w := quantise(best)
+	w.Features = cfg.features
+	qm, err := linear.NewWithClasses(w, wc)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(out, "quantised dev log loss %.4f\n", logLoss(quantised{qm}, &dev))
+	return w, nil
 }

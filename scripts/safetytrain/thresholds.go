@@ -21,12 +21,163 @@ type devItem struct {
 	prompt         bool
 	rulesBlocked   bool
 	rulesJailbreak bool
+	// kept is, per category, whether the classifier keeps the model's
+	// medium finding in it (a context rule or a negation clears it
+	// otherwise); closest is the category the harmful head rates
+	kept    [linear.NumCategories]bool
+	closest int
+}
+
+// modelBlocks reports whether the model's findings make the classifier
+// block it at the blocking thresholds t, as linear.Model.Levels and the
+// classifier decide: a category's medium head when the classifier keeps
+// its finding, the jailbreak head on prompts, the harmful head when no
+// medium head fires.
+func modelBlocks(it *devItem, t []float32) bool {
+	found := false
+	for c := range linear.NumCategories {
+		if h := linear.Head(c, 2); it.logits[h] >= t[h] {
+			found = true
+			if it.kept[c] {
+				return true
+			}
+		}
+	}
+	if it.prompt && it.logits[linear.HeadJailbreak] >= t[linear.HeadJailbreak] {
+		return true
+	}
+	return !found && it.logits[linear.HeadHarmful] >= t[linear.HeadHarmful] && it.kept[it.closest]
+}
+
+// exactThresholds chooses the blocking heads' thresholds as
+// perHeadThresholds does, but counts what the classifier decides
+// (modelBlocks) rather than which heads fire: a harmful item whose
+// model finding a context rule clears gains nothing, a benign one costs
+// nothing, and so does a corpus sentence (corpus holds the held-out
+// sentences as prompts). heads are every blocking head.
+func exactThresholds(items, corpus []devItem, heads []int, b budgets) []float32 {
+	t := make([]float32, numHeads)
+	inf := float32(math.Inf(1))
+	for _, h := range heads {
+		t[h] = inf
+	}
+	tt := make([]float32, numHeads)
+	gain := func(h int, th float32) (g, benign, corp int) {
+		copy(tt, t)
+		tt[h] = th
+		for i := range items {
+			it := &items[i]
+			switch {
+			case isBenign(it.y):
+				if !it.rulesBlocked && modelBlocks(it, tt) {
+					benign++
+				}
+			default:
+				if it.y[linear.HeadJailbreak] == 1 && !it.rulesJailbreak && it.prompt && it.logits[linear.HeadJailbreak] >= tt[linear.HeadJailbreak] {
+					g++
+				}
+				if it.y[linear.HeadHarmful] == 1 && !it.rulesBlocked && modelBlocks(it, tt) {
+					g++
+				}
+			}
+		}
+		for i := range corpus {
+			if modelBlocks(&corpus[i], tt) {
+				corp++
+			}
+		}
+		return g, benign, corp
+	}
+	cost := func(benign, corp int) float64 {
+		return float64(benign)/float64(max(b.benign, 1)) + float64(corp)/float64(max(b.corpus, 1))
+	}
+	for {
+		bestH, bestT, bestRatio := -1, float32(0), -1.0
+		for _, h := range heads {
+			g0, b0, c0 := gain(h, t[h])
+			var next []float32
+			for i := range items {
+				it := &items[i]
+				if isBenign(it.y) || it.logits[h] >= t[h] || (h == linear.HeadJailbreak && !it.prompt) {
+					continue
+				}
+				if (it.y[linear.HeadHarmful] == 1 && !it.rulesBlocked && !modelBlocks(it, t)) ||
+					(h == linear.HeadJailbreak && it.y[h] == 1 && !it.rulesJailbreak) {
+					next = append(next, it.logits[h])
+				}
+			}
+			slices.Sort(next)
+			next = slices.Compact(next)
+			slices.Reverse(next)
+			for k := 0; k < min(lookahead, len(next)); k++ {
+				g, bn, c := gain(h, next[k])
+				if bn > b.benign || c > b.corpus || g <= g0 {
+					continue
+				}
+				r := float64(g-g0) / (cost(bn-b0, c-c0) + 1e-3)
+				if r > bestRatio {
+					bestH, bestT, bestRatio = h, next[k], r
+				}
+			}
+		}
+		if bestH < 0 {
+			break
+		}
+		t[bestH] = bestT
+	}
+	// halfway down to the highest benign item or corpus sentence that
+	// lowering the head further would block
+	for _, h := range heads {
+		if math.IsInf(float64(t[h]), 1) {
+			continue
+		}
+		below := float32(math.Inf(-1))
+		wouldBlock := func(it *devItem) bool {
+			if it.logits[h] >= t[h] || it.logits[h] <= below || modelBlocks(it, t) {
+				return false
+			}
+			copy(tt, t)
+			tt[h] = it.logits[h]
+			return modelBlocks(it, tt)
+		}
+		for i := range items {
+			if it := &items[i]; isBenign(it.y) && !it.rulesBlocked && wouldBlock(it) {
+				below = it.logits[h]
+			}
+		}
+		for i := range corpus {
+			if wouldBlock(&corpus[i]) {
+				below = corpus[i].logits[h]
+			}
+		}
+		if !math.IsInf(float64(below), -1) {
+			t[h] = (t[h] + below) / 2
+		}
+	}
+	for _, h := range heads {
+		if math.IsInf(float64(t[h]), 1) {
+			top := float32(math.Inf(-1))
+			for i := range items {
+				top = max(top, items[i].logits[h])
+			}
+			for i := range corpus {
+				top = max(top, corpus[i].logits[h])
+			}
+			t[h] = math.Nextafter32(top, inf)
+		}
+	}
+	return t
 }
 
 // lookahead is how many of a head's next missed items a step of
 // perHeadThresholds considers taking at once, so that a step that costs
 // one false positive but opens a run of items is not passed over.
 const lookahead = 40
+
+// budgets are what the model may spend choosing the blocking heads'
+// thresholds: benign held-out items blocked beyond those the rules
+// block, and held-out corpus sentences blocked.
+type budgets struct{ benign, corpus int }
 
 // perHeadThresholds chooses a threshold for each blocking head (heads):
 // starting with none firing, it repeatedly lowers the one head's
@@ -40,7 +191,7 @@ const lookahead = 40
 // prompts; a category's medium head has a tenth of the harmful head's
 // positives), so one shared logit spends the budget on the heads that
 // need it least.
-func perHeadThresholds(items []devItem, corpus [][numHeads]float32, heads []int, benignBudget, corpusBudget int) []float32 {
+func perHeadThresholds(items []devItem, corpus [][numHeads]float32, heads []int, b budgets) []float32 {
 	t := make([]float32, numHeads)
 	inf := float32(math.Inf(1))
 	for _, h := range heads {
@@ -68,12 +219,22 @@ func perHeadThresholds(items []devItem, corpus [][numHeads]float32, heads []int,
 		}
 		return false
 	}
+	// what the other heads block, for the head a step lowers
+	itemOn, corpusOn := make([]bool, len(items)), make([]bool, len(corpus))
+	others := func(h int) {
+		for i := range items {
+			itemOn[i] = blockedBy(&items[i], h)
+		}
+		for i := range corpus {
+			corpusOn[i] = corpusBlocked(&corpus[i], h)
+		}
+	}
 	// gain counts what the model adds to the rules with the thresholds t
-	// but th for head h
+	// but th for head h (others(h) computed)
 	gain := func(h int, th float32) (g, benign, corp int) {
 		for i := range items {
 			it := &items[i]
-			on := blockedBy(it, h) || (h >= 0 && fires(it, h, th))
+			on := itemOn[i] || fires(it, h, th)
 			switch {
 			case isBenign(it.y):
 				if on && !it.rulesBlocked {
@@ -89,19 +250,20 @@ func perHeadThresholds(items []devItem, corpus [][numHeads]float32, heads []int,
 			}
 		}
 		for i := range corpus {
-			if corpusBlocked(&corpus[i], h) || (h >= 0 && corpus[i][h] >= th) {
+			if corpusOn[i] || corpus[i][h] >= th {
 				corp++
 			}
 		}
 		return g, benign, corp
 	}
 	cost := func(benign, corp int) float64 {
-		return float64(benign)/float64(max(benignBudget, 1)) + float64(corp)/float64(max(corpusBudget, 1))
+		return float64(benign)/float64(max(b.benign, 1)) + float64(corp)/float64(max(b.corpus, 1))
 	}
 	for {
-		g0, b0, c0 := gain(-1, inf)
 		bestH, bestT, bestRatio := -1, float32(0), -1.0
 		for _, h := range heads {
+			others(h)
+			g0, b0, c0 := gain(h, t[h])
 			// the logits below t[h] of items this head would gain
 			var next []float32
 			for i := range items {
@@ -109,7 +271,7 @@ func perHeadThresholds(items []devItem, corpus [][numHeads]float32, heads []int,
 				if isBenign(it.y) || !fires(it, h, -inf) || it.logits[h] >= t[h] {
 					continue
 				}
-				if (it.y[linear.HeadHarmful] == 1 && !it.rulesBlocked && !blockedBy(it, -1)) ||
+				if (it.y[linear.HeadHarmful] == 1 && !it.rulesBlocked && !itemOn[i]) ||
 					(h == linear.HeadJailbreak && it.y[h] == 1 && !it.rulesJailbreak) {
 					next = append(next, it.logits[h])
 				}
@@ -117,11 +279,11 @@ func perHeadThresholds(items []devItem, corpus [][numHeads]float32, heads []int,
 			slices.Sort(next)
 			slices.Reverse(next)
 			for k := 0; k < min(lookahead, len(next)); k++ {
-				g, b, c := gain(h, next[k])
-				if b > benignBudget || c > corpusBudget || g <= g0 {
+				g, bn, c := gain(h, next[k])
+				if bn > b.benign || c > b.corpus || g <= g0 {
 					continue
 				}
-				r := float64(g-g0) / (cost(b-b0, c-c0) + 1e-3)
+				r := float64(g-g0) / (cost(bn-b0, c-c0) + 1e-3)
 				if r > bestRatio {
 					bestH, bestT, bestRatio = h, next[k], r
 				}
@@ -198,6 +360,19 @@ func report(qm *linear.Model, what string, dev []evaluation.Item, out io.Writer)
 	return nil
 }
 
+// reportCorpus prints the share of the held-out corpus sentences that
+// rules and model together flag (rate above safe, or a jailbreak) and
+// block at the default policy, as safetyeval measures the whole corpus.
+func reportCorpus(qm *linear.Model, corpus []string, out io.Writer) error {
+	cm, err := classifier.NewWithModel(qm)
+	if err != nil {
+		return err
+	}
+	cr := evaluation.EvaluateCorpus(cm, corpus)
+	fmt.Fprintf(out, "\nheld-out corpus, rules and model at the default policy: flagged %.4f, blocked %.4f (n=%d)\n", cr.FlagRate(), cr.BlockRate(), cr.Sentences)
+	return nil
+}
+
 // vetoMargin is how far, in logits, the jailbreak veto stays below the
 // lowest held-out jailbreak that the rules find.
 const vetoMargin = 1
@@ -219,4 +394,88 @@ func jailbreakVeto(cm, rules *classifier.Classifier, dev []evaluation.Item) floa
 		return float32(math.Inf(-1))
 	}
 	return low - vetoMargin
+}
+
+// thresholdMethods are the ways -thresholds names of choosing the
+// blocking heads' thresholds.
+var thresholdMethods = []string{"exact", "per-head", "shared"}
+
+// blockingThresholds chooses the blocking heads' thresholds by method
+// ("exact" or "per-head") within the budgets: blockBenign of the
+// held-out benign items blocked by rules and model together, blockCorpus
+// of the held-out corpus sentences blocked by the model.
+func blockingThresholds(method string, items, corpus []devItem, heads []int, blockCorpus float64) []float32 {
+	b := budgetsOf(items, corpus, blockCorpus)
+	if method == "exact" {
+		return exactThresholds(items, corpus, heads, b)
+	}
+	lg := make([][numHeads]float32, len(corpus))
+	for i := range corpus {
+		lg[i] = corpus[i].logits
+	}
+	return perHeadThresholds(items, lg, heads, b)
+}
+
+// budgetsOf turns the budgets' shares into counts for the held-out
+// items and sentences: the benign items the model may block beyond
+// those the rules already block, and the corpus sentences.
+func budgetsOf(items, corpus []devItem, blockCorpus float64) budgets {
+	benign, rules := 0, 0
+	for i := range items {
+		if isBenign(items[i].y) {
+			benign++
+			if items[i].rulesBlocked {
+				rules++
+			}
+		}
+	}
+	return budgets{max(int(blockBenign*float64(benign))-rules, 0), int(blockCorpus * float64(len(corpus)))}
+}
+
+// reportSpend prints what the blocking thresholds t spend of the budgets
+// b on the held-out items and corpus sentences, as the classifier
+// decides (modelBlocks).
+func reportSpend(items, corpus []devItem, t []float32, b budgets, out io.Writer) {
+	benign, corp := 0, 0
+	for i := range items {
+		if it := &items[i]; isBenign(it.y) && !it.rulesBlocked && modelBlocks(it, t) {
+			benign++
+		}
+	}
+	for i := range corpus {
+		if modelBlocks(&corpus[i], t) {
+			corp++
+		}
+	}
+	fmt.Fprintf(out, "the model blocks %d held-out benign items the rules do not (budget %d) and %d corpus sentences (budget %d)\n", benign, b.benign, corp, b.corpus)
+}
+
+// setKept fills in each item's kept and closest (see devItem), texts[i]
+// being item i's text and dirs[i] its direction: for each category it
+// classifies every text with the model's medium head of that category
+// forced to fire and no other head firing, and records whether the
+// result keeps the category at medium or above. cm must classify with
+// the model of w, whose thresholds it changes meanwhile and restores.
+func setKept(cm *classifier.Classifier, w *linear.Weights, items []devItem, texts []string, dirs []events.Direction) {
+	saved, savedVeto := w.Threshold, w.JailbreakVeto
+	defer func() { w.Threshold, w.JailbreakVeto = saved, savedVeto }()
+	w.JailbreakVeto = 0
+	for c := range linear.NumCategories {
+		for h := range numHeads {
+			w.Threshold[h] = math.MaxFloat32
+		}
+		w.Threshold[linear.Head(c, 2)] = -math.MaxFloat32
+		for i := range items {
+			r := cm.Classify(texts[i], dirs[i])
+			items[i].kept[c] = classifier.SeverityRank(r.Severity[linear.Categories[c]]) >= 2
+		}
+	}
+	for i := range items {
+		gap := float32(math.Inf(-1))
+		for c := range linear.NumCategories {
+			if d := items[i].logits[linear.Head(c, 2)]; d > gap {
+				items[i].closest, gap = c, d
+			}
+		}
+	}
 }
