@@ -319,6 +319,10 @@ func (s *Sending) Written() (partition int32, offset int64) {
 	return s.partition, s.offset
 }
 
+// Done is closed once the broker acknowledged the record or the send
+// failed; Wait then returns at once.
+func (s *Sending) Done() <-chan struct{} { return s.done }
+
 // Wait waits for the record's acknowledgement and returns its error.
 func (s *Sending) Wait() error {
 	<-s.done

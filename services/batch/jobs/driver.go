@@ -260,6 +260,9 @@ func (d *driver) overQueue(ctx context.Context, s *state) (bool, error) {
 type sent struct {
 	line validate.Line
 	at   time.Time
+	// sending is the line's publication, acknowledged or failed
+	// later; nil for a line answered at once (refused).
+	sending *bus.Sending
 }
 
 // dispatch sends every line without an answer, paced, and returns once
@@ -298,12 +301,26 @@ func (d *driver) dispatch(ctx context.Context, s *state) error {
 				delete(d.flight, i)
 				continue
 			}
-			if now.Sub(f.at) > d.r.cfg.LineTimeout {
-				d.log().Warn("batch line unanswered; sending it again", zap.Int("line", i+1))
-				if err := d.send(ctx, res, f.line); err != nil && !errors.Is(err, errNoCapacity) {
+			failed := false
+			if f.sending != nil {
+				select {
+				case <-f.sending.Done():
+					if err := f.sending.Wait(); err != nil {
+						d.log().Warn("batch line not published; sending it again", zap.Int("line", i+1), zap.Error(err))
+						failed = true
+					}
+				default:
+				}
+			}
+			if failed || now.Sub(f.at) > d.r.cfg.LineTimeout {
+				if !failed {
+					d.log().Warn("batch line unanswered; sending it again", zap.Int("line", i+1))
+				}
+				sending, err := d.send(ctx, res, f.line)
+				if err != nil && !errors.Is(err, errNoCapacity) {
 					return err
 				}
-				d.flight[i] = sent{line: f.line, at: now}
+				d.flight[i] = sent{line: f.line, at: now, sending: sending}
 			}
 		}
 		return nil
@@ -361,8 +378,10 @@ func (d *driver) dispatch(ctx context.Context, s *state) error {
 					return err
 				}
 			}
+			var sending *bus.Sending
 			for {
-				err := d.send(ctx, res, l)
+				var err error
+				sending, err = d.send(ctx, res, l)
 				if err == nil {
 					break
 				}
@@ -373,7 +392,7 @@ func (d *driver) dispatch(ctx context.Context, s *state) error {
 					return err
 				}
 			}
-			d.flight[l.Index] = sent{line: l, at: time.Now()}
+			d.flight[l.Index] = sent{line: l, at: time.Now(), sending: sending}
 		}
 		return nil
 	})
@@ -408,10 +427,12 @@ func (d *driver) spare(res control.Resource, l validate.Line) bool {
 }
 
 // send admits one line as the real-time API admits a request and
-// publishes it, its reply going to the batch-replies stream. A line
-// admission refuses is answered at once with the refusal; one that no
-// geography can take now waits (errNoCapacity).
-func (d *driver) send(ctx context.Context, res control.Resource, l validate.Line) error {
+// publishes it, its reply going to the batch-replies stream, without
+// waiting for the broker: the publication's outcome is checked as the
+// line waits for its answer, and a failed one is sent again. A line
+// admission refuses is answered at once with the refusal (no
+// publication); one that no geography can take now is errNoCapacity.
+func (d *driver) send(ctx context.Context, res control.Resource, l validate.Line) (*bus.Sending, error) {
 	reqID := lineRequestID(d.id, l.Index)
 	a := d.r.cfg.Admit
 	req, err := admit.Parse(l.Operation, l.Body)
@@ -426,26 +447,22 @@ func (d *driver) send(ctx context.Context, res control.Resource, l validate.Line
 	var ref *admit.Refusal
 	if errors.As(err, &ref) {
 		if ref.Code == "NoCapacity" {
-			return errNoCapacity
+			return nil, errNoCapacity
 		}
 		body := errorBody(ref.Message, ref.Type, ref.Param, ref.Code)
 		_, err := d.st.record(ctx, res.Name, d.id, l.Index, answer{RequestID: reqID, StatusCode: ref.Status, Body: body}, 0, 0)
 		d.r.wake(d.id)
-		return err
+		return nil, err
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	dep := r.Deployment
 	ev := events.InferenceRequest{RequestID: reqID, Resource: res.Name, HomeGeo: res.Location, ProcessingGeo: geo, Deployment: dep.Name,
 		SKU: dep.SKU, Model: dep.Model, Operation: l.Operation, APIFlavor: events.APIFlavorOpenAI, Body: l.Body, CreatedAt: d.r.cfg.Now().UTC()}
 	meta := bus.Meta{RequestID: reqID, Resource: res.Name, HomeGeo: res.Location, Deployment: dep.Name,
 		ReplyTo: bus.BatchReplyAddress(d.r.cfg.Bus.Namespace(), res.Location)}
-	// A produce that hangs (a broker unreachable) is retried by the
-	// driver's loop rather than holding the job for ever.
-	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	return d.r.cfg.Bus.Publish(pctx, geo, bus.StreamRequests, meta, ev)
+	return d.r.cfg.Bus.PublishAsync(ctx, geo, bus.StreamRequests, meta, ev), nil
 }
 
 // errNoCapacity means no geography the line may go to can take it now.

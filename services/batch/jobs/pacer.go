@@ -2,20 +2,26 @@ package jobs
 
 import "time"
 
-// pacer sizes a job's window of lines in flight so batch lines fill
-// spare capacity without queueing ahead of real-time requests: the
-// window grows by one line per window of answers that came back about
-// as fast as the fastest recent ones, and halves when answers slow down
-// (the path is busy, with real-time traffic or other batches), the way a
-// TCP sender probes a link.
+// pacer sizes a job's window of lines in flight so that batch lines use
+// spare capacity without queueing ahead of real-time requests. It
+// watches the round trip of its own lines, as a delay-based (Vegas-like)
+// TCP sender does: the fastest recent round trip is the path's unloaded
+// time, and anything above it is time spent waiting in the services'
+// queues, its own lines' and real-time traffic's. While that queueing
+// stays under a small target the window grows by one line per window of
+// answers; above it, it shrinks by one; far above, by a quarter. The
+// window never fills the queues, so a real-time request finds them
+// short. The target, the larger of 5 ms and the unloaded round trip,
+// was chosen with stackbench (the batch README has the runs): half of it
+// halved the batch's rate and left real time no faster.
 type pacer struct {
 	max   int
 	cwnd  float64
-	floor time.Duration // fastest recent answer
+	floor time.Duration // fastest recent round trip
 	seen  int
 }
 
-func newPacer(max int) *pacer { return &pacer{max: max, cwnd: 4} }
+func newPacer(max int) *pacer { return &pacer{max: max, cwnd: 2} }
 
 // window is how many lines may be in flight.
 func (p *pacer) window() int {
@@ -30,14 +36,17 @@ func (p *pacer) observe(rtt time.Duration) {
 	}
 	// The floor drifts up slowly, so one lucky answer long ago does not
 	// hold the window down for ever.
-	if p.seen%256 == 0 {
-		p.floor += p.floor / 4
+	if p.seen%128 == 0 {
+		p.floor += p.floor / 8
 	}
-	slow := 4*p.floor + 20*time.Millisecond
+	target := max(5*time.Millisecond, p.floor)
+	queued := rtt - p.floor
 	switch {
-	case rtt > slow:
-		p.cwnd = max(1, p.cwnd/2)
+	case queued > 4*target:
+		p.cwnd = max(1, p.cwnd*3/4)
+	case queued > target:
+		p.cwnd = max(1, p.cwnd-1/p.cwnd)
 	default:
-		p.cwnd = min(float64(p.max), p.cwnd+1/max(1, p.cwnd)*4)
+		p.cwnd = min(float64(p.max), p.cwnd+1/p.cwnd)
 	}
 }
