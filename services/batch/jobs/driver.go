@@ -104,6 +104,25 @@ func (d *driver) keepLease(ctx context.Context, stop context.CancelFunc) {
 }
 
 func (d *driver) step(ctx context.Context, s *state) error {
+	err := d.advance(ctx, s)
+	if errors.Is(err, errInputGone) && !s.obj.Status.Terminal() {
+		// The input file was deleted while the batch ran: its lines (and
+		// their custom_ids) can no longer be read, so nothing can be
+		// written out; the batch fails saying why.
+		if err := d.st.close(ctx, d.id); err != nil {
+			return err
+		}
+		s.obj.Errors = []events.BatchError{{Code: "input_modified", Message: "the input file was deleted while the batch ran", Param: "input_file_id"}}
+		return d.enter(ctx, s, events.BatchFailed)
+	}
+	return err
+}
+
+// errInputGone means the batch's input file no longer exists.
+var errInputGone = errors.New("the batch's input file is gone")
+
+// advance takes the job one state further.
+func (d *driver) advance(ctx context.Context, s *state) error {
 	now := d.r.cfg.Now()
 	switch s.obj.Status {
 	case events.BatchValidating:
@@ -578,7 +597,7 @@ func (d *driver) eachLine(ctx context.Context, s *state, fn func([]validate.Line
 		return err
 	}
 	if in == nil {
-		return fmt.Errorf("input file %s is gone", s.obj.InputFileID)
+		return errInputGone
 	}
 	defer in.Close()
 	const chunk = 256

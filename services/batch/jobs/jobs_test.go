@@ -561,3 +561,26 @@ func TestGlobalBatchLinesGoWhereThereIsCapacity(t *testing.T) {
 		t.Errorf("blobs: %d in eu, %d in us; want the three files in eu only", euBlobs, usBlobs)
 	}
 }
+
+// TestBatchWhoseInputIsDeletedFails deletes the input file while the
+// batch runs: the batch fails naming why instead of retrying for ever.
+func TestBatchWhoseInputIsDeletedFails(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.delay = 5 * time.Millisecond
+	e.runner("batch-a", func(c *jobs.Config) { c.MaxInFlight = 2 })
+	const n = 400
+	id := e.create(chatLines(n), nil)
+	running := e.wait(id, time.Minute, func(b events.BatchObject) bool { return b.RequestCounts.Completed >= 10 })
+	f, err := e.files.Get(t.Context(), e.acme, running.InputFileID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.files.Delete(t.Context(), f); err != nil {
+		t.Fatal(err)
+	}
+	b := e.wait(id, time.Minute, ended)
+	if b.Status != events.BatchFailed || len(b.Errors) != 1 || b.Errors[0].Code != "input_modified" {
+		t.Fatalf("%s %+v", b.Status, b.Errors)
+	}
+}
