@@ -427,6 +427,8 @@ func TestARestartMakesNoSecondBatch(t *testing.T) {
 	r.advance(events.BatchObject{ID: batchID, Resource: "acme", HomeGeo: "eu", Endpoint: "/v1/chat/completions", Operation: events.OperationChatCompletions,
 		APIFlavor: events.APIFlavorOpenAI, Source: events.BatchSourceDrop, DropName: "q", InputFileID: fileID, CompletionWindow: "24h",
 		Status: events.BatchValidating, CreatedAt: now, ExpiresAt: now.Add(24 * time.Hour)})
+	// (this test's reader of the batches stream sees the record first)
+	eventually(t, "the batch record", func() bool { return len(r.batchesOf("acme")) == 1 })
 	creates := r.files.creates.Load()
 	stop := r.watch()
 	eventually(t, "the input to move", func() bool { return !exists(p) })
