@@ -54,6 +54,17 @@ func TestNodeSDKBatch(t *testing.T) {
 	t.Logf("node batch.mjs (%s):\n%s", time.Since(started).Round(time.Millisecond), out)
 }
 
+// withoutRequestLines drops ingress's access log lines from service logs.
+func withoutRequestLines(logs string) string {
+	var keep []string
+	for _, l := range strings.Split(logs, "\n") {
+		if !strings.Contains(l, `"logger":"ingress.http"`) {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep, "\n")
+}
+
 // tail is the last n lines of text.
 func tail(text string, n int) string {
 	lines := strings.Split(text, "\n")
@@ -102,7 +113,7 @@ func (s *stack) waitBatch(key, id string, timeout time.Duration, done func(map[s
 			return r.body
 		}
 		if time.Now().After(deadline) {
-			s.t.Fatalf("batch %s not done within %s: %s\nlogs:\n%s", id, timeout, r.raw, tail(s.logs.String(), 100))
+			s.t.Fatalf("batch %s not done within %s: %s\nlogs (but request lines):\n%s", id, timeout, r.raw, tail(withoutRequestLines(s.logs.String()), 150))
 		}
 		time.Sleep(200 * time.Millisecond) // polling with a deadline
 	}

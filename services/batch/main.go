@@ -92,6 +92,7 @@ func run(ctx context.Context, getenv func(string) string) error {
 	jc.Bus, jc.Redis, jc.State, jc.Files, jc.Instance, jc.Log = d.Bus, d.Redis, d.Control, files, common.InstanceID, d.Log
 	jc.Admit = &admit.Admitter{State: d.Control, Catalog: cat, Capacity: capacity, Geos: slices.Sorted(slices.Values(common.Geos))}
 	jc.Capacity = capacity.Spare
+	jc.Ready = d.Ready
 	runner, err := jobs.New(jc)
 	if err != nil {
 		return err

@@ -47,6 +47,7 @@ func (d *driver) run(ctx context.Context) {
 	defer cancel()
 	go d.keepLease(ctx, cancel)
 	backoff := 100 * time.Millisecond
+	var missingSince time.Time
 	for ctx.Err() == nil {
 		s, err := d.st.load(ctx, d.id)
 		if errors.Is(err, errNoJob) {
@@ -62,12 +63,27 @@ func (d *driver) run(ctx context.Context) {
 		if errors.Is(err, errEnded) {
 			return
 		}
-		if errors.Is(err, keys.ErrShredded) || errors.Is(err, keys.ErrResourceGone) {
+		switch {
+		case errors.Is(err, keys.ErrShredded):
 			// The resource was deleted: nothing of the job can be read
 			// or written any more.
 			d.log().Info("batch of a deleted resource dropped")
 			_ = d.st.finish(context.WithoutCancel(ctx), d.id)
 			return
+		case errors.Is(err, keys.ErrResourceGone):
+			// Not in this instance's view of the control plane: a view
+			// still catching up, or a resource deleted before it had a
+			// key to shred. Only a lasting absence drops the job.
+			if missingSince.IsZero() {
+				missingSince = time.Now()
+			}
+			if time.Since(missingSince) > resourceGrace {
+				d.log().Info("batch of a resource that no longer exists dropped")
+				_ = d.st.finish(context.WithoutCancel(ctx), d.id)
+				return
+			}
+		default:
+			missingSince = time.Time{}
 		}
 		if ctx.Err() != nil {
 			return
@@ -80,6 +96,10 @@ func (d *driver) run(ctx context.Context) {
 		backoff = min(backoff*2, 5*time.Second)
 	}
 }
+
+// resourceGrace is how long a job's resource may be missing from the
+// control plane before the job is dropped.
+const resourceGrace = 2 * time.Minute
 
 // errEnded means the job reached its final state and was cleaned up.
 var errEnded = errors.New("batch ended")

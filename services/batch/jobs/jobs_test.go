@@ -584,3 +584,32 @@ func TestBatchWhoseInputIsDeletedFails(t *testing.T) {
 		t.Fatalf("%s %+v", b.Status, b.Errors)
 	}
 }
+
+// TestBatchWaitsForItsResourceInTheControlView runs a batch on an
+// instance whose view of the control plane does not have the resource
+// yet (a view still catching up after a restart): the job waits for it
+// instead of being dropped as a deleted resource's.
+func TestBatchWaitsForItsResourceInTheControlView(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	view := control.NewState(zaptest.NewLogger(t))
+	e.runner("batch-a", func(c *jobs.Config) { c.State, c.Admit.State = view, view })
+	id := e.create(chatLines(5), nil)
+	time.Sleep(1500 * time.Millisecond)
+	for _, ch := range []struct {
+		kind     events.ControlKind
+		resource string
+		id       string
+		v        any
+	}{
+		{events.ControlResource, "", "acme", e.acme},
+		{events.ControlDeployment, "acme", "chat", control.Deployment{Name: "chat", Model: "terroir-ngram", SKU: events.SKUStandard, Capacity: 100}},
+	} {
+		spec, _ := json.Marshal(ch.v)
+		view.ApplyChange(events.ControlChange{Kind: ch.kind, Resource: ch.resource, ID: ch.id, Actor: "test", At: time.Now(), Spec: spec})
+	}
+	b := e.wait(id, time.Minute, ended)
+	if b.Status != events.BatchCompleted || b.RequestCounts.Completed != 5 {
+		t.Fatalf("%s %+v", b.Status, b.RequestCounts)
+	}
+}

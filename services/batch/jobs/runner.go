@@ -81,6 +81,10 @@ type Config struct {
 	// ProgressEvery is how often a running job's counts are published;
 	// default 1 s.
 	ProgressEvery time.Duration
+	// Ready, when set, reports whether the service is caught up (the
+	// control plane and data keys read to their end): no job is driven
+	// before, so a job is never judged by a view still filling.
+	Ready func(ctx context.Context) error
 	Now           func() time.Time
 }
 
@@ -240,6 +244,17 @@ func (r *Runner) wake(batchID string) {
 // lead takes the lease of every active job no live instance drives and
 // drives it, until ctx ends.
 func (r *Runner) lead(ctx context.Context) {
+	for r.cfg.Ready != nil {
+		err := r.cfg.Ready(ctx)
+		if err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 	t := time.NewTicker(r.cfg.LeaseTTL / 3)
 	defer t.Stop()
 	for {
