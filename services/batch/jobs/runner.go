@@ -85,7 +85,7 @@ type Config struct {
 	// control plane and data keys read to their end): no job is driven
 	// before, so a job is never judged by a view still filling.
 	Ready func(ctx context.Context) error
-	Now           func() time.Time
+	Now   func() time.Time
 }
 
 // Runner runs the batches of its geographies.
