@@ -22,7 +22,9 @@ import (
 // service: a batch completes with one output line per custom_id and its
 // jailbreak line as a content_filter error line; a file with malformed
 // lines fails naming each; a cancelled batch ends cancelled with partial
-// output; another resource gets 404 for every file and batch ID.
+// output; the AzureOpenAI client with a deployment reaches the batches
+// under /openai/deployments/{deployment}/; another resource gets 404 for
+// every file and batch ID.
 func TestNodeSDKBatch(t *testing.T) {
 	node, npm := lookTool(t, "node"), lookTool(t, "npm")
 	dir := t.TempDir()

@@ -36,6 +36,7 @@ function required(name) {
 const modes = {
   azure: {
     client: (key) => new AzureOpenAI({ endpoint, apiKey: key, apiVersion, maxRetries: 0, timeout: 60_000 }),
+    deploymentClient: (key, fetch) => new AzureOpenAI({ endpoint, apiKey: key, apiVersion, deployment: 'chat', maxRetries: 0, timeout: 60_000, fetch }),
     url: '/chat/completions',
   },
   openai: {
@@ -167,6 +168,24 @@ const scenarios = {
     assert.equal(out.length + errs.length, lines.length, 'every line is accounted for once');
     assert.ok(errs.every((e) => e.error?.code === 'batch_cancelled' || e.response), JSON.stringify(errs.slice(0, 2)));
     return `cancelled after ${out.length} of ${lines.length}`;
+  },
+
+  // The AzureOpenAI client with a deployment sends /batches under
+  // /openai/deployments/{deployment}/; the batch is the same resource's.
+  async deploymentPath(c, m) {
+    if (!m.deploymentClient) return 'OpenAI mode has no deployment paths';
+    const paths = [];
+    const d = m.deploymentClient(apiKey, (url, init) => {
+      paths.push(new URL(url).pathname);
+      return fetch(url, init);
+    });
+    const f = await upload(c, 'dep.jsonl', [line(m.url, 'x', 'Hello.')]);
+    const b = await d.batches.create({ input_file_id: f.id, endpoint: m.url, completion_window: '24h' });
+    assert.deepEqual(paths, ['/openai/deployments/chat/batches']);
+    assert.equal((await c.batches.retrieve(b.id)).id, b.id);
+    const done = await poll(d, b.id, terminal);
+    assert.equal(done.status, 'completed', JSON.stringify(done));
+    return `${b.id} created and polled through /openai/deployments/chat/batches`;
   },
 
   // Another resource's key finds none of this resource's files or batches.
