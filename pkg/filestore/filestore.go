@@ -51,6 +51,8 @@ type Store struct {
 	cfg    Config
 	view   *view
 	tables map[string]*bus.Table
+	// stores are the blob stores Open opened, closed with the Store.
+	stores blob.Stores
 }
 
 // New starts reading the files streams of cfg.Geos; Close stops it.
@@ -79,6 +81,27 @@ func (s *Store) Close() {
 	for _, t := range s.tables {
 		t.Close()
 	}
+	_ = s.stores.Close() // the zero Stores (New's) closes nothing
+}
+
+// Open opens the blob stores of every geography blobs configures, seals
+// their content under b's data keys and returns the Store over them, as
+// a service's main wires it; Close closes the stores too.
+func Open(blobs blob.Config, b *bus.Bus, geos []string, log *zap.Logger) (*Store, error) {
+	stores, err := blob.Open(blobs)
+	if err != nil {
+		return nil, err
+	}
+	sealed, err := blob.NewSealed(stores, b.Keys())
+	if err == nil {
+		var s *Store
+		if s, err = New(Config{Bus: b, Geos: geos, Blobs: sealed, Log: log}); err == nil {
+			s.stores = stores
+			return s, nil
+		}
+	}
+	_ = stores.Close()
+	return nil, err
 }
 
 // NewID returns a new file ID: "file-" and 32 hex digits.

@@ -63,16 +63,7 @@ func run(ctx context.Context, getenv func(string) string) error {
 	if err != nil {
 		return err
 	}
-	stores, err := blob.Open(blobCfg)
-	if err != nil {
-		return err
-	}
-	defer stores.Close()
-	sealed, err := blob.NewSealed(stores, d.Bus.Keys())
-	if err != nil {
-		return err
-	}
-	files, err := filestore.New(filestore.Config{Bus: d.Bus, Geos: common.Geos, Blobs: sealed, Log: d.Log})
+	files, err := filestore.Open(blobCfg, d.Bus, common.Geos, d.Log)
 	if err != nil {
 		return err
 	}

@@ -62,16 +62,7 @@ func run(ctx context.Context, getenv func(string) string) error {
 	if cfg.OperatorToken == "" {
 		d.Log.Warn("TERROIR_OPERATOR_TOKEN is not set: the management API refuses every operator call")
 	}
-	stores, err := blob.Open(blobCfg)
-	if err != nil {
-		return err
-	}
-	defer stores.Close()
-	sealed, err := blob.NewSealed(stores, d.Bus.Keys())
-	if err != nil {
-		return err
-	}
-	fileStore, err := filestore.New(filestore.Config{Bus: d.Bus, Geos: common.Geos, Blobs: sealed, Log: d.Log})
+	fileStore, err := filestore.Open(blobCfg, d.Bus, common.Geos, d.Log)
 	if err != nil {
 		return err
 	}
