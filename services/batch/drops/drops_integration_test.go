@@ -253,6 +253,9 @@ func TestADropBecomesABatchAndItsOutboxFollowsIt(t *testing.T) {
 		b.Operation != events.OperationChatCompletions || b.Status != events.BatchValidating || b.Version != 0 || b.HomeGeo != "eu" || b.CompletionWindow != "24h" {
 		t.Fatalf("batch record = %+v", b)
 	}
+	// the rig reads commands and records with separate readers, so the
+	// command may arrive after the record
+	eventually(t, "the create command", func() bool { return r.commandsFor(b.ID) > 0 })
 	if n := r.commandsFor(b.ID); n != 1 {
 		t.Fatalf("%d create commands for %s", n, b.ID)
 	}
