@@ -30,6 +30,9 @@ const (
 	StreamBatchJobs         = "batch-jobs"
 	StreamBatches           = "batches"
 	StreamBatchReplies      = "batch-replies"
+	StreamBatchRequests     = "batch-requests"
+	StreamBatchInference    = "batch-inference"
+	StreamBatchCompletions  = "batch-completions"
 	StreamFinetuneJobs      = "finetune-jobs"
 	StreamJobEvents         = "job-events"
 	StreamAssistantCommands = "assistant-commands"
@@ -59,7 +62,8 @@ func SplitTopic(namespace, topic string) (geo, stream string, ok bool) {
 // replies): they keep records only for the transit retention, because a
 // request may be processed outside its home geography and its content must
 // not rest there.
-var TransitStreams = []string{StreamRequests, StreamInference, StreamCompletions, StreamReplies}
+var TransitStreams = []string{StreamRequests, StreamInference, StreamCompletions, StreamReplies,
+	StreamBatchRequests, StreamBatchInference, StreamBatchCompletions}
 
 // DefaultTransitRetention is how long transit streams keep records unless
 // TopicDefs.TransitRetention says otherwise.

@@ -89,6 +89,19 @@ type Config struct {
 	// (TERROIR_KAFKA_SESSION_TIMEOUT, default 45s, from 1s to 5m; the
 	// broker's group.min.session.timeout.ms, 6s by default, is the floor).
 	SessionTimeout time.Duration
+	// Lanes are the request-path lanes this instance serves
+	// (TERROIR_LANES, default "realtime,batch"; see bus.Lane). Only the
+	// services on the request path, content safety and inference, read
+	// it; an instance serving the batch lane alone is usually also given
+	// a low TERROIR_CPU_PRIORITY.
+	Lanes []bus.Lane
+	// CPUPriority lowers the CPU priority of every thread of the process
+	// (TERROIR_CPU_PRIORITY): "normal" (the default) leaves it, "low"
+	// sets the lowest nice value (19), "idle" also puts the threads in
+	// Linux's SCHED_IDLE class, where they run only on CPU that no
+	// normal thread wants and give it up as soon as one wakes. The batch
+	// lane's instances in `make run` run "idle".
+	CPUPriority string
 	// UseRedis is set by services that keep state in Redis.
 	UseRedis bool
 }
@@ -138,6 +151,12 @@ func LoadConfig(env *config.Env, service, defaultAdminAddr string) Config {
 	if c.SessionTimeout < time.Second || c.SessionTimeout > 5*time.Minute {
 		env.Fail("TERROIR_KAFKA_SESSION_TIMEOUT", fmt.Errorf("%s is outside 1s to 5m", c.SessionTimeout))
 	}
+	lanes, err := bus.ParseLanes(env.String("TERROIR_LANES", "realtime,batch"))
+	if err != nil {
+		env.Fail("TERROIR_LANES", err)
+	}
+	c.Lanes = lanes
+	c.CPUPriority = env.OneOf("TERROIR_CPU_PRIORITY", "normal", "normal", "low", "idle")
 	c.InstanceID = env.String("TERROIR_INSTANCE_ID", defaultInstanceID(service))
 	return c
 }
@@ -180,6 +199,11 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.CPUPriority != "" && cfg.CPUPriority != "normal" {
+		if err := lowerPriority(cfg.CPUPriority == "idle"); err != nil {
+			return nil, fmt.Errorf("TERROIR_CPU_PRIORITY: %w", err)
+		}
+	}
 	d := &Daemon{Config: cfg, Log: log, Registry: prometheus.NewRegistry(), Redis: map[string]*redis.Client{}}
 	info := prometheus.NewGauge(prometheus.GaugeOpts{Name: "terroir_build_info", Help: "Always 1; labels name the service and instance.",
 		ConstLabels: prometheus.Labels{"service": cfg.Service, "instance": cfg.InstanceID}})
@@ -192,7 +216,7 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 		d.close()
 		return nil, err
 	}
-	log.Info("started", zap.Strings("geos", cfg.Geos), zap.String("admin", d.admin.Addr()), zap.String("instance", cfg.InstanceID))
+	log.Info("started", zap.Strings("geos", cfg.Geos), zap.String("cpu_priority", cfg.CPUPriority), zap.String("admin", d.admin.Addr()), zap.String("instance", cfg.InstanceID))
 	return d, nil
 }
 

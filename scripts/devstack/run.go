@@ -248,9 +248,11 @@ func buildServices(ctx context.Context, root string, out *stack.Output, services
 		return fmt.Errorf("building services: finding the go command: %w", err)
 	}
 	binDir := filepath.Join(root, ".terroir", "bin")
-	names := make([]string, len(services))
-	for i, s := range services {
-		names[i] = s.Name
+	var names []string
+	for _, s := range services {
+		if !slices.Contains(names, s.Bin()) {
+			names = append(names, s.Bin())
+		}
 	}
 	out.Printf(launcher, "building %s into %s", strings.Join(names, ", "), binDir)
 	start := time.Now()
@@ -268,9 +270,14 @@ func startServices(root, binDir string, out *stack.Output, group *stack.Group, s
 		for k, v := range env {
 			set[k] = v
 		}
+		for k, v := range s.Env {
+			if os.Getenv(k) == "" {
+				set[k] = v
+			}
+		}
 		p, err := group.Add(stack.ProcSpec{
 			Name: s.Name,
-			Path: filepath.Join(binDir, s.Name),
+			Path: filepath.Join(binDir, s.Bin()),
 			Dir:  root,
 			Env:  stack.MergeEnv(base, set),
 			Out:  out.Writer(s.Name),
@@ -369,7 +376,7 @@ func smoke(ctx context.Context, cfg config, out *stack.Output, group *stack.Grou
 		errs = append(errs, fmt.Errorf("smoke test failed: services did not stop cleanly: %w", err))
 	}
 	if len(errs) == 0 {
-		out.Printf(launcher, "smoke test passed: all %d services ready and stopped cleanly", len(services))
+		out.Printf(launcher, "smoke test passed: all %d service processes ready and stopped cleanly", len(services))
 	}
 	return errors.Join(errs...)
 }

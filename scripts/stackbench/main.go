@@ -158,7 +158,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 
 	var rows []bench.Row
 	if cfg.batchOnly {
-		br, err := batchRows(ctx, cfg.api, key, cfg.batchLines, cfg.batchTokens, cfg.batchRTRate, cfg.duration, through)
+		br, err := batchRows(ctx, cfg.api, key, cfg.batchLines, cfg.batchTokens, cfg.batchRTRate, cfg.duration, through, st.pid)
 		if err != nil {
 			return err
 		}
@@ -224,7 +224,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 
 	if cfg.batchLines > 0 {
 		pause()
-		br, err := batchRows(ctx, cfg.api, key, cfg.batchLines, cfg.batchTokens, cfg.batchRTRate, cfg.duration, through)
+		br, err := batchRows(ctx, cfg.api, key, cfg.batchLines, cfg.batchTokens, cfg.batchRTRate, cfg.duration, through, st.pid)
 		if err != nil {
 			return err
 		}

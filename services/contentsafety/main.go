@@ -60,7 +60,7 @@ func run(ctx context.Context, getenv func(string) string) error {
 		guards[geo] = g
 	}
 	p, err := pipeline.New(pipeline.Config{Bus: d.Bus, State: d.Control, Classifier: cls, Geos: common.Geos,
-		Stream: classifier.StreamOptions{Window: cfg.StreamWindow, Overlap: min(64, cfg.StreamWindow)}, Guards: guards, Log: d.Log})
+		Stream: classifier.StreamOptions{Window: cfg.StreamWindow, Overlap: min(64, cfg.StreamWindow)}, Guards: guards, Lanes: common.Lanes, Log: d.Log})
 	if err != nil {
 		return err
 	}

@@ -65,7 +65,7 @@ func run(ctx context.Context, getenv func(string) string) error {
 		}
 	}
 	w, err := worker.New(worker.Config{Bus: d.Bus, Catalog: cat, Backends: backends, Geos: common.Geos, Instance: common.InstanceID,
-		TokensPerMinute: int64(tpm), Timeout: timeout, Concurrency: concurrency, Log: d.Log})
+		TokensPerMinute: int64(tpm), Timeout: timeout, Concurrency: concurrency, Lanes: common.Lanes, Log: d.Log})
 	if err != nil {
 		return err
 	}

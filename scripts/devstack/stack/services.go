@@ -12,24 +12,49 @@ import (
 	"time"
 )
 
-// Service is one Terroir service the dev stack builds and runs.
+// Service is one process of a Terroir service the dev stack builds and
+// runs.
 type Service struct {
-	// Name is the folder under services/ and the binary's name.
+	// Name names the process; for the first instance of a service it is
+	// the folder under services/ and the binary's name.
 	Name string
+	// Binary is the service the process runs, when it differs from Name
+	// (another instance of it).
+	Binary string
 	// AdminAddr is the address of its /healthz, /readyz and /metrics.
 	AdminAddr string
+	// Env is what this process is given beside the stack's environment.
+	Env map[string]string
 }
 
-// Services returns the seven services, in the order they are started.
+// Bin returns the service the process runs.
+func (s Service) Bin() string {
+	if s.Binary != "" {
+		return s.Binary
+	}
+	return s.Name
+}
+
+// Services returns the processes of the seven services, in the order
+// they are started. Content safety and inference run twice: once for
+// real-time requests, and once for the batch lane (bus.Lane) at the
+// lowest CPU priority, so that batch lines use only the CPU real time
+// leaves on the machine.
 func Services() []Service {
+	realtime := map[string]string{"TERROIR_LANES": "realtime"}
+	// Batch lines wait for nobody: their instances batch what they
+	// produce for longer, so the broker sees fewer, larger requests.
+	batchLane := map[string]string{"TERROIR_LANES": "batch", "TERROIR_CPU_PRIORITY": "idle", "TERROIR_KAFKA_LINGER": "20ms", "TERROIR_KAFKA_SIDE_LINGER": "20ms"}
 	return []Service{
 		{Name: "ingress", AdminAddr: "127.0.0.1:9101"},
-		{Name: "contentsafety", AdminAddr: "127.0.0.1:9102"},
-		{Name: "inference", AdminAddr: "127.0.0.1:9103"},
-		{Name: "batch", AdminAddr: "127.0.0.1:9104"},
+		{Name: "contentsafety", AdminAddr: "127.0.0.1:9102", Env: realtime},
+		{Name: "inference", AdminAddr: "127.0.0.1:9103", Env: realtime},
+		{Name: "batch", AdminAddr: "127.0.0.1:9104", Env: map[string]string{"TERROIR_CPU_PRIORITY": "idle", "TERROIR_KAFKA_LINGER": "20ms", "TERROIR_KAFKA_SIDE_LINGER": "20ms"}},
 		{Name: "finetuning", AdminAddr: "127.0.0.1:9105"},
 		{Name: "assistants", AdminAddr: "127.0.0.1:9106"},
 		{Name: "review", AdminAddr: "127.0.0.1:9107"},
+		{Name: "contentsafety-batch", Binary: "contentsafety", AdminAddr: "127.0.0.1:9108", Env: batchLane},
+		{Name: "inference-batch", Binary: "inference", AdminAddr: "127.0.0.1:9109", Env: batchLane},
 	}
 }
 

@@ -336,7 +336,7 @@ func (d *driver) dispatch(ctx context.Context, s *state) error {
 		for k, i := range idx {
 			f := d.flight[i]
 			if done[k] {
-				p.observe(now.Sub(f.at))
+				p.observe(now.Sub(f.at), now)
 				delete(d.flight, i)
 				continue
 			}
@@ -412,7 +412,7 @@ func (d *driver) dispatch(ctx context.Context, s *state) error {
 			if _, ok := d.flight[l.Index]; ok {
 				continue
 			}
-			for len(d.flight) >= p.window() || !d.spare(res, l) {
+			for len(d.flight) >= p.window() || !p.ready(time.Now()) || !d.spare(res, l) {
 				if err := wait(); err != nil {
 					return err
 				}
@@ -501,7 +501,9 @@ func (d *driver) send(ctx context.Context, res control.Resource, l validate.Line
 		SKU: dep.SKU, Model: dep.Model, Operation: l.Operation, APIFlavor: events.APIFlavorOpenAI, Body: l.Body, CreatedAt: d.r.cfg.Now().UTC()}
 	meta := bus.Meta{RequestID: reqID, Resource: res.Name, HomeGeo: res.Location, Deployment: dep.Name,
 		ReplyTo: bus.BatchReplyAddress(d.r.cfg.Bus.Namespace(), res.Location)}
-	return d.r.cfg.Bus.PublishAsync(ctx, geo, bus.StreamRequests, meta, ev), nil
+	// Lines take the batch lane (bus.Lane): the same checks as real time,
+	// on streams of their own, so they never queue ahead of it.
+	return d.r.cfg.Bus.PublishAsync(ctx, geo, bus.LaneBatch.Stream(bus.StreamRequests), meta, ev), nil
 }
 
 // errNoCapacity means no geography the line may go to can take it now.

@@ -128,9 +128,9 @@ func (e *env) put(kind events.ControlKind, resource, id string, v any) {
 	e.state.ApplyChange(events.ControlChange{Kind: kind, Resource: resource, ID: id, Actor: "test", At: time.Now(), Spec: spec})
 }
 
-// respond answers the requests topic.
+// respond answers the batch lane's requests stream.
 func (e *env) respond() {
-	c, err := e.bus.NewConsumer(bus.ConsumerConfig{Group: "path", Streams: []string{bus.StreamRequests}, Geos: []string{"eu", "us"},
+	c, err := e.bus.NewConsumer(bus.ConsumerConfig{Group: "path", Streams: []string{bus.LaneBatch.Stream(bus.StreamRequests)}, Geos: []string{"eu", "us"},
 		Handler: func(ctx context.Context, d *bus.Delivery) error {
 			var req events.InferenceRequest
 			if err := d.Decode(ctx, &req); err != nil {

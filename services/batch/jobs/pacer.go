@@ -7,19 +7,27 @@ import "time"
 // watches the round trip of its own lines, as a delay-based (Vegas-like)
 // TCP sender does: the fastest recent round trip is the path's unloaded
 // time, and anything above it is time spent waiting in the services'
-// queues, its own lines' and real-time traffic's. While that queueing
-// stays under a small target the window grows by one line per window of
-// answers; above it, it shrinks by one; far above, by a quarter. The
-// window never fills the queues, so a real-time request finds them
-// short. The target, the larger of 5 ms and the unloaded round trip,
-// was chosen with stackbench (the batch README has the runs): half of it
-// halved the batch's rate and left real time no faster.
+// queues, its own lines' and real-time traffic's (the batch lane's
+// instances, at a low CPU priority, wait whenever real time wants the
+// CPU). While that queueing stays under a small target the window grows
+// by one line per window of answers; above it, it shrinks by one; far
+// above, by a quarter. Below one line the window becomes a gap: one line
+// at a time, with a pause after each answer, down to one line per 64
+// round trips, so that real-time traffic that keeps the path busy slows
+// the batch to a trickle rather than to one line always in flight. The
+// target, the larger of 5 ms and the unloaded round trip, was chosen
+// with stackbench (the batch README has the runs).
 type pacer struct {
 	max   int
 	cwnd  float64
 	floor time.Duration // fastest recent round trip
+	srtt  time.Duration // smoothed round trip
 	seen  int
+	next  time.Time // no line is sent before it while cwnd < 1
 }
+
+// minWindow is the smallest window: one line per 64 round trips.
+const minWindow = 1.0 / 64
 
 func newPacer(max int) *pacer { return &pacer{max: max, cwnd: 2} }
 
@@ -28,12 +36,20 @@ func (p *pacer) window() int {
 	return max(1, min(p.max, int(p.cwnd)))
 }
 
-// observe feeds one answered line's round trip.
-func (p *pacer) observe(rtt time.Duration) {
+// ready reports whether a line may be sent at now as far as the gap
+// after the last answer goes.
+func (p *pacer) ready(now time.Time) bool { return !now.Before(p.next) }
+
+// observe feeds one line's round trip, answered at now.
+func (p *pacer) observe(rtt time.Duration, now time.Time) {
 	p.seen++
 	if p.floor == 0 || rtt < p.floor {
 		p.floor = rtt
 	}
+	if p.srtt == 0 {
+		p.srtt = rtt
+	}
+	p.srtt += (rtt - p.srtt) / 8
 	// The floor drifts up slowly, so one lucky answer long ago does not
 	// hold the window down for ever.
 	if p.seen%128 == 0 {
@@ -43,10 +59,18 @@ func (p *pacer) observe(rtt time.Duration) {
 	queued := rtt - p.floor
 	switch {
 	case queued > 4*target:
-		p.cwnd = max(1, p.cwnd*3/4)
+		p.cwnd = max(minWindow, p.cwnd*3/4)
+	case queued > target && p.cwnd >= 2:
+		p.cwnd -= 1 / p.cwnd
 	case queued > target:
-		p.cwnd = max(1, p.cwnd-1/p.cwnd)
+		p.cwnd = max(minWindow, p.cwnd*7/8)
+	case p.cwnd < 1:
+		p.cwnd = min(1, p.cwnd*9/8)
 	default:
 		p.cwnd = min(float64(p.max), p.cwnd+1/p.cwnd)
+	}
+	p.next = time.Time{}
+	if p.cwnd < 1 {
+		p.next = now.Add(time.Duration(float64(p.srtt) * (1/p.cwnd - 1)))
 	}
 }

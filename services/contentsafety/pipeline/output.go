@@ -124,8 +124,8 @@ func (p *Pipeline) state(d *bus.Delivery) (*streamState, error) {
 		return nil, err
 	}
 	st := &streamState{seq: 1, pol: pol, bl: bl, res: res, choices: map[int]*choiceState{}, retired: map[string]bool{}, last: time.Now()}
-	if p.outputs != nil {
-		st.hold = p.outputs.Hold(d.Record)
+	if c := p.outputs[d.Stream]; c != nil {
+		st.hold = c.Hold(d.Record)
 	}
 	p.streamsMu.Lock()
 	p.streams[d.Meta.RequestID] = st

@@ -76,7 +76,11 @@ type Config struct {
 	// guard model, and a geography without one is rated by the
 	// classifier alone.
 	Guards map[string]*guard.Guard
-	Log    *zap.Logger
+	// Lanes are the request-path lanes this instance checks (default
+	// both): each has its own consumers, and a request leaves on the
+	// lane it came in on.
+	Lanes []bus.Lane
+	Log   *zap.Logger
 }
 
 // Pipeline runs both stages.
@@ -88,9 +92,9 @@ type Pipeline struct {
 	blocks  map[string]*classifier.Blocklists // per resource
 	blSince <-chan struct{}
 
-	// outputs is the output stage's consumer, which holds the first
-	// record of each stream uncommitted until the stream has ended.
-	outputs *bus.Consumer
+	// outputs are the output stage's consumers by stream, which hold the
+	// first record of each answer stream uncommitted until it has ended.
+	outputs map[string]*bus.Consumer
 
 	streamsMu sync.Mutex
 	streams   map[string]*streamState // per request ID
@@ -111,20 +115,38 @@ func New(cfg Config) (*Pipeline, error) {
 
 // Run runs both stages until ctx ends.
 func (p *Pipeline) Run(ctx context.Context) error {
-	prompts, err := p.cfg.Bus.NewConsumer(bus.ConsumerConfig{Group: "contentsafety-prompt", Streams: []string{bus.StreamRequests}, Geos: p.cfg.Geos, Handler: p.prompt})
-	if err != nil {
-		return err
+	lanes := p.cfg.Lanes
+	if len(lanes) == 0 {
+		lanes = bus.AllLanes
 	}
-	outputs, err := p.cfg.Bus.NewConsumer(bus.ConsumerConfig{Group: "contentsafety-output", Streams: []string{bus.StreamCompletions}, Geos: p.cfg.Geos, Handler: p.output})
-	if err != nil {
-		prompts.Close()
-		return err
+	var consumers []*bus.Consumer
+	closeAll := func() {
+		for _, c := range consumers {
+			c.Close()
+		}
+	}
+	outputs := map[string]*bus.Consumer{}
+	for _, l := range lanes {
+		prompts, err := p.cfg.Bus.NewConsumer(bus.ConsumerConfig{Group: l.Group("contentsafety-prompt"), Streams: []string{l.Stream(bus.StreamRequests)}, Geos: p.cfg.Geos, Handler: p.prompt})
+		if err != nil {
+			closeAll()
+			return err
+		}
+		consumers = append(consumers, prompts)
+		out, err := p.cfg.Bus.NewConsumer(bus.ConsumerConfig{Group: l.Group("contentsafety-output"), Streams: []string{l.Stream(bus.StreamCompletions)}, Geos: p.cfg.Geos, Handler: p.output})
+		if err != nil {
+			closeAll()
+			return err
+		}
+		consumers = append(consumers, out)
+		outputs[l.Stream(bus.StreamCompletions)] = out
 	}
 	p.outputs = outputs
-	errs := make(chan error, 3)
+	errs := make(chan error, len(consumers)+1)
 	var wg sync.WaitGroup
-	wg.Go(func() { errs <- prompts.Run(ctx) })
-	wg.Go(func() { errs <- outputs.Run(ctx) })
+	for _, c := range consumers {
+		wg.Go(func() { errs <- c.Run(ctx) })
+	}
 	wg.Go(func() { p.sweep(ctx) })
 	wg.Wait()
 	close(errs)

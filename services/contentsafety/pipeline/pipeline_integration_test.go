@@ -35,6 +35,10 @@ type harness struct {
 	seq     atomic.Int64
 	mu      sync.Mutex
 	script  map[string]func(emit func(ev events.Event, final bool)) // by request ID
+	// lane is the lane send sends on (the real-time one unless set);
+	// modelSaw is the stream the model read each request from
+	lane     bus.Lane
+	modelSaw map[string]string
 	// stop stops the pipeline instance newHarness started.
 	stop func()
 }
@@ -62,10 +66,10 @@ func newHarness(t *testing.T, opts ...harnessOption) *harness {
 	for _, o := range opts {
 		o(&cfg, st)
 	}
-	h := &harness{t: t, cluster: cluster, ns: ns, cfg: cfg, bus: b, script: map[string]func(func(events.Event, bool)){}}
+	h := &harness{t: t, cluster: cluster, ns: ns, cfg: cfg, bus: b, script: map[string]func(func(events.Event, bool)){}, lane: bus.LaneRealtime, modelSaw: map[string]string{}}
 	h.stop = h.start(b)
 	ctx, cancel := context.WithCancel(context.Background())
-	model, err := b.NewConsumer(bus.ConsumerConfig{Group: "scripted-model", Streams: []string{bus.StreamInference}, Geos: []string{"eu"}, Handler: h.model})
+	model, err := b.NewConsumer(bus.ConsumerConfig{Group: "scripted-model", Streams: []string{bus.StreamInference, bus.LaneBatch.Stream(bus.StreamInference)}, Geos: []string{"eu"}, Handler: h.model})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,6 +130,7 @@ func (h *harness) model(ctx context.Context, d *bus.Delivery) error {
 	}
 	h.mu.Lock()
 	script := h.script[req.RequestID]
+	h.modelSaw[req.RequestID] = d.Stream
 	h.mu.Unlock()
 	if script == nil {
 		return nil
@@ -144,7 +149,7 @@ func (h *harness) model(ctx context.Context, d *bus.Delivery) error {
 		meta.Seq, meta.Final = seq, final
 		seq++
 		if err == nil {
-			err = h.bus.Publish(ctx, d.Geo, bus.StreamCompletions, meta, ev)
+			err = h.bus.Publish(ctx, d.Geo, bus.LaneOf(d.Stream).Stream(bus.StreamCompletions), meta, ev)
 		}
 	})
 	return err
@@ -174,7 +179,7 @@ func (h *harness) send(op events.Operation, stream bool, body string, script fun
 	}
 	req := events.InferenceRequest{RequestID: id, Resource: "acme", HomeGeo: "eu", ProcessingGeo: "eu", Deployment: "chat", SKU: "Standard",
 		Model: "scripted", Operation: op, Stream: stream, APIFlavor: "openai", Body: json.RawMessage(body), CreatedAt: time.Now().UTC()}
-	rs, err := h.req.Request(h.t.Context(), "eu", bus.StreamRequests, bus.Meta{RequestID: id, Resource: "acme", HomeGeo: "eu", Deployment: "chat"}, req)
+	rs, err := h.req.Request(h.t.Context(), "eu", h.lane.Stream(bus.StreamRequests), bus.Meta{RequestID: id, Resource: "acme", HomeGeo: "eu", Deployment: "chat"}, req)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -485,4 +490,43 @@ func TestTextOutsideTheKnownFieldsIsClassified(t *testing.T) {
 			t.Fatalf("answer %s", b)
 		}
 	})
+}
+
+// TestBatchLaneKeepsToItsStreams: a request on the batch lane is checked
+// as a real-time one is, both ways, and travels on the batch lane's
+// streams only; an instance serving only the real-time lane leaves it
+// alone.
+func TestBatchLaneKeepsToItsStreams(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.lane = bus.LaneBatch
+	id, rs := h.send(events.OperationChatCompletions, false, `{"model":"chat","messages":[{"role":"user","content":"Tell me about the sea."}]}`, answer(events.OperationChatCompletions, benignAnswer))
+	out, err := h.collect(rs, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, ok := out[len(out)-1].(events.InferenceResult); !ok || r.Status != events.StatusOK || !strings.Contains(string(r.Body), "content_filter_results") {
+		t.Fatalf("benign batch-lane answer: %+v", out)
+	}
+	h.mu.Lock()
+	saw := h.modelSaw[id]
+	h.mu.Unlock()
+	if saw != bus.LaneBatch.Stream(bus.StreamInference) {
+		t.Fatalf("the model read the batch-lane request from %q", saw)
+	}
+	// harmful text in an answer on the batch lane is withheld
+	out = h.call(events.OperationChatCompletions, false, `{"model":"chat","messages":[{"role":"user","content":"Write a story."}]}`,
+		answer(events.OperationChatCompletions, `{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"I am going to kill myself tonight, I have the pills ready."},"finish_reason":"stop"}]}`))
+	if r, ok := out[len(out)-1].(events.InferenceResult); !ok || strings.Contains(string(r.Body), "pills") || !strings.Contains(string(r.Body), `"content_filter"`) {
+		t.Fatalf("harmful batch-lane answer not withheld: %+v", out)
+	}
+
+	rt := newHarness(t, func(c *Config, _ *control.State) { c.Lanes = []bus.Lane{bus.LaneRealtime} })
+	rt.lane = bus.LaneBatch
+	_, rs = rt.send(events.OperationChatCompletions, false, `{"model":"chat","messages":[{"role":"user","content":"Tell me about the sea."}]}`, answer(events.OperationChatCompletions, benignAnswer))
+	if out, err := rt.collect(rs, 3*time.Second); err == nil {
+		t.Fatalf("a real-time-only instance answered a batch-lane request: %+v", out)
+	}
+	rt.lane = bus.LaneRealtime
+	rt.call(events.OperationChatCompletions, false, `{"model":"chat","messages":[{"role":"user","content":"Tell me about the sea."}]}`, answer(events.OperationChatCompletions, benignAnswer))
 }

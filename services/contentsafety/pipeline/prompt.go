@@ -131,7 +131,7 @@ func (p *Pipeline) prompt(ctx context.Context, d *bus.Delivery) error {
 		// The verdict travels with the request and comes back on the
 		// answer: a non-streamed answer is one reply.
 		req.PromptFilterResults = prf
-		return p.cfg.Bus.Publish(ctx, d.Geo, bus.StreamInference, fwd, req)
+		return p.cfg.Bus.Publish(ctx, d.Geo, bus.LaneOf(d.Stream).Stream(bus.StreamInference), fwd, req)
 	}
 	if res.ContentLogging {
 		req.PromptCheck.FilterResults = prf
@@ -143,7 +143,7 @@ func (p *Pipeline) prompt(ctx context.Context, d *bus.Delivery) error {
 	}
 	return bus.WaitAll(
 		p.cfg.Bus.ReplyAsync(ctx, d, 0, false, events.InferenceChunk{RequestID: req.RequestID, Seq: 0, Body: verdict, CreatedAt: time.Now().UTC()}),
-		p.cfg.Bus.PublishAsync(ctx, d.Geo, bus.StreamInference, fwd, req),
+		p.cfg.Bus.PublishAsync(ctx, d.Geo, bus.LaneOf(d.Stream).Stream(bus.StreamInference), fwd, req),
 	)
 }
 

@@ -70,7 +70,11 @@ type Config struct {
 	// Concurrency bounds the requests answered at once (default 512); a
 	// slow answer holds up no other request.
 	Concurrency int
-	Log         *zap.Logger
+	// Lanes are the request-path lanes this worker serves (default both),
+	// each with its own consumer; an answer goes out on the lane its
+	// request came in on.
+	Lanes []bus.Lane
+	Log   *zap.Logger
 }
 
 // Worker serves requests until its context ends.
@@ -100,16 +104,30 @@ func New(cfg Config) (*Worker, error) {
 
 // Run consumes requests and reports capacity until ctx ends.
 func (w *Worker) Run(ctx context.Context) error {
-	c, err := w.cfg.Bus.NewConsumer(bus.ConsumerConfig{Group: w.group, Streams: []string{bus.StreamInference}, Geos: w.cfg.Geos, Handler: w.handle,
-		Concurrency: w.cfg.Concurrency})
-	if err != nil {
-		return err
+	lanes := w.cfg.Lanes
+	if len(lanes) == 0 {
+		lanes = bus.AllLanes
+	}
+	var consumers []*bus.Consumer
+	for _, l := range lanes {
+		c, err := w.cfg.Bus.NewConsumer(bus.ConsumerConfig{Group: l.Group(w.group), Streams: []string{l.Stream(bus.StreamInference)}, Geos: w.cfg.Geos, Handler: w.handle,
+			Concurrency: w.cfg.Concurrency})
+		if err != nil {
+			for _, c := range consumers {
+				c.Close()
+			}
+			return err
+		}
+		consumers = append(consumers, c)
 	}
 	var wg sync.WaitGroup
 	wg.Go(func() { w.report(ctx) })
-	err = c.Run(ctx)
+	errs := make([]error, len(consumers))
+	for i, c := range consumers {
+		wg.Go(func() { errs[i] = c.Run(ctx) })
+	}
 	wg.Wait()
-	return err
+	return errors.Join(errs...)
 }
 
 func (w *Worker) handle(ctx context.Context, d *bus.Delivery) error {
@@ -130,17 +148,18 @@ func (w *Worker) handle(ctx context.Context, d *bus.Delivery) error {
 	// Chunks go out without waiting for each acknowledgement (the
 	// producer keeps their order); the result waits for all of them.
 	var chunks []*bus.Sending
+	completions := bus.LaneOf(d.Stream).Stream(bus.StreamCompletions)
 	publish := func(ev events.Event, final bool) error {
 		meta.Seq, meta.Final = seq, final
 		seq++
 		if !final {
-			chunks = append(chunks, w.cfg.Bus.PublishAsync(ctx, d.Geo, bus.StreamCompletions, meta, ev))
+			chunks = append(chunks, w.cfg.Bus.PublishAsync(ctx, d.Geo, completions, meta, ev))
 			return nil
 		}
 		if err := bus.WaitAll(chunks...); err != nil {
 			return err
 		}
-		return w.cfg.Bus.Publish(ctx, d.Geo, bus.StreamCompletions, meta, ev)
+		return w.cfg.Bus.Publish(ctx, d.Geo, completions, meta, ev)
 	}
 	result := events.InferenceResult{RequestID: req.RequestID, Status: events.StatusOK, Attempt: attempt, Operation: req.Operation}
 	// What content safety put on the request comes back on the result,

@@ -48,12 +48,12 @@ func startWorker(t *testing.T) (*bus.Bus, *completions) {
 		t.Fatal(err)
 	}
 	got := &completions{byID: map[string][]*bus.Delivery{}, usage: map[string]events.UsageRecord{}}
-	c, err := b.NewConsumer(bus.ConsumerConfig{Group: "observer", Streams: []string{bus.StreamCompletions, bus.StreamUsage, bus.StreamCapacity}, Geos: []string{"eu"},
+	c, err := b.NewConsumer(bus.ConsumerConfig{Group: "observer", Streams: []string{bus.StreamCompletions, bus.LaneBatch.Stream(bus.StreamCompletions), bus.StreamUsage, bus.StreamCapacity}, Geos: []string{"eu"},
 		Handler: func(ctx context.Context, d *bus.Delivery) error {
 			got.mu.Lock()
 			defer got.mu.Unlock()
 			switch d.Stream {
-			case bus.StreamCompletions:
+			case bus.StreamCompletions, bus.LaneBatch.Stream(bus.StreamCompletions):
 				got.byID[d.Meta.RequestID] = append(got.byID[d.Meta.RequestID], d)
 			case bus.StreamUsage:
 				var u events.UsageRecord
@@ -101,14 +101,41 @@ func (c *completions) wait(t *testing.T, id string) []*bus.Delivery {
 
 func send(t *testing.T, b *bus.Bus, id string, op events.Operation, stream bool, body string) {
 	t.Helper()
+	sendOn(t, b, bus.LaneRealtime, id, op, stream, body)
+}
+
+func sendOn(t *testing.T, b *bus.Bus, lane bus.Lane, id string, op events.Operation, stream bool, body string) {
+	t.Helper()
 	req := events.InferenceRequest{RequestID: id, Resource: "acme", HomeGeo: "eu", ProcessingGeo: "eu", Deployment: "chat", SKU: events.SKUStandard,
 		Model: "terroir-ngram", Operation: op, Stream: stream, APIFlavor: events.APIFlavorOpenAI, Body: json.RawMessage(body), CreatedAt: time.Now()}
 	if op == events.OperationEmbeddings {
 		req.Model = "terroir-embed"
 	}
 	meta := bus.Meta{RequestID: id, Resource: "acme", HomeGeo: "eu", Deployment: "chat", ReplyTo: "somewhere/0/ingress-1"}
-	if err := b.Publish(t.Context(), "eu", bus.StreamInference, meta, req); err != nil {
+	if err := b.Publish(t.Context(), "eu", lane.Stream(bus.StreamInference), meta, req); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestBatchLaneAnswersOnItsOwnStream: a request read from the batch
+// lane's stream is answered on the batch lane's completions, chunks and
+// result alike, and one from the real-time lane on the real-time one.
+func TestBatchLaneAnswersOnItsOwnStream(t *testing.T) {
+	t.Parallel()
+	b, got := startWorker(t)
+	body := `{"model":"chat","max_tokens":8,"messages":[{"role":"user","content":"Tell me about the sea."}]}`
+	sendOn(t, b, bus.LaneBatch, "req-batch", events.OperationChatCompletions, true, body)
+	send(t, b, "req-rt", events.OperationChatCompletions, false, body)
+	for id, want := range map[string]string{"req-batch": bus.LaneBatch.Stream(bus.StreamCompletions), "req-rt": bus.StreamCompletions} {
+		ds := got.wait(t, id)
+		for _, d := range ds {
+			if d.Stream != want {
+				t.Errorf("%s: a record on %s, want %s", id, d.Stream, want)
+			}
+		}
+		if r := result(t, ds[len(ds)-1]); r.Status != events.StatusOK {
+			t.Errorf("%s: %+v", id, r)
+		}
 	}
 }
 
