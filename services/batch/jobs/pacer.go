@@ -12,8 +12,8 @@ import "time"
 // CPU). While that queueing stays under a small target the window grows
 // by one line per window of answers; above it, it shrinks by one; far
 // above, by a quarter. Below one line the window becomes a gap: one line
-// at a time, with a pause after each answer, down to one line per 64
-// round trips, so that real-time traffic that keeps the path busy slows
+// at a time, with a pause after each answer of up to 15 unloaded round
+// trips (and at most maxGap), so that real-time traffic that keeps the path busy slows
 // the batch to a trickle rather than to one line always in flight. The
 // target, the larger of 5 ms and the unloaded round trip, was chosen
 // with stackbench (the batch README has the runs).
@@ -21,13 +21,19 @@ type pacer struct {
 	max   int
 	cwnd  float64
 	floor time.Duration // fastest recent round trip
-	srtt  time.Duration // smoothed round trip
 	seen  int
 	next  time.Time // no line is sent before it while cwnd < 1
 }
 
-// minWindow is the smallest window: one line per 64 round trips.
-const minWindow = 1.0 / 64
+// minWindow is the smallest window: a pause of 15 unloaded round trips
+// after each answer. The pause is counted in unloaded round trips, not
+// in recent ones, and bounded by maxGap, so that an outage (a rebalance
+// after an instance died, answers late by seconds) does not leave the
+// job waiting minutes between lines.
+const (
+	minWindow = 1.0 / 16
+	maxGap    = 100 * time.Millisecond
+)
 
 func newPacer(max int) *pacer { return &pacer{max: max, cwnd: 2} }
 
@@ -46,10 +52,6 @@ func (p *pacer) observe(rtt time.Duration, now time.Time) {
 	if p.floor == 0 || rtt < p.floor {
 		p.floor = rtt
 	}
-	if p.srtt == 0 {
-		p.srtt = rtt
-	}
-	p.srtt += (rtt - p.srtt) / 8
 	// The floor drifts up slowly, so one lucky answer long ago does not
 	// hold the window down for ever.
 	if p.seen%128 == 0 {
@@ -71,6 +73,6 @@ func (p *pacer) observe(rtt time.Duration, now time.Time) {
 	}
 	p.next = time.Time{}
 	if p.cwnd < 1 {
-		p.next = now.Add(time.Duration(float64(p.srtt) * (1/p.cwnd - 1)))
+		p.next = now.Add(min(maxGap, time.Duration(float64(p.floor)*(1/p.cwnd-1))))
 	}
 }

@@ -7,9 +7,10 @@ import (
 
 // TestPacerSlowsBelowOneLineInFlight: while every round trip waits far
 // above the unloaded one (real time holding the batch lane's CPU), the
-// pacer leaves gaps between single lines, down to one line per 64 round
-// trips; once the queueing is gone it sends back to back again and
-// widens the window.
+// pacer leaves gaps between single lines, of 15 unloaded round trips at
+// most and never more than maxGap, even when answers come seconds late;
+// once the queueing is gone it sends back to back again and widens the
+// window.
 func TestPacerSlowsBelowOneLineInFlight(t *testing.T) {
 	p := newPacer(64)
 	now := time.Unix(0, 0)
@@ -22,8 +23,14 @@ func TestPacerSlowsBelowOneLineInFlight(t *testing.T) {
 		t.Fatalf("window %d (cwnd %.4f) under sustained queueing", p.window(), p.cwnd)
 	}
 	gap := p.next.Sub(now)
-	if gap < 30*p.srtt || p.ready(now.Add(gap/2)) || !p.ready(now.Add(gap)) {
-		t.Fatalf("gap %s after an answer (srtt %s)", gap, p.srtt)
+	if gap != 15*p.floor || p.ready(now.Add(gap/2)) || !p.ready(now.Add(gap)) {
+		t.Fatalf("gap %s after an answer", gap)
+	}
+	// an outage: answers seconds late do not stretch the pause
+	now = now.Add(8 * time.Second)
+	p.observe(8*time.Second, now)
+	if gap := p.next.Sub(now); gap > maxGap {
+		t.Fatalf("gap %s after an outage", gap)
 	}
 	for range 400 {
 		now = now.Add(2 * time.Millisecond)
