@@ -35,6 +35,7 @@ func loadConfig(env *config.Env) Config {
 		CatalogFile: env.String("TERROIR_CATALOG_FILE", "deployments/catalog.yaml"),
 		Jobs: jobs.Config{
 			MaxInFlight:       env.Int("TERROIR_BATCH_MAX_IN_FLIGHT", 64, 1, 4096),
+			QueueTarget:       env.Duration("TERROIR_BATCH_QUEUE_TARGET", 5*time.Millisecond),
 			LineTimeout:       env.Duration("TERROIR_BATCH_LINE_TIMEOUT", 10*time.Minute),
 			CancelGrace:       env.Duration("TERROIR_BATCH_CANCEL_GRACE", 30*time.Second),
 			MaxEnqueuedTokens: int64(env.Int("TERROIR_BATCH_MAX_ENQUEUED_TOKENS", 5_000_000_000, 0, 1<<62)),

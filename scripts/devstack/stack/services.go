@@ -42,14 +42,16 @@ func (s Service) Bin() string {
 // leaves on the machine.
 func Services() []Service {
 	realtime := map[string]string{"TERROIR_LANES": "realtime"}
-	// Batch lines wait for nobody: their instances batch what they
-	// produce for longer, so the broker sees fewer, larger requests.
-	batchLane := map[string]string{"TERROIR_LANES": "batch", "TERROIR_CPU_PRIORITY": "idle", "TERROIR_KAFKA_LINGER": "20ms", "TERROIR_KAFKA_SIDE_LINGER": "20ms"}
+	// No producer linger on the batch lane: the pacer reads real time's
+	// activity from the lane's round trips (the lane waits whenever real
+	// time wants the CPU), and a linger would hide it (see the batch
+	// README).
+	batchLane := map[string]string{"TERROIR_LANES": "batch", "TERROIR_CPU_PRIORITY": "idle"}
 	return []Service{
 		{Name: "ingress", AdminAddr: "127.0.0.1:9101"},
 		{Name: "contentsafety", AdminAddr: "127.0.0.1:9102", Env: realtime},
 		{Name: "inference", AdminAddr: "127.0.0.1:9103", Env: realtime},
-		{Name: "batch", AdminAddr: "127.0.0.1:9104", Env: map[string]string{"TERROIR_CPU_PRIORITY": "idle", "TERROIR_KAFKA_LINGER": "20ms", "TERROIR_KAFKA_SIDE_LINGER": "20ms"}},
+		{Name: "batch", AdminAddr: "127.0.0.1:9104", Env: map[string]string{"TERROIR_CPU_PRIORITY": "idle"}},
 		{Name: "finetuning", AdminAddr: "127.0.0.1:9105"},
 		{Name: "assistants", AdminAddr: "127.0.0.1:9106"},
 		{Name: "review", AdminAddr: "127.0.0.1:9107"},

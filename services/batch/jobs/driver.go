@@ -311,7 +311,7 @@ func (d *driver) dispatch(ctx context.Context, s *state) error {
 	if !ok {
 		return keys.ErrResourceGone
 	}
-	p := newPacer(d.r.cfg.MaxInFlight)
+	p := newPacer(d.r.cfg.MaxInFlight, d.r.cfg.QueueTarget)
 	if d.flight == nil {
 		d.flight = map[int]sent{}
 	}

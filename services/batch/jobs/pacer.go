@@ -18,11 +18,12 @@ import "time"
 // target, the larger of 5 ms and the unloaded round trip, was chosen
 // with stackbench (the batch README has the runs).
 type pacer struct {
-	max   int
-	cwnd  float64
-	floor time.Duration // fastest recent round trip
-	seen  int
-	next  time.Time // no line is sent before it while cwnd < 1
+	max    int
+	target time.Duration // the queueing target's least value
+	cwnd   float64
+	floor  time.Duration // fastest recent round trip
+	seen   int
+	next   time.Time // no line is sent before it while cwnd < 1
 }
 
 // minWindow is the smallest window: a pause of 15 unloaded round trips
@@ -35,7 +36,9 @@ const (
 	maxGap    = 100 * time.Millisecond
 )
 
-func newPacer(max int) *pacer { return &pacer{max: max, cwnd: 2} }
+func newPacer(max int, target time.Duration) *pacer {
+	return &pacer{max: max, target: target, cwnd: 2}
+}
 
 // window is how many lines may be in flight.
 func (p *pacer) window() int {
@@ -57,7 +60,7 @@ func (p *pacer) observe(rtt time.Duration, now time.Time) {
 	if p.seen%128 == 0 {
 		p.floor += p.floor / 8
 	}
-	target := max(5*time.Millisecond, p.floor)
+	target := max(p.target, p.floor)
 	queued := rtt - p.floor
 	switch {
 	case queued > 4*target:

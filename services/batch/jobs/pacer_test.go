@@ -12,7 +12,7 @@ import (
 // once the queueing is gone it sends back to back again and widens the
 // window.
 func TestPacerSlowsBelowOneLineInFlight(t *testing.T) {
-	p := newPacer(64)
+	p := newPacer(64, 5*time.Millisecond)
 	now := time.Unix(0, 0)
 	p.observe(2*time.Millisecond, now) // the unloaded round trip
 	for range 200 {

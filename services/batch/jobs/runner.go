@@ -63,6 +63,10 @@ type Config struct {
 	// MaxInFlight bounds the lines of one job sent and not answered;
 	// the pacing window moves below it. Default 64.
 	MaxInFlight int
+	// QueueTarget is the pacer's queueing target: the window grows while
+	// a line's round trip exceeds the unloaded one by less than the
+	// larger of it and the unloaded round trip. Default 5 ms.
+	QueueTarget time.Duration
 	// LineTimeout is how long a sent line may go unanswered before it is
 	// sent again (a lost request); default 10 minutes.
 	LineTimeout time.Duration
@@ -102,6 +106,9 @@ type Runner struct {
 func New(cfg Config) (*Runner, error) {
 	if cfg.Bus == nil || len(cfg.Redis) == 0 || cfg.State == nil || cfg.Files == nil || cfg.Admit == nil || cfg.Log == nil || cfg.Instance == "" {
 		return nil, errors.New("jobs: bus, redis, control state, files, admission, instance and logger are required")
+	}
+	if cfg.QueueTarget <= 0 {
+		cfg.QueueTarget = 5 * time.Millisecond
 	}
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = 64
