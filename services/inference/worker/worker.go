@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -121,7 +122,13 @@ func (w *Worker) Run(ctx context.Context) error {
 		consumers = append(consumers, c)
 	}
 	var wg sync.WaitGroup
-	wg.Go(func() { w.report(ctx) })
+	// Capacity reports are what real time uses of the capacity: an
+	// instance of the batch lane alone reports none, so ingress routes
+	// real time by the real-time instances, and batch lines are admitted
+	// against what real time leaves.
+	if slices.Contains(lanes, bus.LaneRealtime) {
+		wg.Go(func() { w.report(ctx) })
+	}
 	errs := make([]error, len(consumers))
 	for i, c := range consumers {
 		wg.Go(func() { errs[i] = c.Run(ctx) })

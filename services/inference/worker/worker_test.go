@@ -32,6 +32,12 @@ type completions struct {
 
 func startWorker(t *testing.T) (*bus.Bus, *completions) {
 	t.Helper()
+	return startWorkerOn(t, nil)
+}
+
+// startWorkerOn starts a worker serving lanes (nil: both).
+func startWorkerOn(t *testing.T, lanes []bus.Lane) (*bus.Bus, *completions) {
+	t.Helper()
 	m, err := loadModel()
 	if err != nil {
 		t.Fatal(err)
@@ -43,7 +49,7 @@ func startWorker(t *testing.T) (*bus.Bus, *completions) {
 	}
 	bi := &worker.Builtin{Model: m}
 	w, err := worker.New(worker.Config{Bus: b, Catalog: cat, Backends: map[string]worker.Backend{"terroir-ngram": bi, "terroir-embed": bi},
-		Geos: []string{"eu"}, Instance: "w1", TokensPerMinute: 1000, ReportEvery: 100 * time.Millisecond, Log: zaptest.NewLogger(t)})
+		Geos: []string{"eu"}, Instance: "w1", TokensPerMinute: 1000, ReportEvery: 100 * time.Millisecond, Lanes: lanes, Log: zaptest.NewLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -351,5 +357,22 @@ func TestResultCarriesThePromptCheckBack(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestBatchLaneInstanceReportsNoCapacity: an instance of the batch lane
+// alone answers batch-lane requests but publishes no capacity reports
+// (they are what real time uses); one serving real time does.
+func TestBatchLaneInstanceReportsNoCapacity(t *testing.T) {
+	t.Parallel()
+	b, got := startWorkerOn(t, []bus.Lane{bus.LaneBatch})
+	sendOn(t, b, bus.LaneBatch, "req-lane", events.OperationChatCompletions, false, `{"model":"chat","max_tokens":4,"messages":[{"role":"user","content":"Hello."}]}`)
+	got.wait(t, "req-lane")
+	time.Sleep(500 * time.Millisecond) // five report intervals
+	got.mu.Lock()
+	n := len(got.report)
+	got.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("a batch-lane instance published %d capacity reports", n)
 	}
 }
