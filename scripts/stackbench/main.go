@@ -61,6 +61,7 @@ type config struct {
 	batchTokens int
 	batchRTRate int
 	batchRTFor  time.Duration
+	batchPairs  int
 	batchOnly   bool
 }
 
@@ -91,6 +92,7 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.batchLines, "batch-lines", 10_000, "lines of the batch run on the built-in model (0: no batch measurement)")
 	fs.IntVar(&c.batchTokens, "batch-tokens", 32, "max_tokens of each batch line")
 	fs.IntVar(&c.batchRTRate, "batch-rt-rate", 200, "real-time rate measured without and with the batch running")
+	fs.IntVar(&c.batchPairs, "batch-pairs", 3, "real-time measurements without and beside a batch, taken in turn; the rise is that of the medians")
 	fs.DurationVar(&c.batchRTFor, "batch-rt-duration", 40*time.Second, "length of each real-time measurement beside the batch rows (a p99 of 15 s at 200 req/s moves by tens of percent between runs)")
 	fs.BoolVar(&c.batchOnly, "batch-only", false, "measure only the batch and real time beside it")
 	if err := fs.Parse(args); err != nil {
@@ -160,7 +162,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 
 	var rows []bench.Row
 	if cfg.batchOnly {
-		br, err := batchRows(ctx, cfg.api, key, cfg.batchLines, cfg.batchTokens, cfg.batchRTRate, cfg.batchRTFor, through, st.pid)
+		br, err := batchRows(ctx, cfg.api, key, cfg.batchLines, cfg.batchTokens, cfg.batchRTRate, cfg.batchPairs, cfg.batchRTFor, through, st.pid)
 		if err != nil {
 			return err
 		}
@@ -226,7 +228,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 
 	if cfg.batchLines > 0 {
 		pause()
-		br, err := batchRows(ctx, cfg.api, key, cfg.batchLines, cfg.batchTokens, cfg.batchRTRate, cfg.batchRTFor, through, st.pid)
+		br, err := batchRows(ctx, cfg.api, key, cfg.batchLines, cfg.batchTokens, cfg.batchRTRate, cfg.batchPairs, cfg.batchRTFor, through, st.pid)
 		if err != nil {
 			return err
 		}
