@@ -34,7 +34,8 @@ func loadConfig(env *config.Env) Config {
 	return Config{
 		CatalogFile: env.String("TERROIR_CATALOG_FILE", "deployments/catalog.yaml"),
 		Jobs: jobs.Config{
-			MaxInFlight:       env.Int("TERROIR_BATCH_MAX_IN_FLIGHT", 64, 1, 4096),
+			MaxInFlight:       env.Int("TERROIR_BATCH_MAX_IN_FLIGHT", 256, 1, 4096),
+			MaxInFlightBytes:  env.Int("TERROIR_BATCH_MAX_IN_FLIGHT_BYTES", 64<<20, 1<<20, 1<<34),
 			QueueTarget:       env.Duration("TERROIR_BATCH_QUEUE_TARGET", 5*time.Millisecond),
 			LineTimeout:       env.Duration("TERROIR_BATCH_LINE_TIMEOUT", 10*time.Minute),
 			CancelGrace:       env.Duration("TERROIR_BATCH_CANCEL_GRACE", 30*time.Second),

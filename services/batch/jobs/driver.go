@@ -412,7 +412,7 @@ func (d *driver) dispatch(ctx context.Context, s *state) error {
 			if _, ok := d.flight[l.Index]; ok {
 				continue
 			}
-			for len(d.flight) >= p.window() || !p.ready(time.Now()) || !d.spare(res, l) {
+			for len(d.flight) >= p.window() || !p.ready(time.Now()) || d.flightBytes()+len(l.Body) > d.r.cfg.MaxInFlightBytes && len(d.flight) > 0 || !d.spare(res, l) {
 				if err := wait(); err != nil {
 					return err
 				}
@@ -448,6 +448,15 @@ func (d *driver) dispatch(ctx context.Context, s *state) error {
 	}
 	*s, err = d.st.load(ctx, d.id)
 	return err
+}
+
+// flightBytes is the size of the bodies of the lines in flight.
+func (d *driver) flightBytes() int {
+	n := 0
+	for _, f := range d.flight {
+		n += len(f.line.Body)
+	}
+	return n
 }
 
 // spare reports whether the line's model has spare capacity in the

@@ -58,7 +58,9 @@ type env struct {
 	sends   map[string]int // request ID → times received
 	geos    map[string]int // geography → requests received there
 	delay   time.Duration
-	twice   bool // answer every request twice
+	// busy and maxBusy count the requests being answered at once
+	busy, maxBusy int
+	twice         bool // answer every request twice
 }
 
 func newEnv(t *testing.T) *env {
@@ -140,7 +142,10 @@ func (e *env) respond() {
 			e.sends[req.RequestID]++
 			e.geos[d.Geo]++
 			delay, twice := e.delay, e.twice
+			e.busy++
+			e.maxBusy = max(e.maxBusy, e.busy)
 			e.mu.Unlock()
+			defer func() { e.mu.Lock(); e.busy--; e.mu.Unlock() }()
 			time.Sleep(delay)
 			res := events.InferenceResult{RequestID: req.RequestID, Status: events.StatusOK, Operation: req.Operation, CreatedAt: time.Now(),
 				Usage: &events.Usage{PromptTokens: 3, CompletionTokens: 2, TotalTokens: 5}}
@@ -611,5 +616,30 @@ func TestBatchWaitsForItsResourceInTheControlView(t *testing.T) {
 	b := e.wait(id, time.Minute, ended)
 	if b.Status != events.BatchCompleted || b.RequestCounts.Completed != 5 {
 		t.Fatalf("%s %+v", b.Status, b.RequestCounts)
+	}
+}
+
+// TestBatchBoundsTheBytesInFlight: a job keeps the bodies of the lines it
+// has sent until they are answered, so large lines are sent fewer at a
+// time: with 400 KB lines and a 1 MiB bound, at most two are in flight.
+func TestBatchBoundsTheBytesInFlight(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.delay = 30 * time.Millisecond
+	e.runner("batch-a", func(c *jobs.Config) { c.MaxInFlightBytes = 1 << 20 })
+	big := strings.Repeat("tide ", 80_000)
+	var in bytes.Buffer
+	const n = 24
+	for i := range n {
+		fmt.Fprintf(&in, `{"custom_id":"id-%d","method":"POST","url":"/v1/chat/completions","body":{"model":"chat","max_tokens":8,"messages":[{"role":"user","content":%q}]}}`+"\n", i, big)
+	}
+	id := e.create(in.Bytes(), nil)
+	if b := e.wait(id, time.Minute, ended); b.Status != events.BatchCompleted || b.RequestCounts.Completed != n {
+		t.Fatalf("status %s: %+v", b.Status, b.RequestCounts)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.maxBusy > 2 {
+		t.Fatalf("%d lines of 400 KB were in flight at once under a 1 MiB bound", e.maxBusy)
 	}
 }

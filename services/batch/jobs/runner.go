@@ -61,8 +61,12 @@ type Config struct {
 	// Limits bound an input file.
 	Limits validate.Limits
 	// MaxInFlight bounds the lines of one job sent and not answered;
-	// the pacing window moves below it. Default 64.
+	// the pacing window moves below it. Default 256.
 	MaxInFlight int
+	// MaxInFlightBytes bounds the bodies of those lines, which the job
+	// keeps to send again (one line is always let through). Default
+	// 64 MiB.
+	MaxInFlightBytes int
 	// QueueTarget is the pacer's queueing target: the window grows while
 	// a line's round trip exceeds the unloaded one by less than the
 	// larger of it and the unloaded round trip. Default 5 ms.
@@ -110,8 +114,11 @@ func New(cfg Config) (*Runner, error) {
 	if cfg.QueueTarget <= 0 {
 		cfg.QueueTarget = 5 * time.Millisecond
 	}
+	if cfg.MaxInFlightBytes <= 0 {
+		cfg.MaxInFlightBytes = 64 << 20
+	}
 	if cfg.MaxInFlight <= 0 {
-		cfg.MaxInFlight = 64
+		cfg.MaxInFlight = 256
 	}
 	if cfg.LineTimeout <= 0 {
 		cfg.LineTimeout = 10 * time.Minute
