@@ -1,8 +1,12 @@
 package bus
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
 )
 
 // Lane is one of the two copies of the request path. Real-time requests
@@ -10,7 +14,7 @@ import (
 // path on streams of their own (batch-requests → batch-inference →
 // batch-completions), through the same stages with the same checks, so
 // that the instances serving the batch lane can be separate processes
-// run at a lower CPU priority (TERROIR_NICE) or on other machines: a
+// run at a lower CPU priority (TERROIR_CPU_PRIORITY) or on other machines: a
 // batch line then uses only what real time leaves, and never waits in a
 // real-time queue or makes a real-time request wait in its own.
 type Lane string
@@ -23,19 +27,19 @@ const (
 // AllLanes are the lanes an instance serves unless told otherwise.
 var AllLanes = []Lane{LaneRealtime, LaneBatch}
 
-var laneStreams = map[string]string{
-	StreamRequests:    StreamBatchRequests,
-	StreamInference:   StreamBatchInference,
-	StreamCompletions: StreamBatchCompletions,
-}
-
 // Stream returns the lane's copy of a request-path stream (requests,
 // inference, completions); any other stream is returned as it is.
 func (l Lane) Stream(stream string) string {
-	if l == LaneBatch {
-		if s, ok := laneStreams[stream]; ok {
-			return s
-		}
+	if l != LaneBatch {
+		return stream
+	}
+	switch stream {
+	case StreamRequests:
+		return StreamBatchRequests
+	case StreamInference:
+		return StreamBatchInference
+	case StreamCompletions:
+		return StreamBatchCompletions
 	}
 	return stream
 }
@@ -51,12 +55,66 @@ func (l Lane) Group(group string) string {
 
 // LaneOf returns the lane a request-path stream belongs to.
 func LaneOf(stream string) Lane {
-	for _, s := range laneStreams {
-		if s == stream {
-			return LaneBatch
-		}
+	switch stream {
+	case StreamBatchRequests, StreamBatchInference, StreamBatchCompletions:
+		return LaneBatch
 	}
 	return LaneRealtime
+}
+
+// Serves reports whether an instance serving lanes (every lane when
+// empty) serves l.
+func Serves(lanes []Lane, l Lane) bool {
+	return len(lanes) == 0 || slices.Contains(lanes, l)
+}
+
+// NewLaneConsumers makes a consumer per lane of lanes (every lane when
+// empty) from cfg, the real-time lane's configuration: each reads its
+// lane's copies of cfg.Streams in its lane's group. On an error none is
+// left open.
+func (b *Bus) NewLaneConsumers(lanes []Lane, cfg ConsumerConfig) (map[Lane]*Consumer, error) {
+	if len(lanes) == 0 {
+		lanes = AllLanes
+	}
+	out := make(map[Lane]*Consumer, len(lanes))
+	for _, l := range lanes {
+		lc := cfg
+		lc.Group = l.Group(cfg.Group)
+		lc.Streams = make([]string, len(cfg.Streams))
+		for i, s := range cfg.Streams {
+			lc.Streams[i] = l.Stream(s)
+		}
+		c, err := b.NewConsumer(lc)
+		if err != nil {
+			for _, c := range out {
+				c.Close()
+			}
+			return nil, err
+		}
+		out[l] = c
+	}
+	return out, nil
+}
+
+// RunConsumers runs every consumer until ctx ends and returns their
+// errors joined.
+func RunConsumers(ctx context.Context, cs ...map[Lane]*Consumer) error {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var errs []error
+	for _, m := range cs {
+		for _, c := range m {
+			wg.Go(func() {
+				if err := c.Run(ctx); err != nil {
+					mu.Lock()
+					errs = append(errs, err)
+					mu.Unlock()
+				}
+			})
+		}
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // ParseLanes reads a comma-separated list of lanes (TERROIR_LANES).

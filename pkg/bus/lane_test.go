@@ -21,6 +21,9 @@ func TestLaneStreams(t *testing.T) {
 	if bus.LaneBatch.Stream(bus.StreamReplies) != bus.StreamReplies || bus.LaneBatch.Group("inference") == "inference" {
 		t.Error("replies or groups are not kept apart as they should be")
 	}
+	if !bus.Serves(nil, bus.LaneBatch) || !bus.Serves([]bus.Lane{bus.LaneRealtime}, bus.LaneRealtime) || bus.Serves([]bus.Lane{bus.LaneBatch}, bus.LaneRealtime) {
+		t.Error("Serves: an empty list serves every lane, a list only its own")
+	}
 	for in, want := range map[string][]bus.Lane{"realtime,batch": bus.AllLanes, " batch ": {bus.LaneBatch}, "realtime": {bus.LaneRealtime}} {
 		if got, err := bus.ParseLanes(in); err != nil || !slices.Equal(got, want) {
 			t.Errorf("ParseLanes(%q) = %v, %v", in, got, err)

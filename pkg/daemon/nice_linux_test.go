@@ -40,7 +40,6 @@ func TestLowerPriorityCoversEveryThread(t *testing.T) {
 		if err != nil {
 			continue
 		}
-		// fields after the command's closing parenthesis; nice is field 19
 		// fields after the command's closing parenthesis: nice is the
 		// 19th field of the line, the scheduling policy the 41st
 		f := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+2:]))

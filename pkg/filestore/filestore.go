@@ -123,13 +123,11 @@ func (s *Store) sync(ctx context.Context, geo string) error {
 	return t.Sync(ctx)
 }
 
-// Get returns file id of res, unless it expired. A miss first catches up
-// with the files stream of res's home geography, so a file another
-// instance just wrote is found. No such file is ErrNotFound.
+// Get returns file id of res, unless it expired, after catching up with
+// the files stream of res's home geography: a file another instance just
+// wrote is found, and one it just deleted is not. No such file is
+// ErrNotFound.
 func (s *Store) Get(ctx context.Context, res control.Resource, id string) (events.FileObject, error) {
-	if f, ok := s.view.get(res.Name, id, s.cfg.Now()); ok {
-		return f, nil
-	}
 	if err := s.sync(ctx, res.Location); err != nil {
 		return events.FileObject{}, err
 	}

@@ -152,13 +152,13 @@ func TestServiceWrittenFileRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, s := range map[string]*filestore.Store{"deleter": reader.store, "the other instance": writer.store} {
-		// a hit is answered from the instance's view without catching
-		// up; List catches up, and then the deletion is seen
-		if list, err := s.List(ctx, acme, ""); err != nil || slices.ContainsFunc(list, func(o events.FileObject) bool { return o.ID == f.ID }) {
-			t.Errorf("%s: List after Delete = %v, %v", name, list, err)
-		}
+		// Get and List catch up first, so the other instance, which still
+		// had the file in its view, does not return it
 		if _, err := s.Get(ctx, acme, f.ID); !errors.Is(err, filestore.ErrNotFound) {
 			t.Errorf("%s: Get after Delete = %v, want ErrNotFound", name, err)
+		}
+		if list, err := s.List(ctx, acme, ""); err != nil || slices.ContainsFunc(list, func(o events.FileObject) bool { return o.ID == f.ID }) {
+			t.Errorf("%s: List after Delete = %v, %v", name, list, err)
 		}
 		if _, _, err := s.Open(ctx, f, blob.Range{}); !errors.Is(err, filestore.ErrNotFound) {
 			t.Errorf("%s: Open after Delete = %v, want ErrNotFound", name, err)

@@ -8,7 +8,6 @@ import (
 	"io"
 	"mime/multipart"
 	"net/http"
-	"slices"
 	"time"
 
 	"github.com/terroir-ai/terroir/scripts/internal/bench"
@@ -63,18 +62,15 @@ func batchRows(ctx context.Context, api, key string, lines, maxTokens, rtRate, p
 		if err != nil {
 			return nil, err
 		}
-		if _, err := waitBatch(ctx, api, key, id, func(b batchState) bool { return b.Status != "validating" }); err != nil {
-			return nil, err
-		}
-		before, err := waitBatch(ctx, api, key, id, func(batchState) bool { return true })
+		before, err := waitBatch(ctx, api, key, id, func(b batchState) bool { return b.Status != "validating" })
 		if err != nil {
 			return nil, err
 		}
 		cpu0 = sampleCPU(root)
 		rt := openLoop(through, rtRate, d)
 		besideCPU, _ := perRequest(cpu0, sampleCPU(root), rt.answered)
-		after, err := waitBatch(ctx, api, key, id, func(batchState) bool { return true })
-		if err != nil {
+		var after batchState
+		if err := apiCall(ctx, api, key, "GET", "/v1/batches/"+id, nil, &after); err != nil {
 			return nil, err
 		}
 		running := !after.terminal()
@@ -97,7 +93,7 @@ func batchRows(ctx context.Context, api, key string, lines, maxTokens, rtRate, p
 				Value:   fmt.Sprintf("p99 %+.0f%%", 100*rise(without[k], beside[k])),
 				Comment: joinNotes(overlap, "CPU of the stack, real time and batch together, per real-time request: "+besideCPU, rt.failures())})
 	}
-	mw, mb := median(without), median(beside)
+	mw, mb := bench.Hist(without).Sorted().Quantile(0.5), bench.Hist(beside).Sorted().Quantile(0.5)
 	r := rise(mw, mb)
 	rows = append(rows, bench.Row{Name: fmt.Sprintf("real-time p99 at %d req/s, median of %d: without -> beside a batch", rtRate, pairs),
 		Value:  fmt.Sprintf("%.2f -> %.2f ms, p99 %+.0f%%", float64(mw)/1e6, float64(mb)/1e6, 100*r),
@@ -110,18 +106,6 @@ func rise(a, b time.Duration) float64 {
 		return 0
 	}
 	return float64(b-a) / float64(a)
-}
-
-func median(ds []time.Duration) time.Duration {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	if len(s) == 0 {
-		return 0
-	}
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 // batchState is what the bench reads of a batch object.

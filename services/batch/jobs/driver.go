@@ -29,8 +29,11 @@ type driver struct {
 	wake   chan struct{}
 	cancel context.CancelFunc
 	done   chan struct{}
-	// flight holds the lines this driver sent and saw no answer to.
-	flight map[int]sent
+	// flight holds the lines this driver sent and saw no answer to
+	// (changed only by fly and land), flightBytes the size of their
+	// bodies.
+	flight      map[int]sent
+	flightBytes int
 }
 
 // errStop ends a phase early: the job was cancelled or expired.
@@ -337,7 +340,7 @@ func (d *driver) dispatch(ctx context.Context, s *state) error {
 			f := d.flight[i]
 			if done[k] {
 				p.observe(now.Sub(f.at), now)
-				delete(d.flight, i)
+				d.land(i)
 				continue
 			}
 			failed := false
@@ -359,7 +362,7 @@ func (d *driver) dispatch(ctx context.Context, s *state) error {
 				if err != nil && !errors.Is(err, errNoCapacity) {
 					return err
 				}
-				d.flight[i] = sent{line: f.line, at: now, sending: sending}
+				d.fly(sent{line: f.line, at: now, sending: sending})
 			}
 		}
 		return nil
@@ -412,7 +415,7 @@ func (d *driver) dispatch(ctx context.Context, s *state) error {
 			if _, ok := d.flight[l.Index]; ok {
 				continue
 			}
-			for len(d.flight) >= p.window() || !p.ready(time.Now()) || d.flightBytes()+len(l.Body) > d.r.cfg.MaxInFlightBytes && len(d.flight) > 0 || !d.spare(res, l) {
+			for len(d.flight) >= p.window() || !p.ready(time.Now()) || d.flightBytes+len(l.Body) > d.r.cfg.MaxInFlightBytes && len(d.flight) > 0 || !d.spare(res, l) {
 				if err := wait(); err != nil {
 					return err
 				}
@@ -431,7 +434,7 @@ func (d *driver) dispatch(ctx context.Context, s *state) error {
 					return err
 				}
 			}
-			d.flight[l.Index] = sent{line: l, at: time.Now(), sending: sending}
+			d.fly(sent{line: l, at: time.Now(), sending: sending})
 		}
 		return nil
 	})
@@ -450,13 +453,19 @@ func (d *driver) dispatch(ctx context.Context, s *state) error {
 	return err
 }
 
-// flightBytes is the size of the bodies of the lines in flight.
-func (d *driver) flightBytes() int {
-	n := 0
-	for _, f := range d.flight {
-		n += len(f.line.Body)
+// fly records a line as in flight (again, when it is sent again).
+func (d *driver) fly(f sent) {
+	if old, ok := d.flight[f.line.Index]; ok {
+		d.flightBytes -= len(old.line.Body)
 	}
-	return n
+	d.flight[f.line.Index] = f
+	d.flightBytes += len(f.line.Body)
+}
+
+// land drops an answered line from the flight.
+func (d *driver) land(i int) {
+	d.flightBytes -= len(d.flight[i].line.Body)
+	delete(d.flight, i)
 }
 
 // spare reports whether the line's model has spare capacity in the
@@ -531,7 +540,7 @@ func (d *driver) drain(ctx context.Context) {
 		if err == nil {
 			for k, i := range idx {
 				if done[k] {
-					delete(d.flight, i)
+					d.land(i)
 				}
 			}
 		}

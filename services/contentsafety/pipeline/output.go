@@ -124,7 +124,7 @@ func (p *Pipeline) state(d *bus.Delivery) (*streamState, error) {
 		return nil, err
 	}
 	st := &streamState{seq: 1, pol: pol, bl: bl, res: res, choices: map[int]*choiceState{}, retired: map[string]bool{}, last: time.Now()}
-	if c := p.outputs[d.Stream]; c != nil {
+	if c := p.outputs[bus.LaneOf(d.Stream)]; c != nil {
 		st.hold = c.Hold(d.Record)
 	}
 	p.streamsMu.Lock()

@@ -92,9 +92,9 @@ type Pipeline struct {
 	blocks  map[string]*classifier.Blocklists // per resource
 	blSince <-chan struct{}
 
-	// outputs are the output stage's consumers by stream, which hold the
+	// outputs are the output stage's consumers by lane, which hold the
 	// first record of each answer stream uncommitted until it has ended.
-	outputs map[string]*bus.Consumer
+	outputs map[bus.Lane]*bus.Consumer
 
 	streamsMu sync.Mutex
 	streams   map[string]*streamState // per request ID
@@ -115,46 +115,23 @@ func New(cfg Config) (*Pipeline, error) {
 
 // Run runs both stages until ctx ends.
 func (p *Pipeline) Run(ctx context.Context) error {
-	lanes := p.cfg.Lanes
-	if len(lanes) == 0 {
-		lanes = bus.AllLanes
+	prompts, err := p.cfg.Bus.NewLaneConsumers(p.cfg.Lanes, bus.ConsumerConfig{Group: "contentsafety-prompt", Streams: []string{bus.StreamRequests}, Geos: p.cfg.Geos, Handler: p.prompt})
+	if err != nil {
+		return err
 	}
-	var consumers []*bus.Consumer
-	closeAll := func() {
-		for _, c := range consumers {
+	outputs, err := p.cfg.Bus.NewLaneConsumers(p.cfg.Lanes, bus.ConsumerConfig{Group: "contentsafety-output", Streams: []string{bus.StreamCompletions}, Geos: p.cfg.Geos, Handler: p.output})
+	if err != nil {
+		for _, c := range prompts {
 			c.Close()
 		}
-	}
-	outputs := map[string]*bus.Consumer{}
-	for _, l := range lanes {
-		prompts, err := p.cfg.Bus.NewConsumer(bus.ConsumerConfig{Group: l.Group("contentsafety-prompt"), Streams: []string{l.Stream(bus.StreamRequests)}, Geos: p.cfg.Geos, Handler: p.prompt})
-		if err != nil {
-			closeAll()
-			return err
-		}
-		consumers = append(consumers, prompts)
-		out, err := p.cfg.Bus.NewConsumer(bus.ConsumerConfig{Group: l.Group("contentsafety-output"), Streams: []string{l.Stream(bus.StreamCompletions)}, Geos: p.cfg.Geos, Handler: p.output})
-		if err != nil {
-			closeAll()
-			return err
-		}
-		consumers = append(consumers, out)
-		outputs[l.Stream(bus.StreamCompletions)] = out
+		return err
 	}
 	p.outputs = outputs
-	errs := make(chan error, len(consumers)+1)
 	var wg sync.WaitGroup
-	for _, c := range consumers {
-		wg.Go(func() { errs <- c.Run(ctx) })
-	}
 	wg.Go(func() { p.sweep(ctx) })
+	err = bus.RunConsumers(ctx, prompts, outputs)
 	wg.Wait()
-	close(errs)
-	var all []error
-	for e := range errs {
-		all = append(all, e)
-	}
-	return errors.Join(all...)
+	return err
 }
 
 // policy returns what applies to a request: its resource, the

@@ -13,7 +13,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"time"
 
@@ -105,36 +104,22 @@ func New(cfg Config) (*Worker, error) {
 
 // Run consumes requests and reports capacity until ctx ends.
 func (w *Worker) Run(ctx context.Context) error {
-	lanes := w.cfg.Lanes
-	if len(lanes) == 0 {
-		lanes = bus.AllLanes
-	}
-	var consumers []*bus.Consumer
-	for _, l := range lanes {
-		c, err := w.cfg.Bus.NewConsumer(bus.ConsumerConfig{Group: l.Group(w.group), Streams: []string{l.Stream(bus.StreamInference)}, Geos: w.cfg.Geos, Handler: w.handle,
-			Concurrency: w.cfg.Concurrency})
-		if err != nil {
-			for _, c := range consumers {
-				c.Close()
-			}
-			return err
-		}
-		consumers = append(consumers, c)
+	consumers, err := w.cfg.Bus.NewLaneConsumers(w.cfg.Lanes, bus.ConsumerConfig{Group: w.group, Streams: []string{bus.StreamInference}, Geos: w.cfg.Geos, Handler: w.handle,
+		Concurrency: w.cfg.Concurrency})
+	if err != nil {
+		return err
 	}
 	var wg sync.WaitGroup
 	// Capacity reports are what real time uses of the capacity: an
 	// instance of the batch lane alone reports none, so ingress routes
 	// real time by the real-time instances, and batch lines are admitted
 	// against what real time leaves.
-	if slices.Contains(lanes, bus.LaneRealtime) {
+	if bus.Serves(w.cfg.Lanes, bus.LaneRealtime) {
 		wg.Go(func() { w.report(ctx) })
 	}
-	errs := make([]error, len(consumers))
-	for i, c := range consumers {
-		wg.Go(func() { errs[i] = c.Run(ctx) })
-	}
+	err = bus.RunConsumers(ctx, consumers)
 	wg.Wait()
-	return errors.Join(errs...)
+	return err
 }
 
 func (w *Worker) handle(ctx context.Context, d *bus.Delivery) error {
