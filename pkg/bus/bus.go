@@ -109,10 +109,14 @@ type Config struct {
 // batched are the streams whose records nobody waits on to answer a
 // request: they are produced in batches, lingering up to Config.SideLinger, so a
 // thousand requests a second cost tens of produce requests rather than
-// thousands. Their publishers still wait for the acknowledgement.
+// thousands. Consumers' handlers hand them to Delivery.After, so the
+// commit waits for the acknowledgement and the handler does not.
 var batched = map[string]bool{StreamSafetySignals: true, StreamAbuseLog: true, StreamUsage: true, StreamCapacity: true}
 
-const DefaultSideLinger = 5 * time.Millisecond
+// DefaultSideLinger is how long side records wait to travel together. At
+// 200 requests a second, 100 ms puts twenty requests' records in one
+// produce request (and one fetch of each reader) where 5 ms put one.
+const DefaultSideLinger = 100 * time.Millisecond
 
 // Bus is a connection to the Kafka cluster of every configured geography.
 type Bus struct {
@@ -310,6 +314,41 @@ type Sending struct {
 	err       error
 	partition int32
 	offset    int64
+
+	// what a consumer needs to produce the record again (Delivery.After);
+	// rec is nil when the record was never built
+	geo, stream string
+	rec         *kgo.Record
+
+	mu       sync.Mutex
+	finished bool
+	then     []func()
+}
+
+// finish records the outcome and runs what waits on it.
+func (s *Sending) finish() {
+	close(s.done)
+	s.mu.Lock()
+	s.finished = true
+	then := s.then
+	s.then = nil
+	s.mu.Unlock()
+	for _, f := range then {
+		f()
+	}
+}
+
+// onDone runs f once the send has finished: at once if it has, otherwise
+// on the producer's callback (so f must be quick and must not wait).
+func (s *Sending) onDone(f func()) {
+	s.mu.Lock()
+	if !s.finished {
+		s.then = append(s.then, f)
+		s.mu.Unlock()
+		return
+	}
+	s.mu.Unlock()
+	f()
 }
 
 // Written returns the partition and offset the record was written at,
@@ -330,7 +369,7 @@ func (s *Sending) Wait() error {
 }
 
 func sendFailed(err error) *Sending {
-	s := &Sending{done: make(chan struct{}), err: err}
+	s := &Sending{done: make(chan struct{}), err: err, finished: true}
 	close(s.done)
 	return s
 }
@@ -364,7 +403,7 @@ func (b *Bus) produceAsync(ctx context.Context, geo, stream string, rec *kgo.Rec
 	if !ok {
 		return sendFailed(fmt.Errorf("publishing to %s: not connected to geography %q", stream, geo))
 	}
-	s := &Sending{done: make(chan struct{})}
+	s := &Sending{done: make(chan struct{}), geo: geo, stream: stream, rec: rec}
 	start := time.Now()
 	cl.Produce(ctx, rec, func(r *kgo.Record, err error) {
 		if err != nil {
@@ -375,7 +414,7 @@ func (b *Bus) produceAsync(ctx context.Context, geo, stream string, rec *kgo.Rec
 			b.metrics.produced.WithLabelValues(geo, stream).Inc()
 			b.metrics.produceSeconds.WithLabelValues(geo, stream).Observe(time.Since(start).Seconds())
 		}
-		close(s.done)
+		s.finish()
 	})
 	return s
 }
@@ -490,6 +529,38 @@ type Delivery struct {
 	Meta   Meta
 	Record *kgo.Record
 	bus    *Bus
+	// consumed is set for a consumer's handler, which settles after
+	consumed bool
+	after    []*Sending
+}
+
+// After makes the record's commit wait for sends its handler started and
+// does not wait for itself: records of the side streams, which linger
+// to travel in batches (DefaultSideLinger), so a handler that waited for
+// them would hold a worker for the linger. Once the handler has returned
+// nil, the consumer keeps the committed offset from passing the record
+// until every send is acknowledged; a send that fails is produced again,
+// with backoff, until it is written, the consumer stops or the partition
+// leaves it (the record is then redelivered and handled again whole).
+// A shutdown or a revocation waits for them as for running handlers.
+//
+// After returns the errors of the sends that failed before a record was
+// built (an event that cannot be sealed, a resource that is gone): the
+// handler returns them, as it would have from waiting. Outside a
+// consumer's handler, After waits for the sends.
+func (d *Delivery) After(sends ...*Sending) error {
+	if !d.consumed {
+		return WaitAll(sends...)
+	}
+	var errs []error
+	for _, s := range sends {
+		if s.rec == nil {
+			errs = append(errs, s.Wait())
+			continue
+		}
+		d.after = append(d.after, s)
+	}
+	return errors.Join(errs...)
 }
 
 func (b *Bus) delivery(r *kgo.Record) *Delivery {

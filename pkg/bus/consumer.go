@@ -102,6 +102,7 @@ type Consumer struct {
 	cond     *sync.Cond // signalled whenever a record settles or a poll stops
 	parts    map[topicPartition]*partTrack
 	inflight int // records polled and not yet settled
+	awaiting int // settled records whose sends (Delivery.After) are not yet written
 	work     chan *keyQueue
 	workers  int
 	idle     atomic.Int32
@@ -264,7 +265,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	// Drain: every polled record settles, or the drain timeout ends the
 	// work context and the rest wait for redelivery.
 	c.mu.Lock()
-	for c.inflight > 0 && workCtx.Err() == nil {
+	for (c.inflight > 0 || c.awaiting > 0) && workCtx.Err() == nil {
 		c.cond.Wait()
 	}
 	c.mu.Unlock()
@@ -462,6 +463,7 @@ func (c *Consumer) release(parts map[string][]int32, wait bool) {
 // redelivery.
 func (c *Consumer) handle(ctx context.Context, pt *partTrack, r *kgo.Record) bool {
 	d := c.b.delivery(r)
+	d.consumed = true
 	start := time.Now()
 	defer func() {
 		c.b.metrics.handleSeconds.WithLabelValues(d.Geo, d.Stream, c.cfg.Group).Observe(time.Since(start).Seconds())
@@ -473,9 +475,13 @@ func (c *Consumer) handle(ctx context.Context, pt *partTrack, r *kgo.Record) boo
 	delay := c.cfg.Backoff
 	for {
 		attempts++
+		d.after = d.after[:0]
 		err := c.call(ctx, d)
 		if err == nil {
 			c.b.metrics.handled.WithLabelValues(d.Geo, d.Stream, c.cfg.Group).Inc()
+			if len(d.after) > 0 {
+				c.await(pt, r, d.after)
+			}
 			return true
 		}
 		c.b.metrics.handleErrors.WithLabelValues(d.Geo, d.Stream, c.cfg.Group).Inc()
@@ -540,6 +546,83 @@ func (c *Consumer) call(ctx context.Context, d *Delivery) (err error) {
 		err = Permanent(errors.New("panic: " + kind))
 	}()
 	return c.cfg.Handler(ctx, d)
+}
+
+// await keeps the committed offset of r's partition from passing r until
+// sends are written (see Delivery.After). Until then r counts as running
+// in its partition, so a revocation waits for it as for a handler, and the
+// drain of Run waits for it too.
+func (c *Consumer) await(pt *partTrack, r *kgo.Record, sends []*Sending) {
+	h := c.Hold(r)
+	c.mu.Lock()
+	pt.running++
+	c.awaiting++
+	c.mu.Unlock()
+	end := func(written bool) {
+		if written {
+			h.Release()
+		}
+		c.mu.Lock()
+		pt.running--
+		c.awaiting--
+		c.cond.Broadcast()
+		c.mu.Unlock()
+	}
+	var left atomic.Int32
+	left.Store(int32(len(sends)))
+	for _, s := range sends {
+		s.onDone(func() {
+			if s.err != nil {
+				go c.resend(pt, s, func(written bool) {
+					if !written {
+						end(false)
+					} else if left.Add(-1) == 0 {
+						end(true)
+					}
+				})
+				return
+			}
+			if left.Add(-1) == 0 {
+				end(true)
+			}
+		})
+	}
+}
+
+// resend produces a failed send's record again, with backoff, until it
+// is written (done(true)) or the consumer stops or loses the partition
+// (done(false): the hold stays, and the record is handled again by
+// whoever reads it next).
+func (c *Consumer) resend(pt *partTrack, s *Sending, done func(written bool)) {
+	c.mu.Lock()
+	runCtx := c.runCtx
+	c.mu.Unlock()
+	delay := c.cfg.Backoff
+	for attempt := 1; ; attempt++ {
+		if attempt&(attempt-1) == 0 {
+			c.log.Warn("a handled record's send failed, producing it again", zap.String("stream", s.stream),
+				zap.String("geo", s.geo), zap.Int("attempt", attempt), zap.Error(s.err))
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-runCtx.Done():
+			t.Stop()
+			done(false)
+			return
+		case <-pt.stop:
+			t.Stop()
+			done(false)
+			return
+		}
+		r := s.rec
+		s = c.b.produceAsync(context.WithoutCancel(runCtx), s.geo, s.stream, &kgo.Record{Topic: r.Topic, Key: r.Key, Value: r.Value, Headers: r.Headers})
+		if s.Wait() == nil {
+			done(true)
+			return
+		}
+		delay = min(2*delay, c.cfg.MaxBackoff)
+	}
 }
 
 // pause stops fetching pt's partition while one of its records retries;

@@ -668,7 +668,7 @@ func (p *Pipeline) record(ctx context.Context, d *bus.Delivery, st *streamState,
 		if logOutput {
 			ann, err := json.Marshal(out.worst)
 			if err != nil {
-				return errors.Join(err, bus.WaitAll(sends...))
+				return errors.Join(err, d.After(sends...))
 			}
 			rec.Output, rec.ContentFilterResults = out.output, ann
 		}
@@ -676,7 +676,9 @@ func (p *Pipeline) record(ctx context.Context, d *bus.Delivery, st *streamState,
 		home.Key, home.Seq, home.Final = "", 0, false
 		sends = append(sends, p.cfg.Bus.PublishAsync(ctx, d.Meta.HomeGeo, bus.StreamAbuseLog, home, rec))
 	}
-	if err := bus.WaitAll(sends...); err != nil {
+	// The handler does not wait for them (they linger to travel in
+	// batches); the record's commit does.
+	if err := d.After(sends...); err != nil {
 		p.log.Warn("request's records not published", zap.String("request_id", d.Meta.RequestID), zap.Error(err))
 		return err
 	}

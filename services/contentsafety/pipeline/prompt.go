@@ -108,10 +108,10 @@ func (p *Pipeline) prompt(ctx context.Context, d *bus.Delivery) error {
 		if err != nil {
 			return err
 		}
-		sends := []*bus.Sending{p.cfg.Bus.ReplyAsync(ctx, d, 0, true, events.InferenceResult{RequestID: req.RequestID, Status: events.StatusFiltered,
+		reply := p.cfg.Bus.ReplyAsync(ctx, d, 0, true, events.InferenceResult{RequestID: req.RequestID, Status: events.StatusFiltered,
 			Body: body, Error: &events.ResultError{Kind: events.ErrorContentFiltered, Code: "content_filter", Param: "prompt", Message: openai.PromptFilteredMessage},
-			CreatedAt: time.Now().UTC()}),
-			p.cfg.Bus.PublishAsync(ctx, req.HomeGeo, bus.StreamSafetySignals, bus.Meta{Key: req.RequestID}, signal(d.Meta, events.DirectionPrompt, found))}
+			CreatedAt: time.Now().UTC()})
+		sends := []*bus.Sending{p.cfg.Bus.PublishAsync(ctx, req.HomeGeo, bus.StreamSafetySignals, bus.Meta{Key: req.RequestID}, signal(d.Meta, events.DirectionPrompt, found))}
 		if res.ContentLogging {
 			home := d.Meta
 			home.Key = ""
@@ -119,7 +119,8 @@ func (p *Pipeline) prompt(ctx context.Context, d *bus.Delivery) error {
 				Deployment: req.Deployment, Operation: req.Operation, Prompt: req.Body, PromptFilterResults: prf, CreatedAt: time.Now().UTC()}
 			sends = append(sends, p.cfg.Bus.PublishAsync(ctx, req.HomeGeo, bus.StreamAbuseLog, home, rec))
 		}
-		return bus.WaitAll(sends...)
+		// The side records linger; the handler waits for the reply alone.
+		return errors.Join(d.After(sends...), reply.Wait())
 	}
 	// The prompt passed: what the output stage needs to write the
 	// request's one signal and one record travels with it (and, from the

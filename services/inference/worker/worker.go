@@ -195,7 +195,9 @@ func (w *Worker) handle(ctx context.Context, d *bus.Delivery) error {
 	}
 	err := publish(result, true)
 	if usage != nil {
-		err = errors.Join(err, usage.Wait())
+		// metering lingers to travel in batches: the commit waits for it,
+		// the handler does not
+		err = errors.Join(err, d.After(usage))
 	}
 	if err != nil {
 		return err
