@@ -2,7 +2,7 @@ package bus_test
 
 import (
 	"context"
-		"sync/atomic"
+	"sync/atomic"
 	"testing"
 	"time"
 

@@ -72,6 +72,9 @@ type Config struct {
 	Replication int
 	// LogFormat is json or console, LogLevel debug|info|warn|error.
 	LogFormat, LogLevel string
+	// LogFlush is how long log lines gather before they are written
+	// together (TERROIR_LOG_FLUSH, default 100 ms; 0 writes each line).
+	LogFlush time.Duration
 	// InstanceID names this process on the bus (TERROIR_INSTANCE_ID).
 	InstanceID string
 	// DrainTimeout bounds the drain on shutdown (TERROIR_DRAIN_TIMEOUT).
@@ -135,6 +138,10 @@ func LoadConfig(env *config.Env, service, defaultAdminAddr string) Config {
 	c.Replication = env.Int("TERROIR_KAFKA_REPLICATION", 1, 1, 7)
 	c.LogFormat = env.OneOf("TERROIR_LOG_FORMAT", "json", "json", "console")
 	c.LogLevel = env.OneOf("TERROIR_LOG_LEVEL", "info", "debug", "info", "warn", "error")
+	c.LogFlush = env.Duration("TERROIR_LOG_FLUSH", 100*time.Millisecond)
+	if c.LogFlush < 0 || c.LogFlush > 10*time.Second {
+		env.Fail("TERROIR_LOG_FLUSH", fmt.Errorf("%s is outside 0 to 10s", c.LogFlush))
+	}
 	c.DrainTimeout = env.Duration("TERROIR_DRAIN_TIMEOUT", 10*time.Second)
 	c.TransitRetention = env.Duration("TERROIR_TRANSIT_RETENTION", bus.DefaultTransitRetention)
 	if c.TransitRetention < time.Minute || c.TransitRetention > 7*24*time.Hour {
@@ -195,7 +202,7 @@ type part struct {
 // once, /readyz 503 until Run), bus with topics provisioned, Redis
 // clients and the control-plane view.
 func Start(ctx context.Context, cfg Config) (*Daemon, error) {
-	log, err := logging.New(cfg.Service, cfg.LogFormat, cfg.LogLevel)
+	log, err := logging.NewBuffered(cfg.Service, cfg.LogFormat, cfg.LogLevel, cfg.LogFlush)
 	if err != nil {
 		return nil, err
 	}

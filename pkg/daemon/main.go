@@ -8,6 +8,7 @@ import (
 	"syscall"
 
 	"github.com/terroir-ai/terroir/pkg/config"
+	"github.com/terroir-ai/terroir/pkg/logging"
 )
 
 // RunFunc is a service's run: it wires config, dependencies and parts from
@@ -19,7 +20,9 @@ type RunFunc func(ctx context.Context, getenv func(string) string) error
 func Main(service string, run RunFunc) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
+	defer logging.Flush()
 	if err := run(ctx, os.Getenv); err != nil {
+		logging.Flush() // the service's last lines come before its error
 		fmt.Fprintf(os.Stderr, "%s: %v\n", service, err)
 		return 1
 	}

@@ -7,38 +7,73 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"os"
+	"sync"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
 
 // New returns a logger named for service: JSON for production ("json"),
-// human-readable for development ("console").
+// human-readable for development ("console"), each line written to stderr
+// as it is logged.
 func New(service, format, level string) (*zap.Logger, error) {
+	return NewBuffered(service, format, level, 0)
+}
+
+// NewBuffered is New with the lines gathered for up to flush (or 256 KiB)
+// and written together: on a busy request path, one write a line is a
+// system call a request, and another in whatever reads the stream. Lines
+// above error level (DPanic, Panic, Fatal) write out at once, and Flush
+// writes out every logger's gathered lines. flush 0 writes each line.
+func NewBuffered(service, format, level string, flush time.Duration) (*zap.Logger, error) {
 	lvl, err := zapcore.ParseLevel(level)
 	if err != nil {
 		return nil, fmt.Errorf("log level %q: %w", level, err)
 	}
-	var cfg zap.Config
+	var enc zapcore.Encoder
+	opts := []zap.Option{zap.ErrorOutput(zapcore.Lock(os.Stderr)), zap.AddCaller()}
 	switch format {
 	case "json":
-		cfg = zap.NewProductionConfig()
-		cfg.EncoderConfig.TimeKey = "ts"
-		cfg.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
+		ec := zap.NewProductionEncoderConfig()
+		ec.TimeKey = "ts"
+		ec.EncodeTime = zapcore.ISO8601TimeEncoder
+		enc = zapcore.NewJSONEncoder(ec)
+		opts = append(opts, zap.AddStacktrace(zapcore.ErrorLevel))
 	case "console":
-		cfg = zap.NewDevelopmentConfig()
-		cfg.EncoderConfig.EncodeLevel = zapcore.CapitalLevelEncoder
-		cfg.DisableStacktrace = true
+		ec := zap.NewDevelopmentEncoderConfig()
+		ec.EncodeLevel = zapcore.CapitalLevelEncoder
+		enc = zapcore.NewConsoleEncoder(ec)
+		opts = append(opts, zap.Development())
 	default:
 		return nil, fmt.Errorf("log format %q: want json or console", format)
 	}
-	cfg.Level = zap.NewAtomicLevelAt(lvl)
-	cfg.Sampling = nil
-	l, err := cfg.Build()
-	if err != nil {
-		return nil, fmt.Errorf("building logger: %w", err)
+	var out zapcore.WriteSyncer = zapcore.Lock(os.Stderr)
+	if flush > 0 {
+		b := &zapcore.BufferedWriteSyncer{WS: out, Size: 256 << 10, FlushInterval: flush}
+		flushMu.Lock()
+		flushers = append(flushers, b)
+		flushMu.Unlock()
+		out = b
 	}
+	l := zap.New(zapcore.NewCore(enc, out, zap.NewAtomicLevelAt(lvl)), opts...)
 	return l.Named(service).With(zap.String("service", service)), nil
+}
+
+var (
+	flushMu  sync.Mutex
+	flushers []*zapcore.BufferedWriteSyncer
+)
+
+// Flush writes out what the loggers of NewBuffered have gathered; a
+// process calls it before it exits.
+func Flush() {
+	flushMu.Lock()
+	defer flushMu.Unlock()
+	for _, b := range flushers {
+		_ = b.Sync()
+	}
 }
 
 // Content describes customer content in a log line by its length and the

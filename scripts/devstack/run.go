@@ -54,6 +54,7 @@ type config struct {
 	smoke       bool
 	timeout     time.Duration
 	stopTimeout time.Duration
+	state       string
 }
 
 func parseFlags(args []string, out io.Writer) (config, error) {
@@ -61,6 +62,7 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 	fs := flag.NewFlagSet("devstack", flag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.StringVar(&c.dir, "dir", "", "folder to start looking for go.work from (default: the working directory)")
+	fs.StringVar(&c.state, "state", "", "directory of the stack's state: broker data, Redis, keyring, blobs, drops (default: <root>/.terroir)")
 	fs.StringVar(&c.kafkaAddr, "kafka", "127.0.0.1:9092", "address of the embedded Kafka broker (port 0 picks a free port)")
 	fs.StringVar(&c.redisAddr, "redis", "127.0.0.1:6390", "address of Redis")
 	fs.BoolVar(&c.services, "services", true, "build and start the services (false: only the broker, Redis and the keyring)")
@@ -103,7 +105,10 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("finding the repository root: %w", err)
 	}
 	out := stack.NewOutput(stdout, useColor(stdout))
-	state := filepath.Join(root, ".terroir")
+	if cfg.state == "" {
+		cfg.state = filepath.Join(root, ".terroir")
+	}
+	state := cfg.state
 	if err := os.MkdirAll(state, 0o700); err != nil {
 		return fmt.Errorf("creating state directory: %w", err)
 	}
@@ -153,7 +158,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 // runWithInfra does everything between starting and stopping the broker
 // and Redis.
 func runWithInfra(ctx context.Context, cfg config, root string, out *stack.Output, kafkaAddr string, redis *stack.Redis) error {
-	state := filepath.Join(root, ".terroir")
+	state := cfg.state
 	keyFile := filepath.Join(state, "keys", "keyring.json")
 	if err := os.MkdirAll(filepath.Dir(keyFile), 0o700); err != nil {
 		return fmt.Errorf("creating keyring directory: %w", err)
@@ -208,7 +213,7 @@ func runWithInfra(ctx context.Context, cfg config, root string, out *stack.Outpu
 				env[k] = v
 			}
 		}
-		if err := startServices(root, filepath.Join(state, "bin"), out, group, services, env); err != nil {
+		if err := startServices(root, filepath.Join(root, ".terroir", "bin"), out, group, services, env); err != nil {
 			return errors.Join(err, stopServices(cfg, out, group))
 		}
 	}
@@ -217,7 +222,7 @@ func runWithInfra(ctx context.Context, cfg config, root string, out *stack.Outpu
 		return smoke(ctx, cfg, out, group, services, token, review)
 	}
 	demo := ensureDemo(ctx, cfg, out, state, services, token)
-	printBanner(out, root, kafkaAddr, redis, services, token, review, demo)
+	printBanner(out, root, state, kafkaAddr, redis, services, token, review, demo)
 
 	var runErr error
 	select {
@@ -413,7 +418,7 @@ func ensureDemo(ctx context.Context, cfg config, out *stack.Output, state string
 	return d
 }
 
-func printBanner(out *stack.Output, root, kafkaAddr string, redis *stack.Redis, services []stack.Service, token string, review *stack.ReviewPKI, demo *demoBanner) {
+func printBanner(out *stack.Output, root, state, kafkaAddr string, redis *stack.Redis, services []stack.Service, token string, review *stack.ReviewPKI, demo *demoBanner) {
 	var b strings.Builder
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "\nTerroir dev stack is running")
@@ -431,7 +436,7 @@ func printBanner(out *stack.Output, root, kafkaAddr string, redis *stack.Redis, 
 	} else {
 		fmt.Fprintf(tw, "  Redis\t%s\n", redis.Addr())
 	}
-	fmt.Fprintf(tw, "  state\t%s\n", filepath.Join(root, ".terroir"))
+	fmt.Fprintf(tw, "  state\t%s\n", state)
 	_ = tw.Flush()
 	if demo != nil {
 		if demo.err != nil {

@@ -1,6 +1,8 @@
 // Command stackbench measures the stack as users run it: it starts the
 // dev stack exactly as `make run` does (the launcher with its embedded
-// broker, redis-server and all seven services), plus a zero-delay
+// broker, redis-server and every service process), on fresh state of its
+// own (.terroir/stackbench-state, removed after; what earlier runs left in
+// the broker would weigh on each measurement differently), plus a zero-delay
 // OpenAI-compatible model server where the catalog's upstream model
 // (llama-3.1-8b-instruct, http://127.0.0.1:8000/v1) points, and loads it
 // from outside over HTTP from this process.
@@ -133,7 +135,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		}
 		os.Setenv("TERROIR_ADMIN_PPROF", "1")
 	}
-	fmt.Fprintln(out, "starting the stack as `make run` does (log in .terroir/stackbench-stack.log)")
+	fmt.Fprintln(out, "starting the stack as `make run` does, on fresh state in .terroir/stackbench-state (log in .terroir/stackbench-stack.log)")
 	st, err := startStack(ctx, root, cfg.stackEnv)
 	if err != nil {
 		return err
@@ -239,7 +241,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 
 func report(out io.Writer, cfg config, rows []bench.Row) error {
 	fmt.Fprintln(out)
-	fmt.Fprintf(out, "Terroir stack as `make run` starts it (launcher with embedded broker, redis-server, 7 services), loaded over HTTP from outside; %s per measurement; upstream: zero-delay model server in this process\n", cfg.duration)
+	fmt.Fprintf(out, "Terroir stack as `make run` starts it on fresh state (launcher with embedded broker, redis-server, 7 services and the batch lane's content safety and inference), loaded over HTTP from outside; %s per measurement; upstream: zero-delay model server in this process\n", cfg.duration)
 	if len(cfg.stackEnv) > 0 {
 		fmt.Fprintf(out, "extra environment of the stack: %s\n", strings.Join(cfg.stackEnv, " "))
 	}
@@ -312,6 +314,7 @@ type runningStack struct {
 	token string
 	done  chan struct{}
 	log   *os.File
+	state string // the stack's state directory, removed when it stops
 }
 
 // startStack builds the launcher and starts it as `make run` does.
@@ -329,7 +332,16 @@ func startStack(ctx context.Context, root string, env []string) (*runningStack, 
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin)
+	// A stack of its own, started as make run starts it the first time:
+	// what earlier runs left in the broker and Redis (gigabytes of abuse
+	// log and signals after a few benches) would otherwise weigh on every
+	// measurement, differently each time.
+	state := filepath.Join(root, ".terroir", "stackbench-state")
+	if err := os.RemoveAll(state); err != nil {
+		logf.Close()
+		return nil, err
+	}
+	cmd := exec.Command(bin, "-state", state)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -337,7 +349,7 @@ func startStack(ctx context.Context, root string, env []string) (*runningStack, 
 		logf.Close()
 		return nil, fmt.Errorf("starting the launcher: %w", err)
 	}
-	st := &runningStack{cmd: cmd, pid: cmd.Process.Pid, done: make(chan struct{}), log: logf}
+	st := &runningStack{cmd: cmd, pid: cmd.Process.Pid, done: make(chan struct{}), log: logf, state: state}
 	go func() { _ = cmd.Wait(); close(st.done) }()
 	st.token = os.Getenv("TERROIR_OPERATOR_TOKEN")
 	return st, nil
@@ -367,8 +379,7 @@ func (s *runningStack) ready(ctx context.Context, within time.Duration) error {
 		}
 	}
 	if s.token == "" {
-		root, _ := stack.FindRoot(s.cmd.Dir)
-		b, err := os.ReadFile(filepath.Join(root, ".terroir", "operator-token"))
+		b, err := os.ReadFile(filepath.Join(s.state, "operator-token"))
 		if err != nil {
 			return fmt.Errorf("reading the operator token the launcher wrote: %w", err)
 		}
@@ -387,6 +398,7 @@ func (s *runningStack) stop() {
 		<-s.done
 	}
 	s.log.Close()
+	_ = os.RemoveAll(s.state)
 }
 
 // setUp creates the bench resource and its deployments and returns an

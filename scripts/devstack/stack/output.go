@@ -63,14 +63,22 @@ func (o *Output) prefix(name string, idx int) string {
 }
 
 func (o *Output) writeLine(prefix string, line []byte) {
+	o.write(appendLine(nil, prefix, line))
+}
+
+// appendLine appends line, prefixed and ended, to buf.
+func appendLine(buf []byte, prefix string, line []byte) []byte {
 	line = bytes.TrimSuffix(line, []byte("\r"))
-	buf := make([]byte, 0, len(prefix)+len(line)+1)
 	buf = append(buf, prefix...)
 	buf = append(buf, line...)
-	buf = append(buf, '\n')
+	return append(buf, '\n')
+}
+
+// write writes whole lines in one write.
+func (o *Output) write(lines []byte) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	_, _ = o.w.Write(buf)
+	_, _ = o.w.Write(lines)
 }
 
 // colorCode returns the ANSI SGR code for the idx-th source; a negative idx is
@@ -99,13 +107,19 @@ func (w *LineWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.buf = append(w.buf, p...)
+	// The lines that came in one write (a service writes what its logger
+	// gathered) go out in one write too.
+	var lines []byte
 	for {
 		i := bytes.IndexByte(w.buf, '\n')
 		if i < 0 {
 			break
 		}
-		w.out.writeLine(w.prefix, w.buf[:i])
+		lines = appendLine(lines, w.prefix, w.buf[:i])
 		w.buf = w.buf[i+1:]
+	}
+	if len(lines) > 0 {
+		w.out.write(lines)
 	}
 	if len(w.buf) >= maxLine {
 		w.out.writeLine(w.prefix, w.buf)

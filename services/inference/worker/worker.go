@@ -127,7 +127,7 @@ func (w *Worker) handle(ctx context.Context, d *bus.Delivery) error {
 	if err := d.Decode(ctx, &req); err != nil {
 		return err // Decode marks what can never be read as permanent
 	}
-	log := w.cfg.Log.With(zap.String("request_id", req.RequestID), zap.String("resource", req.Resource), zap.String("deployment", req.Deployment), zap.String("geo", d.Geo))
+	log := w.cfg.Log.WithLazy(zap.String("request_id", req.RequestID), zap.String("resource", req.Resource), zap.String("deployment", req.Deployment), zap.String("geo", d.Geo))
 	start := time.Now()
 	meta := d.Meta
 	meta.Key = ""
