@@ -97,7 +97,8 @@ type Config struct {
 	// Linger is how long the producer of the request path waits to batch
 	// records (default 0: a reply waits on every hop); SideLinger the
 	// same for the streams nobody waits on (safety signals, abuse log,
-	// usage, capacity; default DefaultSideLinger).
+	// usage, capacity; 0 is DefaultSideLinger, a negative value sends
+	// at once).
 	Linger, SideLinger time.Duration
 	// SessionTimeout is how long a consumer group waits for a member
 	// that stopped heartbeating before giving its partitions to the
@@ -190,8 +191,11 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 		}
 		b.prod[g] = cl
 		side := cfg.SideLinger
-		if side <= 0 {
+		switch {
+		case side == 0:
 			side = DefaultSideLinger
+		case side < 0:
+			side = 0
 		}
 		if b.batch[g], err = producer(g, side); err != nil {
 			b.Close()

@@ -60,6 +60,21 @@ func (e *Env) Duration(name string, def time.Duration) time.Duration {
 	return d
 }
 
+// Wait returns name parsed as a duration that may be zero (a wait that
+// can be switched off, such as a linger), or def when unset.
+func (e *Env) Wait(name string, def time.Duration) time.Duration {
+	v := e.Lookup(name)
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		e.Fail(name, fmt.Errorf("%q is not a duration of 0 or more such as 10ms", v))
+		return def
+	}
+	return d
+}
+
 // Int returns name parsed as an integer in [min, max], or def.
 func (e *Env) Int(name string, def, min, max int) int {
 	v := e.Lookup(name)

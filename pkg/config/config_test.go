@@ -18,6 +18,7 @@ func TestDefaultsAndOverrides(t *testing.T) {
 		"TERROIR_KAFKA_BROKERS_US": "kus:9092",
 		"TERROIR_DRAIN_TIMEOUT":    "3s",
 		"TERROIR_N":                "7",
+		"TERROIR_LINGER":           "0",
 	}))
 	geos := e.Geos("TERROIR_GEOS", "eu")
 	if strings.Join(geos, ",") != "eu,us" {
@@ -29,6 +30,9 @@ func TestDefaultsAndOverrides(t *testing.T) {
 	}
 	if d := e.Duration("TERROIR_DRAIN_TIMEOUT", time.Second); d != 3*time.Second {
 		t.Errorf("duration %v", d)
+	}
+	if d := e.Wait("TERROIR_LINGER", time.Second); d != 0 {
+		t.Errorf("a wait set to 0 reads %v", d)
 	}
 	if n := e.Int("TERROIR_N", 1, 1, 10); n != 7 {
 		t.Errorf("int %d", n)
@@ -48,7 +52,9 @@ func TestEveryProblemIsReportedByName(t *testing.T) {
 		"TERROIR_DRAIN_TIMEOUT": "soon",
 		"TERROIR_N":             "99",
 		"TERROIR_LOG_FORMAT":    "xml",
+		"TERROIR_LINGER":        "-5ms",
 	}))
+	e.Wait("TERROIR_LINGER", 0)
 	e.Geos("TERROIR_GEOS", "eu")
 	e.Duration("TERROIR_DRAIN_TIMEOUT", time.Second)
 	e.Int("TERROIR_N", 1, 1, 10)
@@ -57,7 +63,7 @@ func TestEveryProblemIsReportedByName(t *testing.T) {
 	if err == nil {
 		t.Fatal("no error")
 	}
-	for _, want := range []string{"TERROIR_GEOS", "mars", "TERROIR_DRAIN_TIMEOUT", "TERROIR_N", "TERROIR_LOG_FORMAT"} {
+	for _, want := range []string{"TERROIR_GEOS", "mars", "TERROIR_DRAIN_TIMEOUT", "TERROIR_N", "TERROIR_LOG_FORMAT", "TERROIR_LINGER"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not name %s: %v", want, err)
 		}
