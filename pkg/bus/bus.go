@@ -46,6 +46,7 @@ const (
 	HeaderKeyID        = "terroir-key-id"
 	HeaderSeq          = "terroir-seq"
 	HeaderFinal        = "terroir-final"
+	HeaderReplyBy      = "terroir-reply-by"
 )
 
 // Meta is the metadata of a record, carried in its headers.
@@ -65,6 +66,19 @@ type Meta struct {
 	// Seq and Final order the records of a reply stream.
 	Seq   int
 	Final bool
+	// ReplyBy is when the caller stops waiting for the answer (set by
+	// Requester.Request from its context's deadline, in milliseconds);
+	// zero for work nobody waits on, such as batch lines. It travels
+	// with the request along its path: see Expired.
+	ReplyBy time.Time
+}
+
+// Expired reports whether the caller stopped waiting before now: a
+// stage that reads such a request has nobody to answer, and an
+// overloaded stack that went on with it would spend its capacity on
+// answers nobody reads while every new request waits behind them.
+func (m Meta) Expired(now time.Time) bool {
+	return !m.ReplyBy.IsZero() && now.After(m.ReplyBy)
 }
 
 // Config configures a Bus.
@@ -492,6 +506,9 @@ func (m Meta) headers() []kgo.RecordHeader {
 	if m.Final {
 		add(HeaderFinal, "1")
 	}
+	if !m.ReplyBy.IsZero() {
+		add(HeaderReplyBy, strconv.FormatInt(m.ReplyBy.UnixMilli(), 10))
+	}
 	return h
 }
 
@@ -521,6 +538,10 @@ func MetaOf(r *kgo.Record) Meta {
 			m.Seq, _ = strconv.Atoi(v)
 		case HeaderFinal:
 			m.Final = v == "1"
+		case HeaderReplyBy:
+			if ms, err := strconv.ParseInt(v, 10, 64); err == nil && ms > 0 {
+				m.ReplyBy = time.UnixMilli(ms)
+			}
 		}
 	}
 	return m
@@ -536,6 +557,17 @@ type Delivery struct {
 	// consumed is set for a consumer's handler, which settles after
 	consumed bool
 	after    []*Sending
+}
+
+// Expired reports whether the record's caller stopped waiting for its
+// answer (Meta.Expired), and counts it in terroir_bus_expired_total when
+// so: a handler that gets true skips the work.
+func (d *Delivery) Expired() bool {
+	if !d.Meta.Expired(time.Now()) {
+		return false
+	}
+	d.bus.metrics.expired.WithLabelValues(d.Geo, d.Stream).Inc()
+	return true
 }
 
 // After makes the record's commit wait for sends its handler started and

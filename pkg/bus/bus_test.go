@@ -635,3 +635,61 @@ func TestBatchRepliesGoToTheGroupStream(t *testing.T) {
 		}
 	}
 }
+
+// TestARequestCarriesWhenItsCallerStopsWaiting: the deadline of a
+// request's context travels as Meta.ReplyBy, and a consumer that reads it
+// after the deadline sees it expired; a request without a deadline (a
+// batch line) never expires.
+func TestARequestCarriesWhenItsCallerStopsWaiting(t *testing.T) {
+	t.Parallel()
+	b := bustest.New(t).Bus(t, bustest.Options{Geos: []string{"eu"}})
+	rq, err := b.NewRequester(t.Context(), "eu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rq.Close()
+	type seen struct {
+		replyBy          time.Time
+		expiredOnArrival bool
+	}
+	got := make(chan seen, 4)
+	release := make(chan struct{})
+	consume(t, b, bus.ConsumerConfig{Group: "reply-by", Streams: []string{bus.StreamRequests},
+		Handler: func(ctx context.Context, d *bus.Delivery) error {
+			s := seen{replyBy: d.Meta.ReplyBy, expiredOnArrival: d.Expired()}
+			if d.Meta.RequestID == "waited-for" {
+				<-release // held past its deadline, as in an overloaded stack
+				if !d.Expired() {
+					t.Errorf("request read after its caller's deadline %v is not expired", d.Meta.ReplyBy)
+				}
+			}
+			got <- s
+			return nil
+		}})
+
+	deadline := time.Now().Add(300 * time.Millisecond)
+	ctx, cancel := context.WithDeadline(t.Context(), deadline)
+	defer cancel()
+	meta, ev := request("waited-for", "acme", "eu", "hello")
+	rs, err := rq.Request(ctx, "eu", bus.StreamRequests, meta, ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rs.Close()
+	time.AfterFunc(400*time.Millisecond, func() { close(release) })
+	s := <-got
+	if s.replyBy.UnixMilli() != deadline.UnixMilli() {
+		t.Errorf("ReplyBy %v, want the context's deadline %v", s.replyBy, deadline)
+	}
+	if s.expiredOnArrival {
+		t.Error("a request read before its deadline is expired")
+	}
+
+	meta, ev = request("batch-line", "acme", "eu", "hello")
+	if err := b.Publish(t.Context(), "eu", bus.StreamRequests, meta, ev); err != nil {
+		t.Fatal(err)
+	}
+	if s := <-got; !s.replyBy.IsZero() || s.expiredOnArrival {
+		t.Errorf("a request nobody waits on carries ReplyBy %v (expired %v)", s.replyBy, s.expiredOnArrival)
+	}
+}

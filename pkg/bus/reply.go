@@ -118,6 +118,9 @@ func (r *Requester) Request(ctx context.Context, geo, stream string, meta Meta, 
 	r.waiting[meta.RequestID] = s
 	r.mu.Unlock()
 	meta.ReplyTo = r.address
+	if dl, ok := ctx.Deadline(); ok {
+		meta.ReplyBy = dl
+	}
 	if err := r.b.Publish(ctx, geo, stream, meta, ev); err != nil {
 		s.Close()
 		return nil, err

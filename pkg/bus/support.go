@@ -42,6 +42,8 @@ type metrics struct {
 	// above zero for long means an outage, or a handler failing what it
 	// should mark Permanent.
 	pausedPartitions *prometheus.GaugeVec
+	// expired counts requests skipped after their caller stopped waiting.
+	expired *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -56,10 +58,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "terroir_bus_dead_lettered_total", Help: "Records sent to the dead-letter topic, by group."}, append(labels, "group")),
 		handleSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "terroir_bus_handle_seconds", Help: "Time to handle a record, retries included.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18)}, append(labels, "group")),
+		expired:          prometheus.NewCounterVec(prometheus.CounterOpts{Name: "terroir_bus_expired_total", Help: "Requests skipped because their caller had stopped waiting (Meta.ReplyBy passed)."}, labels),
 		pausedPartitions: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "terroir_bus_paused_partitions", Help: "Partitions paused while a failing record is retried, by group."}, []string{"group"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.produced, m.produceErrors, m.produceSeconds, m.handled, m.handleErrors, m.deadLettered, m.handleSeconds, m.pausedPartitions)
+		reg.MustRegister(m.produced, m.produceErrors, m.produceSeconds, m.handled, m.handleErrors, m.deadLettered, m.handleSeconds, m.pausedPartitions, m.expired)
 	}
 	return m
 }

@@ -20,8 +20,8 @@
 //	-dir DIR            where to start looking for go.work (default: cwd)
 //	-state DIR          state directory (default: <root>/.terroir)
 //
-// TERROIR_DEVSTACK_PROCS sets the launcher's GOMAXPROCS (default Go's:
-// all CPUs); the services keep Go's default.
+// TERROIR_DEVSTACK_PROCS sets the launcher's GOMAXPROCS (default 1: its
+// work is the embedded broker); the services keep Go's default.
 //
 // Exit status: 0 when everything started and stopped cleanly (and, with
 // -smoke, every service was ready), 1 otherwise, 2 for bad flags.
@@ -40,13 +40,17 @@ import (
 )
 
 func main() {
-	// TERROIR_DEVSTACK_PROCS sets the launcher's (the embedded broker's)
-	// GOMAXPROCS. One P cut the broker's CPU per request by a quarter at
-	// 200 req/s, but held a batch alone to 13,600 lines/min instead of
-	// 30,000 (stackbench), so the default is Go's.
+	// The launcher's work is the embedded broker, whose cluster state is
+	// one goroutine's: with one P its connections' goroutines do not
+	// wake a second thread for every request. In stackbench that cut the
+	// broker's CPU per request by a quarter at 200 req/s and an eighth at
+	// 1,000, and a batch alone ran at 38,000 lines/min against 32,000.
+	// TERROIR_DEVSTACK_PROCS sets another count.
+	procs := 1
 	if n, err := strconv.Atoi(os.Getenv("TERROIR_DEVSTACK_PROCS")); err == nil && n > 0 {
-		runtime.GOMAXPROCS(n)
+		procs = n
 	}
+	runtime.GOMAXPROCS(procs)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout)
 	stop()

@@ -160,7 +160,12 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if o := openLoop(through, 100, 3*time.Second); o.answered == 0 {
 		return fmt.Errorf("no request answered through Terroir while warming up: %s", o.failures())
 	}
-	pause := func() { sleepCtx(ctx, cfg.settle) }
+	pause := func() {
+		sleepCtx(ctx, cfg.settle)
+		if waited := waitQuiet(ctx, st.pid, 2*time.Minute); waited > 2*time.Second {
+			fmt.Fprintf(os.Stderr, "stackbench: the stack was busy for %s after the last measurement\n", waited.Round(time.Second))
+		}
+	}
 
 	var rows []bench.Row
 	if cfg.batchOnly {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"slices"
@@ -117,4 +118,29 @@ func perRequest(before, after cpuSample, n int) (string, time.Duration) {
 		parts = append(parts, fmt.Sprintf("%s %.3f", u.name, float64(u.d)/float64(time.Millisecond)))
 	}
 	return strings.Join(parts, ", ") + " (ms per request)", total
+}
+
+// total is the CPU time of every process in the sample.
+func (s cpuSample) total() time.Duration {
+	var t time.Duration
+	for _, d := range s {
+		t += d
+	}
+	return t
+}
+
+// waitQuiet waits until the stack uses less than a tenth of a core over
+// a second, or for at most limit: after a rate the stack could not keep
+// up with, what it still has queued would otherwise be measured with the
+// next row. It returns how long it waited.
+func waitQuiet(ctx context.Context, root int, limit time.Duration) time.Duration {
+	start := time.Now()
+	for time.Since(start) < limit && ctx.Err() == nil {
+		before := sampleCPU(root).total()
+		sleepCtx(ctx, time.Second)
+		if sampleCPU(root).total()-before < 100*time.Millisecond {
+			break
+		}
+	}
+	return time.Since(start)
 }

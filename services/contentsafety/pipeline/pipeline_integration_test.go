@@ -530,3 +530,38 @@ func TestBatchLaneKeepsToItsStreams(t *testing.T) {
 	rt.lane = bus.LaneRealtime
 	rt.call(events.OperationChatCompletions, false, `{"model":"chat","messages":[{"role":"user","content":"Tell me about the sea."}]}`, answer(events.OperationChatCompletions, benignAnswer))
 }
+
+// TestARequestItsCallerStoppedWaitingForIsSkipped: a request read after
+// its Meta.ReplyBy (ingress answered it with a timeout) is neither checked
+// nor passed to the model nor answered; one still awaited is.
+func TestARequestItsCallerStoppedWaitingForIsSkipped(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	id := fmt.Sprintf("req_expired_%d", time.Now().UnixNano())
+	h.mu.Lock()
+	h.script[id] = func(emit func(events.Event, bool)) {
+		answer(events.OperationChatCompletions, benignAnswer)(id, emit)
+	}
+	h.mu.Unlock()
+	req := events.InferenceRequest{RequestID: id, Resource: "acme", HomeGeo: "eu", ProcessingGeo: "eu", Deployment: "chat", SKU: "Standard",
+		Model: "scripted", Operation: events.OperationChatCompletions, APIFlavor: "openai",
+		Body: json.RawMessage(`{"model":"chat","messages":[{"role":"user","content":"Tell me about the sea."}]}`), CreatedAt: time.Now().UTC()}
+	// t.Context() has no deadline, so the ReplyBy set here is the one sent
+	rs, err := h.req.Request(t.Context(), "eu", bus.StreamRequests,
+		bus.Meta{RequestID: id, Resource: "acme", HomeGeo: "eu", Deployment: "chat", ReplyBy: time.Now().Add(-time.Second)}, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(rs.Close)
+	// a request still awaited, sent after it, is answered
+	h.call(events.OperationChatCompletions, false, `{"model":"chat","messages":[{"role":"user","content":"Tell me about the sea."}]}`, answer(events.OperationChatCompletions, benignAnswer))
+	if out, err := h.collect(rs, 2*time.Second); err == nil || len(out) > 0 {
+		t.Fatalf("a request whose caller had stopped waiting was answered: %+v", out)
+	}
+	h.mu.Lock()
+	saw := h.modelSaw[id]
+	h.mu.Unlock()
+	if saw != "" {
+		t.Fatalf("the model was asked a request whose caller had stopped waiting (from %s)", saw)
+	}
+}

@@ -62,6 +62,12 @@ func promptTexts(req events.InferenceRequest) ([]string, error) {
 
 // prompt is the prompt stage's handler.
 func (p *Pipeline) prompt(ctx context.Context, d *bus.Delivery) error {
+	if d.Expired() {
+		// Its caller stopped waiting (ingress answered it with a
+		// timeout): nothing is checked, passed on or recorded, and an
+		// overloaded stack catches up with requests still awaited.
+		return nil
+	}
 	var req events.InferenceRequest
 	if err := d.Decode(ctx, &req); err != nil {
 		return err // Decode marks what can never be read as permanent

@@ -158,10 +158,17 @@ func (w *Worker) handle(ctx context.Context, d *bus.Delivery) error {
 	// whatever the outcome: its output stage records the request from it.
 	result.Echo(req)
 	be, ok := w.cfg.Backends[req.Model]
-	if !ok {
+	switch {
+	case d.Expired():
+		// Its caller stopped waiting: the model is not asked, and the
+		// result (which still carries content safety's check, so the
+		// request is recorded as for any other error) costs little.
+		result.Status, result.Error = events.StatusError, &events.ResultError{Kind: events.ErrorTimeout, Code: "timeout",
+			Message: "the request waited longer than its caller did; the model was not asked"}
+	case !ok:
 		result.Status, result.Error = events.StatusError, &events.ResultError{Kind: events.ErrorNotFound, Code: "model_not_found",
 			Message: fmt.Sprintf("model %s is not served by this worker", req.Model)}
-	} else {
+	default:
 		rctx, cancel := context.WithTimeout(ctx, w.cfg.Timeout)
 		ans, err := be.Serve(rctx, req, func(chunk []byte) error {
 			return publish(events.InferenceChunk{RequestID: req.RequestID, Seq: seq, Attempt: attempt, Operation: req.Operation, Body: chunk, CreatedAt: time.Now().UTC()}, false)

@@ -376,3 +376,45 @@ func TestBatchLaneInstanceReportsNoCapacity(t *testing.T) {
 		t.Fatalf("a batch-lane instance published %d capacity reports", n)
 	}
 }
+
+// TestARequestItsCallerStoppedWaitingForIsNotAnswered: a request read
+// after its Meta.ReplyBy is not given to the model; its result says so
+// (carrying content safety's check back, so the request is still
+// recorded), and no usage is metered.
+func TestARequestItsCallerStoppedWaitingForIsNotAnswered(t *testing.T) {
+	t.Parallel()
+	b, got := startWorker(t)
+	req := events.InferenceRequest{RequestID: "late-1", Resource: "acme", HomeGeo: "eu", ProcessingGeo: "eu", Deployment: "chat", SKU: events.SKUStandard,
+		Model: "terroir-ngram", Operation: events.OperationChatCompletions, APIFlavor: events.APIFlavorOpenAI,
+		Body: json.RawMessage(`{"model":"chat","messages":[{"role":"user","content":"Tell me about the sea."}]}`), CreatedAt: time.Now(),
+		PromptCheck: &events.PromptCheck{Log: true}}
+	meta := bus.Meta{RequestID: "late-1", Resource: "acme", HomeGeo: "eu", Deployment: "chat", ReplyTo: "somewhere/0/ingress-1", ReplyBy: time.Now().Add(-time.Second)}
+	if err := b.Publish(t.Context(), "eu", bus.StreamInference, meta, req); err != nil {
+		t.Fatal(err)
+	}
+	send(t, b, "awaited-1", events.OperationChatCompletions, false, `{"model":"chat","max_tokens":4,"messages":[{"role":"user","content":"Tell me about the sea."}]}`)
+	ds := got.wait(t, "late-1")
+	r := result(t, ds[len(ds)-1])
+	if r.Status != events.StatusError || r.Error == nil || r.Error.Kind != events.ErrorTimeout || len(r.Body) > 0 || r.PromptCheck == nil {
+		t.Fatalf("result of a request nobody waits for: %+v", r)
+	}
+	if r := result(t, got.wait(t, "awaited-1")[0]); r.Status != events.StatusOK {
+		t.Fatalf("awaited request: %+v", r)
+	}
+	// the late request's usage would have gone out with the awaited one's
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		got.mu.Lock()
+		_, awaited := got.usage["awaited-1"]
+		_, metered := got.usage["late-1"]
+		got.mu.Unlock()
+		if metered {
+			t.Fatal("usage metered for a request the model was not asked")
+		}
+		if awaited {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no usage of the awaited request")
+		}
+	}
+}
