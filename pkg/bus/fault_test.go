@@ -30,20 +30,7 @@ func TestBrokerFaultsLoseNothingAndDuplicateNothing(t *testing.T) {
 			return nil, errors.New("injected: connection dropped"), true
 		},
 		"not leader on produce": func(req kmsg.Request) (kmsg.Response, error, bool) {
-			pr := req.(*kmsg.ProduceRequest)
-			resp := pr.ResponseKind().(*kmsg.ProduceResponse)
-			for _, rt := range pr.Topics {
-				st := kmsg.NewProduceResponseTopic()
-				st.Topic = rt.Topic
-				for _, rp := range rt.Partitions {
-					sp := kmsg.NewProduceResponseTopicPartition()
-					sp.Partition = rp.Partition
-					sp.ErrorCode = kerr.NotLeaderForPartition.Code
-					st.Partitions = append(st.Partitions, sp)
-				}
-				resp.Topics = append(resp.Topics, st)
-			}
-			return resp, nil, true
+			return produceError(req.(*kmsg.ProduceRequest), kerr.NotLeaderForPartition), nil, true
 		},
 	}
 	for name, fault := range faults {
@@ -176,4 +163,22 @@ func TestNextEventVersionIsAccepted(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("v3 not delivered")
 	}
+}
+
+// produceError answers a produce request with err on every partition it
+// names.
+func produceError(pr *kmsg.ProduceRequest, err *kerr.Error) *kmsg.ProduceResponse {
+	resp := pr.ResponseKind().(*kmsg.ProduceResponse)
+	for _, rt := range pr.Topics {
+		st := kmsg.NewProduceResponseTopic()
+		st.Topic, st.TopicID = rt.Topic, rt.TopicID
+		for _, rp := range rt.Partitions {
+			sp := kmsg.NewProduceResponseTopicPartition()
+			sp.Partition = rp.Partition
+			sp.ErrorCode = err.Code
+			st.Partitions = append(st.Partitions, sp)
+		}
+		resp.Topics = append(resp.Topics, st)
+	}
+	return resp
 }
