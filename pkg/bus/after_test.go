@@ -24,7 +24,7 @@ func TestAfterCommitsOnceTheSideRecordIsWritten(t *testing.T) {
 	t.Parallel()
 	c := bustest.New(t)
 	if c.Fake == nil {
-		t.Skip("fault injection needs the in-process kfake cluster")
+		t.Skip("fault injection needs the in-process kfake cluster: TERROIR_KAFKA_BROKERS names an external broker, whose produce requests cannot be refused on cue")
 	}
 	b := c.Bus(t, bustest.Options{Geos: []string{"eu"}})
 	usageTopic := b.Topic("eu", bus.StreamUsage)

@@ -69,16 +69,8 @@ type Meta struct {
 	// ReplyBy is when the caller stops waiting for the answer (set by
 	// Requester.Request from its context's deadline, in milliseconds);
 	// zero for work nobody waits on, such as batch lines. It travels
-	// with the request along its path: see Expired.
+	// with the request along its path: see Delivery.Expired.
 	ReplyBy time.Time
-}
-
-// Expired reports whether the caller stopped waiting before now: a
-// stage that reads such a request has nobody to answer, and an
-// overloaded stack that went on with it would spend its capacity on
-// answers nobody reads while every new request waits behind them.
-func (m Meta) Expired(now time.Time) bool {
-	return !m.ReplyBy.IsZero() && now.After(m.ReplyBy)
 }
 
 // Config configures a Bus.
@@ -111,8 +103,8 @@ type Config struct {
 	// Linger is how long the producer of the request path waits to batch
 	// records (default 0: a reply waits on every hop); SideLinger the
 	// same for the streams nobody waits on (safety signals, abuse log,
-	// usage, capacity; 0 is DefaultSideLinger, a negative value sends
-	// at once).
+	// usage, capacity; services set TERROIR_KAFKA_SIDE_LINGER, default
+	// DefaultSideLinger). 0 sends at once.
 	Linger, SideLinger time.Duration
 	// SessionTimeout is how long a consumer group waits for a member
 	// that stopped heartbeating before giving its partitions to the
@@ -204,14 +196,7 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 			return nil, fmt.Errorf("bus: client for %s: %w", g, err)
 		}
 		b.prod[g] = cl
-		side := cfg.SideLinger
-		switch {
-		case side == 0:
-			side = DefaultSideLinger
-		case side < 0:
-			side = 0
-		}
-		if b.batch[g], err = producer(g, side); err != nil {
+		if b.batch[g], err = producer(g, cfg.SideLinger); err != nil {
 			b.Close()
 			return nil, fmt.Errorf("bus: client for %s: %w", g, err)
 		}
@@ -338,16 +323,14 @@ type Sending struct {
 	geo, stream string
 	rec         *kgo.Record
 
-	mu       sync.Mutex
-	finished bool
-	then     []func()
+	mu   sync.Mutex // orders then against closing done
+	then []func()
 }
 
-// finish records the outcome and runs what waits on it.
+// finish records the outcome (set before) and runs what waits on it.
 func (s *Sending) finish() {
-	close(s.done)
 	s.mu.Lock()
-	s.finished = true
+	close(s.done)
 	then := s.then
 	s.then = nil
 	s.mu.Unlock()
@@ -360,7 +343,9 @@ func (s *Sending) finish() {
 // on the producer's callback (so f must be quick and must not wait).
 func (s *Sending) onDone(f func()) {
 	s.mu.Lock()
-	if !s.finished {
+	select {
+	case <-s.done:
+	default:
 		s.then = append(s.then, f)
 		s.mu.Unlock()
 		return
@@ -387,7 +372,7 @@ func (s *Sending) Wait() error {
 }
 
 func sendFailed(err error) *Sending {
-	s := &Sending{done: make(chan struct{}), err: err, finished: true}
+	s := &Sending{done: make(chan struct{}), err: err}
 	close(s.done)
 	return s
 }
@@ -560,10 +545,13 @@ type Delivery struct {
 }
 
 // Expired reports whether the record's caller stopped waiting for its
-// answer (Meta.Expired), and counts it in terroir_bus_expired_total when
-// so: a handler that gets true skips the work.
+// answer (Meta.ReplyBy has passed), and counts it in
+// terroir_bus_expired_total when so: a handler that gets true skips the
+// work, as there is nobody to answer, and an overloaded stack that went on
+// with it would spend its capacity on answers nobody reads while every new
+// request waits behind them.
 func (d *Delivery) Expired() bool {
-	if !d.Meta.Expired(time.Now()) {
+	if d.Meta.ReplyBy.IsZero() || !time.Now().After(d.Meta.ReplyBy) {
 		return false
 	}
 	d.bus.metrics.expired.WithLabelValues(d.Geo, d.Stream).Inc()

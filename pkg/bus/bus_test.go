@@ -422,11 +422,7 @@ func sharedPartitionIDs(t *testing.T, partitions int) (string, string) {
 func TestRequestTimesOutAndCancels(t *testing.T) {
 	t.Parallel()
 	b := bustest.New(t).Bus(t, bustest.Options{Geos: []string{"eu"}})
-	rq, err := b.NewRequester(t.Context(), "eu")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rq.Close()
+	rq := requester(t, b)
 	meta, ev := request("nobody-answers", "acme", "eu", "hello?")
 	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
 	defer cancel()
@@ -561,11 +557,7 @@ func TestRepliesAreHandedOutInSequenceOrder(t *testing.T) {
 			}
 			return nil
 		}})
-	rq, err := b.NewRequester(t.Context(), "eu")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rq.Close()
+	rq := requester(t, b)
 	meta, ev := request("shuffled", "acme", "eu", "hello")
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
@@ -643,11 +635,7 @@ func TestBatchRepliesGoToTheGroupStream(t *testing.T) {
 func TestARequestCarriesWhenItsCallerStopsWaiting(t *testing.T) {
 	t.Parallel()
 	b := bustest.New(t).Bus(t, bustest.Options{Geos: []string{"eu"}})
-	rq, err := b.NewRequester(t.Context(), "eu")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rq.Close()
+	rq := requester(t, b)
 	type seen struct {
 		replyBy          time.Time
 		expiredOnArrival bool
@@ -692,4 +680,15 @@ func TestARequestCarriesWhenItsCallerStopsWaiting(t *testing.T) {
 	if s := <-got; !s.replyBy.IsZero() || s.expiredOnArrival {
 		t.Errorf("a request nobody waits on carries ReplyBy %v (expired %v)", s.replyBy, s.expiredOnArrival)
 	}
+}
+
+// requester is a requester of b in eu, closed when the test ends.
+func requester(t *testing.T, b *bus.Bus) *bus.Requester {
+	t.Helper()
+	rq, err := b.NewRequester(t.Context(), "eu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(rq.Close)
+	return rq
 }

@@ -558,8 +558,17 @@ func (c *Consumer) await(pt *partTrack, r *kgo.Record, sends []*Sending) {
 	pt.running++
 	c.awaiting++
 	c.mu.Unlock()
-	end := func(written bool) {
-		if written {
+	var left atomic.Int32
+	var lost atomic.Bool // a send given up: the hold stays, r is redone
+	left.Store(int32(len(sends)))
+	settled := func(written bool) {
+		if !written {
+			lost.Store(true)
+		}
+		if left.Add(-1) > 0 {
+			return
+		}
+		if !lost.Load() {
 			h.Release()
 		}
 		c.mu.Lock()
@@ -568,23 +577,13 @@ func (c *Consumer) await(pt *partTrack, r *kgo.Record, sends []*Sending) {
 		c.cond.Broadcast()
 		c.mu.Unlock()
 	}
-	var left atomic.Int32
-	left.Store(int32(len(sends)))
 	for _, s := range sends {
 		s.onDone(func() {
-			if s.err != nil {
-				go c.resend(pt, s, func(written bool) {
-					if !written {
-						end(false)
-					} else if left.Add(-1) == 0 {
-						end(true)
-					}
-				})
+			if s.err == nil {
+				settled(true)
 				return
 			}
-			if left.Add(-1) == 0 {
-				end(true)
-			}
+			go c.resend(pt, s, settled)
 		})
 	}
 }

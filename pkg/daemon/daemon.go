@@ -139,7 +139,7 @@ func LoadConfig(env *config.Env, service, defaultAdminAddr string) Config {
 	c.LogFormat = env.OneOf("TERROIR_LOG_FORMAT", "json", "json", "console")
 	c.LogLevel = env.OneOf("TERROIR_LOG_LEVEL", "info", "debug", "info", "warn", "error")
 	c.LogFlush = env.Wait("TERROIR_LOG_FLUSH", 100*time.Millisecond)
-	if c.LogFlush < 0 || c.LogFlush > 10*time.Second {
+	if c.LogFlush > 10*time.Second {
 		env.Fail("TERROIR_LOG_FLUSH", fmt.Errorf("%s is outside 0 to 10s", c.LogFlush))
 	}
 	c.DrainTimeout = env.Duration("TERROIR_DRAIN_TIMEOUT", 10*time.Second)
@@ -150,7 +150,7 @@ func LoadConfig(env *config.Env, service, defaultAdminAddr string) Config {
 	c.Linger = env.Wait("TERROIR_KAFKA_LINGER", 0)
 	c.SideLinger = env.Wait("TERROIR_KAFKA_SIDE_LINGER", bus.DefaultSideLinger)
 	for k, v := range map[string]time.Duration{"TERROIR_KAFKA_LINGER": c.Linger, "TERROIR_KAFKA_SIDE_LINGER": c.SideLinger} {
-		if v < 0 || v > time.Second {
+		if v > time.Second {
 			env.Fail(k, fmt.Errorf("%s is outside 0 to 1s", v))
 		}
 	}
@@ -245,7 +245,7 @@ func (d *Daemon) connect(ctx context.Context) error {
 			keys.WithAdmission(d.admitKey),
 			keys.WithRotation(uint64(cfg.KeyRotateSeals), cfg.KeyRotateAge),
 		},
-		Linger: cfg.Linger, SideLinger: sideLinger(cfg.SideLinger), SessionTimeout: cfg.SessionTimeout,
+		Linger: cfg.Linger, SideLinger: cfg.SideLinger, SessionTimeout: cfg.SessionTimeout,
 		Logger: d.Log, Registerer: d.Registry,
 	})
 	if err != nil {
@@ -370,13 +370,4 @@ func (d *Daemon) close() {
 		_ = d.admin.Close()
 	}
 	_ = d.Log.Sync()
-}
-
-// sideLinger is TERROIR_KAFKA_SIDE_LINGER as bus.Config takes it: a 0
-// set on purpose sends at once (bus.Config reads 0 as its default).
-func sideLinger(d time.Duration) time.Duration {
-	if d == 0 {
-		return -1
-	}
-	return d
 }

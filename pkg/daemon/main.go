@@ -20,9 +20,11 @@ type RunFunc func(ctx context.Context, getenv func(string) string) error
 func Main(service string, run RunFunc) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	defer logging.Flush()
-	if err := run(ctx, os.Getenv); err != nil {
-		logging.Flush() // the service's last lines come before its error
+	err := func() error {
+		defer logging.Flush() // the service's last lines, before its error or panic
+		return run(ctx, os.Getenv)
+	}()
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", service, err)
 		return 1
 	}

@@ -213,7 +213,7 @@ func runWithInfra(ctx context.Context, cfg config, root string, out *stack.Outpu
 				env[k] = v
 			}
 		}
-		if err := startServices(root, filepath.Join(root, ".terroir", "bin"), out, group, services, env); err != nil {
+		if err := startServices(root, binDir(root), out, group, services, env); err != nil {
 			return errors.Join(err, stopServices(cfg, out, group))
 		}
 	}
@@ -222,7 +222,7 @@ func runWithInfra(ctx context.Context, cfg config, root string, out *stack.Outpu
 		return smoke(ctx, cfg, out, group, services, token, review)
 	}
 	demo := ensureDemo(ctx, cfg, out, state, services, token)
-	printBanner(out, root, state, kafkaAddr, redis, services, token, review, demo)
+	printBanner(out, state, kafkaAddr, redis, services, token, review, demo)
 
 	var runErr error
 	select {
@@ -252,16 +252,16 @@ func buildServices(ctx context.Context, root string, out *stack.Output, services
 	if err != nil {
 		return fmt.Errorf("building services: finding the go command: %w", err)
 	}
-	binDir := filepath.Join(root, ".terroir", "bin")
+	bins := binDir(root)
 	var names []string
 	for _, s := range services {
 		if !slices.Contains(names, s.Bin()) {
 			names = append(names, s.Bin())
 		}
 	}
-	out.Printf(launcher, "building %s into %s", strings.Join(names, ", "), binDir)
+	out.Printf(launcher, "building %s into %s", strings.Join(names, ", "), bins)
 	start := time.Now()
-	if err := stack.Build(ctx, goCmd, root, binDir, names); err != nil {
+	if err := stack.Build(ctx, goCmd, root, bins, names); err != nil {
 		return err
 	}
 	out.Printf(launcher, "built %d services in %s", len(names), time.Since(start).Round(100*time.Millisecond))
@@ -418,7 +418,7 @@ func ensureDemo(ctx context.Context, cfg config, out *stack.Output, state string
 	return d
 }
 
-func printBanner(out *stack.Output, root, state, kafkaAddr string, redis *stack.Redis, services []stack.Service, token string, review *stack.ReviewPKI, demo *demoBanner) {
+func printBanner(out *stack.Output, state, kafkaAddr string, redis *stack.Redis, services []stack.Service, token string, review *stack.ReviewPKI, demo *demoBanner) {
 	var b strings.Builder
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "\nTerroir dev stack is running")
@@ -470,3 +470,7 @@ func useColor(w io.Writer) bool {
 	fi, err := f.Stat()
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
+
+// binDir is where the service binaries are built: under the repository
+// whatever the state directory (-state).
+func binDir(root string) string { return filepath.Join(root, ".terroir", "bin") }

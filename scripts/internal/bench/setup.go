@@ -114,6 +114,9 @@ func (s *Setup) NewBus(ctx context.Context, cfg bus.Config) (*bus.Bus, error) {
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	cfg.Topics, cfg.KeyWrapper, cfg.Logger = s.Topics, s.Keys, s.Log.Named(cfg.InstanceID)
+	if cfg.SideLinger == 0 {
+		cfg.SideLinger = bus.DefaultSideLinger // as the services run
+	}
 	b, err := bus.New(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connecting bus %s: %w", cfg.InstanceID, err)
