@@ -83,7 +83,7 @@ func (b *Bus) NewRequester(ctx context.Context, geo string) (*Requester, error) 
 	}
 	cl, err := kgo.NewClient(b.clientOpts(geo,
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {p: kgo.NewOffset().At(end.Offset)}}),
-		kgo.FetchMaxWait(time.Second),
+		kgo.FetchMaxWait(quietFetchWait),
 	)...)
 	if err != nil {
 		return nil, fmt.Errorf("bus: reply consumer for %s: %w", topic, err)

@@ -33,6 +33,13 @@ type Table struct {
 	closeOnce sync.Once
 }
 
+// quietFetchWait is how long the broker holds a table's or a requester's
+// fetch while nothing arrives. A record ends the wait at once, so it costs
+// no latency; it only sets how often an idle reader asks again. These
+// readers never pause a partition, whose resumption would wait out a
+// fetch in flight, so they can wait longer than a group consumer.
+const quietFetchWait = 5 * time.Second
+
 // NewTable starts materialising stream of geo.
 func (b *Bus) NewTable(geo, stream string, apply func(*Delivery)) (*Table, error) {
 	if _, ok := b.prod[geo]; !ok {
@@ -43,7 +50,7 @@ func (b *Bus) NewTable(geo, stream string, apply func(*Delivery)) (*Table, error
 	cl, err := kgo.NewClient(b.clientOpts(geo,
 		kgo.ConsumeTopics(t.topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchMaxWait(time.Second),
+		kgo.FetchMaxWait(quietFetchWait),
 	)...)
 	if err != nil {
 		return nil, fmt.Errorf("bus: table %s: %w", t.topic, err)

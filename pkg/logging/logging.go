@@ -51,11 +51,11 @@ func NewBuffered(service, format, level string, flush time.Duration) (*zap.Logge
 	}
 	var out zapcore.WriteSyncer = zapcore.Lock(os.Stderr)
 	if flush > 0 {
-		b := &zapcore.BufferedWriteSyncer{WS: out, Size: 256 << 10, FlushInterval: flush}
+		g := newGatherer(out, flush, 256<<10)
 		flushMu.Lock()
-		flushers = append(flushers, b)
+		flushers = append(flushers, g)
 		flushMu.Unlock()
-		out = b
+		out = g
 	}
 	l := zap.New(zapcore.NewCore(enc, out, zap.NewAtomicLevelAt(lvl)), opts...)
 	return l.Named(service).With(zap.String("service", service)), nil
@@ -63,7 +63,7 @@ func NewBuffered(service, format, level string, flush time.Duration) (*zap.Logge
 
 var (
 	flushMu  sync.Mutex
-	flushers []*zapcore.BufferedWriteSyncer
+	flushers []*gatherer
 )
 
 // Flush writes out what the loggers of NewBuffered have gathered; a

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -272,6 +273,9 @@ func startServices(root, binDir string, out *stack.Output, group *stack.Group, s
 	base := os.Environ()
 	for _, s := range services {
 		set := map[string]string{"TERROIR_ADMIN_ADDR": s.AdminAddr}
+		if os.Getenv("GOMAXPROCS") == "" {
+			set["GOMAXPROCS"] = strconv.Itoa(procs())
+		}
 		for k, v := range env {
 			set[k] = v
 		}

@@ -68,6 +68,13 @@ type config struct {
 }
 
 func main() {
+	if addr := os.Getenv(echoEnv); addr != "" {
+		if err := echoPeer(addr); err != nil {
+			fmt.Fprintf(os.Stderr, "stackbench echo peer: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout)
 	stop()
@@ -168,6 +175,15 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 
 	var rows []bench.Row
+	for _, rate := range []int{200, 1000} {
+		row, err := loopbackFloor(rate, cfg.duration/3)
+		if err != nil {
+			return fmt.Errorf("measuring the loopback floor: %w", err)
+		}
+		rows = append(rows, row)
+	}
+	pause()
+	rows = append(rows, idleRow(st.pid, cfg.duration))
 	if cfg.batchOnly {
 		br, err := batchRows(ctx, cfg.api, key, cfg.batchLines, cfg.batchTokens, cfg.batchRTRate, cfg.batchPairs, cfg.batchRTFor, through, st.pid)
 		if err != nil {
@@ -182,12 +198,13 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		d := openLoop(direct, rate, cfg.duration)
 		pause()
 		stopProfiles := profile(cfg.profile, rate, cfg.duration)
-		before := sampleCPU(st.pid)
+		before, kbefore := sampleCPU(st.pid), sampleKernel(st.pid)
 		o := openLoop(through, rate, cfg.duration)
-		after := sampleCPU(st.pid)
+		after, kafter := sampleCPU(st.pid), sampleKernel(st.pid)
 		stopProfiles()
 		pause()
 		rows = append(rows, rateRows(rate, d, o, before, after)...)
+		rows[len(rows)-1].Comment = joinNotes(rows[len(rows)-1].Comment, kernelPerRequest(kbefore, kafter, o.answered))
 	}
 
 	if cfg.ratesOnly {
@@ -252,6 +269,20 @@ func report(out io.Writer, cfg config, rows []bench.Row) error {
 	}
 	fmt.Fprintln(out, "added = latency through Terroir minus the upstream's own at the same quantile and rate; CPU = user+system time of every process of the stack, divided by the requests answered")
 	return bench.PrintReport(out, bench.Machine("embedded broker of the dev stack"), rows)
+}
+
+// idleRow measures the stack with nothing to do for d: what its
+// processes spend on heartbeats, fetches waiting out their maximum wait
+// and timers, in thousandths of a core.
+func idleRow(root int, d time.Duration) bench.Row {
+	before, kbefore := sampleCPU(root), sampleKernel(root)
+	time.Sleep(d)
+	after, kafter := sampleCPU(root), sampleKernel(root)
+	seconds := int(d / time.Second)
+	breakdown, cpu := perRequest(before, after, seconds)
+	return bench.Row{Name: "idle stack, per second", Value: fmt.Sprintf("%.1f%% of a core", 100*cpu.Seconds()),
+		Comment: joinNotes(strings.Replace(breakdown, "per request", "per second", 1),
+			strings.Replace(kernelPerRequest(kbefore, kafter, seconds), "per request", "per second", 1))}
 }
 
 // rateRows are the rows of one open-loop rate.

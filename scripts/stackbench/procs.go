@@ -144,3 +144,72 @@ func waitQuiet(ctx context.Context, root int, limit time.Duration) time.Duration
 	}
 	return time.Since(start)
 }
+
+// kernelUse counts what a process asked of the kernel: read and write
+// system calls (/proc/<pid>/io) and context switches of all its threads
+// (/proc/<pid>/task/*/status).
+type kernelUse struct{ syscalls, switches int64 }
+
+// kernelSample is the kernel use of every process of the stack at one
+// moment, by process name.
+type kernelSample map[string]kernelUse
+
+func sampleKernel(root int) kernelSample {
+	s := kernelSample{}
+	for _, p := range tree(root) {
+		u := s[p.name]
+		dir := "/proc/" + strconv.Itoa(p.pid)
+		if b, err := os.ReadFile(dir + "/io"); err == nil {
+			u.syscalls += field(string(b), "syscr:") + field(string(b), "syscw:")
+		}
+		tasks, _ := os.ReadDir(dir + "/task")
+		for _, t := range tasks {
+			if b, err := os.ReadFile(dir + "/task/" + t.Name() + "/status"); err == nil {
+				u.switches += field(string(b), "voluntary_ctxt_switches:") + field(string(b), "nonvoluntary_ctxt_switches:")
+			}
+		}
+		s[p.name] = u
+	}
+	return s
+}
+
+// field is the number after the first line starting with name in a
+// /proc file of "name: value" lines.
+func field(text, name string) int64 {
+	for line := range strings.Lines(text) {
+		if rest, ok := strings.CutPrefix(line, name); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(rest), 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+// kernelPerRequest is the read and write system calls and the context
+// switches each process made between two samples, per request, busiest
+// first: "contentsafety 9.1/6.3, …".
+func kernelPerRequest(before, after kernelSample, n int) string {
+	if n == 0 {
+		return ""
+	}
+	type use struct {
+		name               string
+		syscalls, switches float64
+	}
+	var uses []use
+	var sc, sw float64
+	for name, a := range after {
+		b := before[name]
+		u := use{name, float64(a.syscalls-b.syscalls) / float64(n), float64(a.switches-b.switches) / float64(n)}
+		sc, sw = sc+u.syscalls, sw+u.switches
+		uses = append(uses, u)
+	}
+	slices.SortFunc(uses, func(a, b use) int { return int(1000 * (b.syscalls + b.switches - a.syscalls - a.switches)) })
+	parts := []string{fmt.Sprintf("all %.1f/%.1f", sc, sw)}
+	for _, u := range uses {
+		if u.syscalls+u.switches >= 0.1 {
+			parts = append(parts, fmt.Sprintf("%s %.1f/%.1f", u.name, u.syscalls, u.switches))
+		}
+	}
+	return strings.Join(parts, ", ") + " (read+write system calls / context switches per request)"
+}
