@@ -19,6 +19,7 @@ type procStat struct {
 	pid, ppid int
 	name      string
 	cpu       time.Duration // user + system
+	sys       time.Duration // system
 }
 
 func readStat(pid int) (procStat, bool) {
@@ -40,7 +41,7 @@ func readStat(pid int) (procStat, bool) {
 	ut, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
 	return procStat{pid: pid, ppid: ppid, name: s[open+1 : closing],
-		cpu: time.Duration(ut+st) * time.Second / userHZ}, true
+		cpu: time.Duration(ut+st) * time.Second / userHZ, sys: time.Duration(st) * time.Second / userHZ}, true
 }
 
 // tree returns root and every process descended from it.
@@ -146,9 +147,12 @@ func waitQuiet(ctx context.Context, root int, limit time.Duration) time.Duration
 }
 
 // kernelUse counts what a process asked of the kernel: read and write
-// system calls (/proc/<pid>/io) and context switches of all its threads
-// (/proc/<pid>/task/*/status).
-type kernelUse struct{ syscalls, switches int64 }
+// system calls (/proc/<pid>/io), context switches of all its threads
+// (/proc/<pid>/task/*/status) and the CPU time spent in the kernel.
+type kernelUse struct {
+	syscalls, switches int64
+	sys                time.Duration
+}
 
 // kernelSample is the kernel use of every process of the stack at one
 // moment, by process name.
@@ -158,6 +162,7 @@ func sampleKernel(root int) kernelSample {
 	s := kernelSample{}
 	for _, p := range tree(root) {
 		u := s[p.name]
+		u.sys += p.sys
 		dir := "/proc/" + strconv.Itoa(p.pid)
 		if b, err := os.ReadFile(dir + "/io"); err == nil {
 			u.syscalls += field(string(b), "syscr:") + field(string(b), "syscw:")
@@ -185,9 +190,9 @@ func field(text, name string) int64 {
 	return 0
 }
 
-// kernelPerRequest is the read and write system calls and the context
-// switches each process made between two samples, per request, busiest
-// first: "contentsafety 9.1/6.3, …".
+// kernelPerRequest is the stack's system time and the read and write
+// system calls and context switches each process made between two
+// samples, per request, busiest first: "contentsafety 9.1/6.3, …".
 func kernelPerRequest(before, after kernelSample, n int) string {
 	if n == 0 {
 		return ""
@@ -198,14 +203,16 @@ func kernelPerRequest(before, after kernelSample, n int) string {
 	}
 	var uses []use
 	var sc, sw float64
+	var sys time.Duration
 	for name, a := range after {
 		b := before[name]
 		u := use{name, float64(a.syscalls-b.syscalls) / float64(n), float64(a.switches-b.switches) / float64(n)}
 		sc, sw = sc+u.syscalls, sw+u.switches
+		sys += (a.sys - b.sys) / time.Duration(n)
 		uses = append(uses, u)
 	}
 	slices.SortFunc(uses, func(a, b use) int { return int(1000 * (b.syscalls + b.switches - a.syscalls - a.switches)) })
-	parts := []string{fmt.Sprintf("all %.1f/%.1f", sc, sw)}
+	parts := []string{fmt.Sprintf("system time %.3f ms; all %.1f/%.1f", float64(sys)/float64(time.Millisecond), sc, sw)}
 	for _, u := range uses {
 		if u.syscalls+u.switches >= 0.1 {
 			parts = append(parts, fmt.Sprintf("%s %.1f/%.1f", u.name, u.syscalls, u.switches))
