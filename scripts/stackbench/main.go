@@ -183,7 +183,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		rows = append(rows, row)
 	}
 	pause()
-	rows = append(rows, idleRow(st.pid, cfg.duration))
+	rows = append(rows, idleRow(ctx, st.pid, cfg.duration))
 	if cfg.batchOnly {
 		br, err := batchRows(ctx, cfg.api, key, cfg.batchLines, cfg.batchTokens, cfg.batchRTRate, cfg.batchPairs, cfg.batchRTFor, through, st.pid)
 		if err != nil {
@@ -274,9 +274,9 @@ func report(out io.Writer, cfg config, rows []bench.Row) error {
 // idleRow measures the stack with nothing to do for d: what its
 // processes spend on heartbeats, fetches waiting out their maximum wait
 // and timers, in thousandths of a core.
-func idleRow(root int, d time.Duration) bench.Row {
+func idleRow(ctx context.Context, root int, d time.Duration) bench.Row {
 	before, kbefore := sampleCPU(root), sampleKernel(root)
-	time.Sleep(d)
+	sleepCtx(ctx, d)
 	after, kafter := sampleCPU(root), sampleKernel(root)
 	seconds := int(d / time.Second)
 	breakdown, cpu := perRequest(before, after, seconds)
