@@ -279,10 +279,9 @@ func idleRow(ctx context.Context, root int, d time.Duration) bench.Row {
 	sleepCtx(ctx, d)
 	after, kafter := sampleCPU(root), sampleKernel(root)
 	seconds := int(d / time.Second)
-	breakdown, cpu := perRequest(before, after, seconds)
+	breakdown, cpu := perEach(before, after, seconds, "second")
 	return bench.Row{Name: "idle stack, per second", Value: fmt.Sprintf("%.1f%% of a core", 100*cpu.Seconds()),
-		Comment: joinNotes(strings.Replace(breakdown, "per request", "per second", 1),
-			strings.Replace(kernelPerRequest(kbefore, kafter, seconds), "per request", "per second", 1))}
+		Comment: joinNotes(breakdown, kernelPerEach(kbefore, kafter, seconds, "second"))}
 }
 
 // rateRows are the rows of one open-loop rate.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"os"
@@ -92,6 +93,11 @@ func sampleCPU(root int) cpuSample {
 // perRequest divides the CPU each process used between two samples by n
 // requests: "ingress 0.42 ms, …", and the sum.
 func perRequest(before, after cpuSample, n int) (string, time.Duration) {
+	return perEach(before, after, n, "request")
+}
+
+// perEach is perRequest for n of any unit ("second" for the idle stack).
+func perEach(before, after cpuSample, n int, unit string) (string, time.Duration) {
 	if n == 0 {
 		return "no requests answered", 0
 	}
@@ -118,7 +124,7 @@ func perRequest(before, after cpuSample, n int) (string, time.Duration) {
 	for _, u := range uses {
 		parts = append(parts, fmt.Sprintf("%s %.3f", u.name, float64(u.d)/float64(time.Millisecond)))
 	}
-	return strings.Join(parts, ", ") + " (ms per request)", total
+	return strings.Join(parts, ", ") + " (ms per " + unit + ")", total
 }
 
 // total is the CPU time of every process in the sample.
@@ -194,6 +200,11 @@ func field(text, name string) int64 {
 // system calls and context switches each process made between two
 // samples, per request, busiest first: "contentsafety 9.1/6.3, …".
 func kernelPerRequest(before, after kernelSample, n int) string {
+	return kernelPerEach(before, after, n, "request")
+}
+
+// kernelPerEach is kernelPerRequest for n of any unit.
+func kernelPerEach(before, after kernelSample, n int, unit string) string {
 	if n == 0 {
 		return ""
 	}
@@ -211,12 +222,12 @@ func kernelPerRequest(before, after kernelSample, n int) string {
 		sys += (a.sys - b.sys) / time.Duration(n)
 		uses = append(uses, u)
 	}
-	slices.SortFunc(uses, func(a, b use) int { return int(1000 * (b.syscalls + b.switches - a.syscalls - a.switches)) })
+	slices.SortFunc(uses, func(a, b use) int { return cmp.Compare(b.syscalls+b.switches, a.syscalls+a.switches) })
 	parts := []string{fmt.Sprintf("system time %.3f ms; all %.1f/%.1f", float64(sys)/float64(time.Millisecond), sc, sw)}
 	for _, u := range uses {
 		if u.syscalls+u.switches >= 0.1 {
 			parts = append(parts, fmt.Sprintf("%s %.1f/%.1f", u.name, u.syscalls, u.switches))
 		}
 	}
-	return strings.Join(parts, ", ") + " (read+write system calls / context switches per request)"
+	return strings.Join(parts, ", ") + " (read+write system calls / context switches per " + unit + ")"
 }
